@@ -1,0 +1,48 @@
+// swift-tools-version: 6.1
+// pkm-convert: portable, verified Product Key Memory checkpoints.
+//
+// Dependency direction (one way):
+//   PKMTensor ← PKMFormats (+ CHDF5, CZstd) ← PKMModel (+ CBLAS) ← PKMPipeline ← pkm-convert
+import PackageDescription
+
+let releaseFlags: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
+]
+let releaseCFlags: [CSetting] = [
+    .unsafeFlags(["-O3", "-march=x86-64-v3"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "pkm-convert",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "PKMTensor", targets: ["PKMTensor"]),
+        .library(name: "PKMFormats", targets: ["PKMFormats"]),
+        .library(name: "PKMModel", targets: ["PKMModel"]),
+        .library(name: "PKMPipeline", targets: ["PKMPipeline"]),
+        .executable(name: "pkm-convert", targets: ["PKMConvertCLI"]),
+        .executable(name: "pkm-script-example", targets: ["PKMScriptingExample"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .target(name: "PKMTensor", swiftSettings: releaseFlags),
+        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CHDF5", "CZstd"], swiftSettings: releaseFlags),
+        .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: releaseFlags),
+        .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMModel"], swiftSettings: releaseFlags),
+        .executableTarget(
+            name: "PKMConvertCLI",
+            dependencies: ["PKMPipeline", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: releaseFlags),
+        .executableTarget(name: "PKMScriptingExample", dependencies: ["PKMPipeline"]),
+        .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),
+        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats"], resources: []),
+        .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMFormats"]),
+        .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

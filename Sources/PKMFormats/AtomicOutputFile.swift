@@ -1,0 +1,160 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An output file that appears at its destination only when complete.
+///
+/// On Linux the data goes to an anonymous `O_TMPFILE` inode in the destination folder: it has
+/// no name until ``commit()``, so a run that fails, or is killed even with SIGKILL, leaves
+/// nothing behind. `commit()` fsyncs, links the inode under a hidden temporary name and renames
+/// it over the destination (atomic on POSIX file systems; an existing destination stays intact
+/// until then). Where `O_TMPFILE` is unavailable a hidden named temporary file is used and
+/// removed on any failure.
+///
+/// Libraries that need a path (libhdf5) write through ``pathForLibraries``, which for an
+/// `O_TMPFILE` inode is `/proc/self/fd/N`.
+public final class AtomicOutputFile {
+    /// Where the file will appear on commit.
+    public let destination: URL
+    /// The open descriptor data is written to.
+    public private(set) var fileDescriptor: Int32
+    /// A path that opens the same inode (for C libraries that take a file name).
+    public let pathForLibraries: String
+    /// Bytes written through ``write(_:)-(UnsafeRawBufferPointer)``.
+    public private(set) var bytesWritten: Int = 0
+    private var namedTemporaryPath: String?
+    private var finished = false
+
+    /// Creates the hidden output in the destination's folder.
+    /// - Throws: ``FormatError/io(path:operation:message:)`` when the folder is not writable.
+    public init(destination: URL) throws(FormatError) {
+        self.destination = destination
+        let folder = destination.deletingLastPathComponent().path
+        #if os(Linux)
+        let oTmpFile: Int32 = 0o20200000  // O_TMPFILE | O_DIRECTORY, not importable as a macro
+        let anonymous = open(folder.isEmpty ? "." : folder, oTmpFile | O_RDWR | O_CLOEXEC, 0o644)
+        if anonymous >= 0 {
+            fileDescriptor = anonymous
+            pathForLibraries = "/proc/self/fd/\(anonymous)"
+            namedTemporaryPath = nil
+            return
+        }
+        #endif
+        var template = Array((folder.isEmpty ? "." : folder).utf8CString.dropLast())
+        template += Array("/.\(destination.lastPathComponent).pkm-tmp-XXXXXX".utf8CString)
+        let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard descriptor >= 0 else {
+            throw .io(path: destination.path, operation: "create a temporary file in \(folder)", message: String(cString: strerror(errno)))
+        }
+        fchmod(descriptor, 0o644)
+        fileDescriptor = descriptor
+        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        namedTemporaryPath = path
+        pathForLibraries = path
+    }
+
+    deinit { discard() }
+
+    /// Writes all bytes, retrying short writes and interrupted calls.
+    /// - Throws: ``FormatError/writeFailed(path:reason:)`` (for example on a full disk).
+    public func write(_ buffer: UnsafeRawBufferPointer) throws(FormatError) {
+        guard var pointer = buffer.baseAddress else { return }
+        var left = buffer.count
+        while left > 0 {
+            let written = Glibc.write(fileDescriptor, pointer, left)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw .writeFailed(path: destination.path, reason: String(cString: strerror(errno)))
+            }
+            if written == 0 { throw .writeFailed(path: destination.path, reason: "the device accepted no more bytes") }
+            left -= written
+            pointer += written
+            bytesWritten += written
+        }
+    }
+
+    /// Writes all bytes of `data`.
+    /// - Throws: ``FormatError/writeFailed(path:reason:)``.
+    public func write(_ data: Data) throws(FormatError) {
+        var failure: FormatError?
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            do { try write(raw) } catch let error as FormatError { failure = error } catch { failure = .writeFailed(path: destination.path, reason: "\(error)") }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Flushes to disk and moves the file to its destination, replacing any file there.
+    /// - Throws: ``FormatError/writeFailed(path:reason:)``; the destination is then untouched.
+    public func commit() throws(FormatError) {
+        guard !finished else { throw .writeFailed(path: destination.path, reason: "output already finished") }
+        if fsync(fileDescriptor) != 0 {
+            let reason = String(cString: strerror(errno))
+            discard()
+            throw .writeFailed(path: destination.path, reason: "fsync: \(reason)")
+        }
+        let destinationPath = destination.path
+        if let named = namedTemporaryPath {
+            guard rename(named, destinationPath) == 0 else {
+                let reason = String(cString: strerror(errno))
+                discard()
+                throw .writeFailed(path: destinationPath, reason: "rename: \(reason)")
+            }
+        } else {
+            #if os(Linux)
+            let folder = destination.deletingLastPathComponent().path
+            var linked: String?
+            for attempt in 0..<16 {
+                let candidate = "\(folder.isEmpty ? "." : folder)/.\(destination.lastPathComponent).pkm-tmp-\(getpid())-\(attempt)-\(UInt32.random(in: 0...UInt32.max))"
+                if linkat(AT_FDCWD, pathForLibraries, AT_FDCWD, candidate, 0x400 /* AT_SYMLINK_FOLLOW */) == 0 {
+                    linked = candidate
+                    break
+                }
+                if errno != EEXIST {
+                    let reason = String(cString: strerror(errno))
+                    discard()
+                    throw .writeFailed(path: destinationPath, reason: "link: \(reason)")
+                }
+            }
+            guard let temporary = linked else {
+                discard()
+                throw .writeFailed(path: destinationPath, reason: "could not name the temporary file")
+            }
+            guard rename(temporary, destinationPath) == 0 else {
+                let reason = String(cString: strerror(errno))
+                unlink(temporary)
+                discard()
+                throw .writeFailed(path: destinationPath, reason: "rename: \(reason)")
+            }
+            #endif
+        }
+        close(fileDescriptor)
+        fileDescriptor = -1
+        finished = true
+    }
+
+    /// Abandons the output: closes it and removes any temporary name. Safe to call twice.
+    public func discard() {
+        guard !finished else { return }
+        finished = true
+        if fileDescriptor >= 0 { close(fileDescriptor) }
+        fileDescriptor = -1
+        if let named = namedTemporaryPath { unlink(named) }
+    }
+
+    /// Runs `body` with a fresh output and commits it when `body` returns; discards it on error.
+    /// - Throws: whatever `body` throws, or ``FormatError`` from creating or committing.
+    public static func write<Result>(to destination: URL, _ body: (AtomicOutputFile) throws -> Result) throws -> Result {
+        let output = try AtomicOutputFile(destination: destination)
+        do {
+            let result = try body(output)
+            try output.commit()
+            return result
+        } catch {
+            output.discard()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import PKMTensor
+
+/// The on-disk checkpoint formats pkm-convert reads and writes.
+public enum CheckpointFormat: String, Sendable, CaseIterable, Codable {
+    /// A PyTorch state dict exported with h5py (spec §4).
+    case hdf5
+    /// Hugging Face safetensors, single file or sharded through `model.safetensors.index.json`.
+    case safetensors
+    /// pkm-convert's native zstd format (`schemas/pkmz.md`).
+    case pkmz
+
+    /// The format implied by a file name's extension, if any.
+    public init?(pathExtension: String) {
+        switch pathExtension.lowercased() {
+        case "h5", "hdf5", "he5": self = .hdf5
+        case "safetensors": self = .safetensors
+        case "pkmz": self = .pkmz
+        default: return nil
+        }
+    }
+
+    /// The canonical file extension.
+    public var fileExtension: String {
+        switch self {
+        case .hdf5: return "h5"
+        case .safetensors: return "safetensors"
+        case .pkmz: return "pkmz"
+        }
+    }
+}
+
+/// Name, dtype and shape of one stored tensor, known without reading its data.
+public struct TensorInfo: Sendable, Equatable, Codable {
+    /// The full name as stored (dotted, e.g. `bert.encoder.layer.0.output.dense.weight`).
+    public var name: String
+    /// The stored element type.
+    public var dtype: DType
+    /// The dimensions.
+    public var shape: [Int]
+
+    public init(name: String, dtype: DType, shape: [Int]) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+    }
+
+    /// Bytes of element data (0 if the shape overflows, which readers reject before creating one).
+    public var byteCount: Int { ShapeMath.byteCount(shape, dtype: dtype) ?? 0 }
+}
+
+/// Where a checkpoint came from: recorded by writers that support it (pkmz header,
+/// safetensors `__metadata__["pkm_provenance"]`, HDF5 root attribute `pkm_provenance`).
+public struct Provenance: Sendable, Equatable, Codable {
+    /// File name (not path) of the source checkpoint.
+    public var sourceFile: String?
+    /// Lower-case hex SHA-256 of the source file's bytes (of the index file, for sharded sources).
+    public var sourceSHA256: String?
+    /// `pkm-convert <version>`.
+    public var tool: String
+    /// ISO 8601 creation time, UTC.
+    public var created: String
+    /// What produced it (`convert`, `import`, `graft …`), with options.
+    public var operation: String?
+
+    enum CodingKeys: String, CodingKey {
+        case sourceFile = "source_file", sourceSHA256 = "source_sha256", tool, created, operation
+    }
+
+    public init(sourceFile: String?, sourceSHA256: String?, tool: String = PKMVersion.toolName,
+                created: Date = Date(), operation: String? = nil) {
+        self.sourceFile = sourceFile
+        self.sourceSHA256 = sourceSHA256
+        self.tool = tool
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        self.created = formatter.string(from: created)
+        self.operation = operation
+    }
+}
+
+/// The tool's version string, recorded in provenance.
+public enum PKMVersion {
+    /// Semantic version of pkm-convert.
+    public static let version = "0.1.0"
+    /// `pkm-convert 0.1.0`.
+    public static let toolName = "pkm-convert \(version)"
+}
+
+/// Limits every reader checks against declared sizes before allocating anything.
+///
+/// Defaults accept any real checkpoint up to 1 TiB while refusing headers that declare absurd
+/// sizes. Readers additionally check every declared byte range against the file's real size.
+public struct ReaderLimits: Sendable, Equatable {
+    /// Largest header (safetensors JSON, pkmz header, config JSON) in bytes. Default 100 MiB,
+    /// the reference safetensors reader's cap.
+    public var maxHeaderBytes: Int = 100 * 1024 * 1024
+    /// Most tensors in one checkpoint. Default 1,000,000.
+    public var maxTensorCount: Int = 1_000_000
+    /// Highest tensor rank. Default 16.
+    public var maxRank: Int = 16
+    /// Largest total of declared tensor bytes. Default 1 TiB.
+    public var maxTotalBytes: Int = 1 << 40
+
+    public init() {}
+}
+
+/// Options for writers.
+public struct WriteOptions: Sendable {
+    /// zstd compression level for pkmz (1–22; 3 is zstd's default).
+    public var compressionLevel: Int32 = 3
+    /// Uncompressed bytes per pkmz frame (each frame decodes independently). Default 1 MiB.
+    public var frameBytes: Int = 1 << 20
+    /// Split float values into byte planes before compressing (pkmz only).
+    public var byteGrouping: Bool = true
+    /// Worker threads for compression (0 = all cores).
+    public var threads: Int = 0
+    /// Recorded provenance, if any.
+    public var provenance: Provenance?
+
+    public init() {}
+}
+
+/// Reads a checkpoint's tensor table up front and tensor data on demand.
+///
+/// Conformers: ``HDF5Reader``, ``SafetensorsReader``, ``ShardedSafetensorsReader``, ``PKMZReader``.
+/// Opening validates the whole table (names, dtypes, shapes, byte ranges) against the file, so
+/// `tensor(named:)` only fails for damage in the data itself (checksums, compression).
+public protocol CheckpointReader: AnyObject, Sendable {
+    /// The file (or index file) this reader opened.
+    var url: URL { get }
+    /// The format.
+    var format: CheckpointFormat { get }
+    /// Tensors in file order.
+    var tensorInfos: [TensorInfo] { get }
+    /// String metadata; `config`, when present, is the model config as a JSON string.
+    var metadata: [String: String] { get }
+    /// Provenance recorded in the file, if any.
+    var provenance: Provenance? { get }
+    /// Reads one tensor's data.
+    /// - Throws: ``FormatError`` naming the file and tensor.
+    func tensor(named name: String) throws -> Tensor
+}
+
+extension CheckpointReader {
+    /// Reads every tensor into an ordered state dict (metadata included).
+    /// - Throws: ``FormatError``.
+    public func readAll() throws -> StateDict {
+        var dict = StateDict(metadata: metadata)
+        for info in tensorInfos {
+            let tensor = try tensor(named: info.name)
+            do { try dict.insert(tensor, named: info.name) } catch {
+                throw FormatError.duplicateTensor(path: url.path, tensor: info.name)
+            }
+        }
+        return dict
+    }
+
+    /// Total declared tensor bytes.
+    public var totalBytes: Int { tensorInfos.reduce(0) { $0 + $1.byteCount } }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import PKMTensor
+
+/// Every error the checkpoint readers and writers raise.
+///
+/// Each case names the file, and where known the tensor and byte offset; its description
+/// says what broke and what to do about it.
+public enum FormatError: Error, Sendable, CustomStringConvertible {
+    /// The path does not exist.
+    case fileNotFound(path: String)
+    /// The format could not be recognised from the magic bytes or the extension.
+    case unknownFormat(path: String, reason: String)
+    /// An operating-system I/O call failed.
+    case io(path: String, operation: String, message: String)
+    /// The file ends before a structure it declares.
+    case truncated(path: String, what: String, offset: Int, needed: Int, available: Int)
+    /// The magic bytes are wrong: not this format, or damaged.
+    case badMagic(path: String, expected: String, found: String)
+    /// The format version is newer (or older) than this build reads.
+    case unsupportedVersion(path: String, found: Int, supported: [Int])
+    /// The header is malformed (invalid JSON, missing fields, wrong types).
+    case invalidHeader(path: String, reason: String)
+    /// One tensor's entry is malformed.
+    case invalidTensor(path: String, tensor: String, reason: String)
+    /// A tensor's dtype is not one this build supports.
+    case unsupportedDType(path: String, tensor: String, dtype: String)
+    /// Shape × dtype size overflows, or data offsets are out of range, overlapping or not contiguous.
+    case invalidOffsets(path: String, tensor: String, reason: String)
+    /// A declared size exceeds a limit in ``ReaderLimits``.
+    case limitExceeded(path: String, limit: String, value: Int, maximum: Int)
+    /// Stored and computed checksums differ: the file is damaged.
+    case checksumMismatch(path: String, what: String, offset: Int)
+    /// A compressed frame does not decode, or decodes to the wrong size.
+    case decompressionFailed(path: String, tensor: String, offset: Int, reason: String)
+    /// libhdf5 reported an error; `message` is its error stack, innermost first.
+    case hdf5(path: String, object: String, message: String)
+    /// A shard listed in `model.safetensors.index.json` is missing.
+    case missingShard(path: String, shard: String)
+    /// A shard path leaves the checkpoint folder (absolute, or containing `..`).
+    case shardPathEscapes(path: String, shard: String)
+    /// The same tensor name appears twice.
+    case duplicateTensor(path: String, tensor: String)
+    /// A tensor requested by name is not in the file.
+    case tensorNotFound(path: String, tensor: String)
+    /// Writing the output failed; nothing was left at the destination.
+    case writeFailed(path: String, reason: String)
+    /// The tensor core rejected a value.
+    case tensor(path: String, tensor: String, underlying: TensorError)
+
+    public var description: String {
+        switch self {
+        case .fileNotFound(let path):
+            return "\(path): no such file or folder; check the path"
+        case .unknownFormat(let path, let reason):
+            return "\(path): unrecognised checkpoint format (\(reason)); use .h5/.hdf5, .safetensors or .pkmz, or pass --format/--to"
+        case .io(let path, let operation, let message):
+            return "\(path): \(operation) failed: \(message)"
+        case .truncated(let path, let what, let offset, let needed, let available):
+            return "\(path): truncated \(what) at byte \(offset) (needs \(needed) bytes, \(available) present); the file is incomplete, re-copy or re-export it"
+        case .badMagic(let path, let expected, let found):
+            return "\(path): not a valid file of this format (expected magic \(expected), found \(found))"
+        case .unsupportedVersion(let path, let found, let supported):
+            return "\(path): format version \(found) is not supported (this build reads \(supported.map(String.init).joined(separator: ", "))); upgrade pkm-convert"
+        case .invalidHeader(let path, let reason):
+            return "\(path): invalid header: \(reason)"
+        case .invalidTensor(let path, let tensor, let reason):
+            return "\(path): tensor '\(tensor)': \(reason)"
+        case .unsupportedDType(let path, let tensor, let dtype):
+            return "\(path): tensor '\(tensor)' has unsupported dtype '\(dtype)' (supported: \(DType.allCases.map(\.rawValue).joined(separator: ", ")))"
+        case .invalidOffsets(let path, let tensor, let reason):
+            return "\(path): tensor '\(tensor)': \(reason); the file is damaged or was not written by a conforming writer"
+        case .limitExceeded(let path, let limit, let value, let maximum):
+            return "\(path): \(limit) is \(value), above the limit \(maximum); if the file is trusted, raise it with --max-\(limit.replacingOccurrences(of: " ", with: "-"))"
+        case .checksumMismatch(let path, let what, let offset):
+            return "\(path): checksum mismatch in \(what) at byte \(offset); the file is corrupted, re-copy it"
+        case .decompressionFailed(let path, let tensor, let offset, let reason):
+            return "\(path): tensor '\(tensor)': compressed data at byte \(offset) does not decode (\(reason)); the file is corrupted"
+        case .hdf5(let path, let object, let message):
+            return "\(path): HDF5 error at '\(object)': \(message)"
+        case .missingShard(let path, let shard):
+            return "\(path): shard '\(shard)' listed in the index is missing; copy every shard into the folder"
+        case .shardPathEscapes(let path, let shard):
+            return "\(path): shard path '\(shard)' leaves the checkpoint folder; refusing to read it"
+        case .duplicateTensor(let path, let tensor):
+            return "\(path): tensor '\(tensor)' appears more than once"
+        case .tensorNotFound(let path, let tensor):
+            return "\(path): no tensor named '\(tensor)'"
+        case .writeFailed(let path, let reason):
+            return "\(path): could not write: \(reason); nothing was left at the destination"
+        case .tensor(let path, let tensor, let underlying):
+            return "\(path): tensor '\(tensor)': \(underlying)"
+        }
+    }
+}
