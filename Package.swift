@@ -2,7 +2,7 @@
 // pkm-convert: portable, verified Product Key Memory checkpoints.
 //
 // Dependency direction (one way):
-//   PKMTensor ← PKMFormats (+ CHDF5, CZstd) ← PKMModel (+ CBLAS) ← PKMPipeline ← pkm-convert
+//   PKMTensor ← PKMFormats (+ CHDF5, CZstd, COpenSSL) ← PKMModel (+ CBLAS) ← PKMPipeline ← pkm-convert
 import PackageDescription
 
 let releaseFlags: [SwiftSetting] = [
@@ -30,8 +30,9 @@ let package = Package(
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
         .target(name: "PKMTensor", swiftSettings: releaseFlags),
-        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CHDF5", "CZstd"], swiftSettings: releaseFlags),
+        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CHDF5", "CZstd", "COpenSSL"], swiftSettings: releaseFlags),
         .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: releaseFlags),
         .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMModel"], swiftSettings: releaseFlags),
         .executableTarget(

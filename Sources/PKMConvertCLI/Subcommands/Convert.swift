@@ -1,0 +1,31 @@
+import ArgumentParser
+import Foundation
+import PKMFormats
+import PKMPipeline
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert between HDF5, safetensors and pkmz, keeping names and values exactly (unless --dtype narrows).")
+
+    @Argument(help: "Source checkpoint.")
+    var source: String
+
+    @Option(name: .shortAndLong, help: "Destination file (format from the extension, or --to).")
+    var output: String
+
+    @OptionGroup var out: OutputArguments
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        try Console.run(json: global.json) {
+            let result = try Converter.convert(URL(fileURLWithPath: source), to: URL(fileURLWithPath: output), options: out.options,
+                                               limits: global.limits, progress: Console.progress("convert", enabled: !global.json))
+            Console.diagnostics(result.diagnostics)
+            if global.json { Console.printJSON(result); return }
+            let ratio = result.tensorBytes > 0 ? Double(result.fileBytes) / Double(result.tensorBytes) : 0
+            print("\(result.source) (\(result.sourceFormat.rawValue)) -> \(result.destination) (\(result.destinationFormat.rawValue)): "
+                  + "\(result.tensorCount) tensors, \(Console.bytes(result.tensorBytes)) of tensor data, file \(Console.bytes(result.fileBytes)) "
+                  + String(format: "(%.4f of raw), %.2f s", ratio, result.seconds))
+        }
+    }
+}

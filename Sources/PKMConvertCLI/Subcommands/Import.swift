@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import PKMFormats
+import PKMPipeline
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Map a checkpoint onto the PKM-BERT model's canonical names and write it with its config.",
+        discussion: """
+        Reads HDF5, safetensors (single or sharded), pkmz, or an HF model folder. Applies the aliases of the
+        checkpoint spec (prefixes, legacy LayerNorm names, XLM memory names). Missing tensors and shape
+        mismatches are errors; unexpected tensors are kept and reported (errors under --strict); position_ids
+        buffers are ignored.
+        """)
+
+    @Argument(help: "Source checkpoint, sharded index, or model folder.")
+    var source: String
+
+    @Option(name: .shortAndLong, help: "Destination (usually .pkmz).")
+    var output: String
+
+    @Option(name: .long, help: "Config JSON (otherwise the file's own config, then config.json beside it).")
+    var config: String?
+
+    @Flag(name: .long, help: "Treat unexpected tensors as errors.")
+    var strict = false
+
+    @OptionGroup var out: OutputArguments
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        try Console.run(json: global.json) {
+            let result = try Importer.run(source: URL(fileURLWithPath: source), destination: URL(fileURLWithPath: output),
+                                          configURL: config.map { URL(fileURLWithPath: $0) }, strict: strict, output: out.options,
+                                          limits: global.limits, progress: Console.progress("import", enabled: !global.json))
+            Console.diagnostics(result.diagnostics)
+            if global.json { Console.printJSON(result); return }
+            let report = result.report
+            print("imported \(report.checkpoint) (\(report.format.rawValue), \(report.modelType.rawValue)) -> \(result.destination)")
+            print("  config: \(report.configSource)")
+            print("  \(report.mapped.count) model tensors, \(report.unexpected.count) unexpected (kept), \(report.ignored.count) ignored buffers")
+            print("  wrote \(result.tensorCount) tensors, \(Console.bytes(result.fileBytes)), " + String(format: "%.2f s", result.seconds))
+        }
+    }
+}

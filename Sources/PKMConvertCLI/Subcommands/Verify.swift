@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import PKMFormats
+import PKMPipeline
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a reference file's inputs through the Swift model and compare every output.",
+        discussion: "Exit status: 0 all outputs within tolerance, 1 any output beyond it, 2 error.")
+
+    @Argument(help: "Checkpoint (any format or a model folder).")
+    var checkpoint: String
+
+    @Option(name: .long, help: "Reference HDF5 file (spec §5 layout).")
+    var reference: String
+
+    @Option(name: .long, help: "Config JSON, if the checkpoint carries none.")
+    var config: String?
+
+    @Option(name: .long, help: "Absolute tolerance (default: the reference's attribute, else 1e-4).")
+    var atol: Double?
+
+    @Option(name: .long, help: "Relative tolerance (default: the reference's attribute, else 1e-4).")
+    var rtol: Double?
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if let atol, !(atol >= 0) { throw ValidationError("--atol must be a non-negative number") }
+        if let rtol, !(rtol >= 0) { throw ValidationError("--rtol must be a non-negative number") }
+    }
+
+    func run() throws {
+        var passed = false
+        try Console.run(json: global.json) {
+            let report = try Verifier.run(checkpoint: URL(fileURLWithPath: checkpoint), reference: URL(fileURLWithPath: reference),
+                                          configURL: config.map { URL(fileURLWithPath: $0) }, atol: atol, rtol: rtol, limits: global.limits)
+            passed = report.passed
+            if global.json { Console.printJSON(report); return }
+            print("verify \(report.checkpoint) against \(report.reference)")
+            print(String(format: "tolerance: atol %.3g, rtol %.3g (%@); inputs [%d, %d]", report.tolerance.absolute, report.tolerance.relative,
+                         report.toleranceSource, report.batchSize, report.sequenceLength))
+            for output in report.outputs {
+                let status = output.passed ? "ok  " : "FAIL"
+                if output.kind == "indices" {
+                    print("  \(status) \(output.name): \(output.count) slot ids, \(output.beyondTolerance) differ, \(output.ties) at tied weights"
+                          + (output.worstIndex.isEmpty ? "" : ", first at \(output.worstIndex)"))
+                } else {
+                    print("  \(status) \(output.name): " + String(format: "max |Δ| %.3g, max rel Δ %.3g", output.maxAbsoluteDifference, output.maxRelativeDifference)
+                          + " at \(output.worstIndex), \(output.beyondTolerance)/\(output.count) beyond tolerance")
+                }
+            }
+            for skipped in report.skipped { print("  skip \(skipped)") }
+            print(report.passed ? "PASS" : "FAIL")
+        }
+        if !passed { throw ExitCode(1) }
+    }
+}

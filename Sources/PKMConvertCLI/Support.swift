@@ -1,0 +1,120 @@
+import ArgumentParser
+import Foundation
+import PKMFormats
+import PKMPipeline
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Options every command shares.
+struct GlobalOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print machine-readable JSON on stdout.")
+    var json = false
+
+    @Option(name: .long, help: "Largest header to accept, in bytes (raise only for trusted files).")
+    var maxHeaderBytes: Int?
+
+    @Option(name: .long, help: "Largest total of declared tensor bytes to accept.")
+    var maxTotalBytes: Int?
+
+    @Option(name: .long, help: "Most tensors to accept in one checkpoint.")
+    var maxTensorCount: Int?
+
+    var limits: ReaderLimits {
+        var limits = ReaderLimits()
+        if let maxHeaderBytes { limits.maxHeaderBytes = maxHeaderBytes }
+        if let maxTotalBytes { limits.maxTotalBytes = maxTotalBytes }
+        if let maxTensorCount { limits.maxTensorCount = maxTensorCount }
+        return limits
+    }
+}
+
+/// Options of commands that write a checkpoint.
+struct OutputArguments: ParsableArguments {
+    @Option(name: .long, help: "Output format (hdf5, safetensors, pkmz); default from the extension.")
+    var to: CheckpointFormat?
+
+    @Option(name: .long, help: "Storage dtype of floating-point tensors: keep, f32, f16, bf16.")
+    var dtype: DTypePolicy = .keep
+
+    @Option(name: .long, help: "zstd level for pkmz (1-22).")
+    var level: Int32 = 3
+
+    @Flag(name: .long, inversion: .prefixedNo, help: "Byte-group float tensors before compressing (pkmz).")
+    var byteGrouping = true
+
+    @Option(name: .long, help: "Compression threads (0 = all cores).")
+    var threads: Int = 0
+
+    func validate() throws {
+        guard (1...22).contains(level) else { throw ValidationError("--level must be between 1 and 22") }
+        guard threads >= 0 else { throw ValidationError("--threads must be 0 or more") }
+    }
+
+    var options: OutputOptions {
+        var options = OutputOptions()
+        options.format = to
+        options.dtype = dtype
+        options.write.compressionLevel = level
+        options.write.byteGrouping = byteGrouping
+        options.write.threads = threads
+        return options
+    }
+}
+
+extension CheckpointFormat: ExpressibleByArgument {}
+extension DTypePolicy: ExpressibleByArgument {}
+
+/// Rendering helpers: JSON on stdout, diagnostics and errors on stderr.
+enum Console {
+    static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
+
+    static func error(_ message: String) {
+        FileHandle.standardError.write(Data("pkm-convert: error: \(message)\n".utf8))
+    }
+
+    static func diagnostics(_ diagnostics: [Diagnostic]) {
+        for diagnostic in diagnostics {
+            FileHandle.standardError.write(Data("pkm-convert: \(diagnostic.severity.rawValue): \(diagnostic.message)\n".utf8))
+        }
+    }
+
+    static func printJSON<T: Encodable>(_ value: T) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        if let data = try? encoder.encode(value) { print(String(decoding: data, as: UTF8.self)) }
+    }
+
+    /// A progress callback writing one updating line to stderr, only when stderr is a terminal.
+    static func progress(_ label: String, enabled: Bool = true) -> ((Int, Int) -> Void)? {
+        guard enabled, stderrIsTerminal else { return nil }
+        let start = Date()
+        return { done, total in
+            let elapsed = Date().timeIntervalSince(start)
+            let line = "\r\(label): \(done)/\(total) tensors, \(String(format: "%.1f", elapsed)) s"
+            FileHandle.standardError.write(Data((line + (done == total ? "\n" : "")).utf8))
+        }
+    }
+
+    static func bytes(_ count: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(count), unit = 0
+        while value >= 1024, unit < units.count - 1 { value /= 1024; unit += 1 }
+        return unit == 0 ? "\(count) B" : String(format: "%.2f %@", value, units[unit])
+    }
+
+    /// Runs `body`, turning any error into a one-line message and exit status 2.
+    static func run(json: Bool, _ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            let message = String(describing: error)
+            if json { printJSON(["error": message]) }
+            Console.error(message)
+            throw ExitCode(2)
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import PKMTensor
+
+/// Word + position + token-type embeddings followed by LayerNorm (spec §3).
+public struct Embeddings: Sendable {
+    let config: ModelConfig
+    let word: [Float]
+    let position: [Float]
+    let tokenType: [Float]
+    let normWeight: [Float]
+    let normBias: [Float]
+
+    /// The tensors this block owns.
+    public static func parameterSpecs(_ config: ModelConfig) -> [ParameterSpec] {
+        let d = config.hiddenSize
+        return [
+            ParameterSpec(name: ParameterNames.wordEmbeddings, shape: [config.vocabSize, d]),
+            ParameterSpec(name: ParameterNames.positionEmbeddings, shape: [config.maxPositionEmbeddings, d]),
+            ParameterSpec(name: ParameterNames.tokenTypeEmbeddings, shape: [config.typeVocabSize, d]),
+            ParameterSpec(name: ParameterNames.embeddingsNormWeight, shape: [d]),
+            ParameterSpec(name: ParameterNames.embeddingsNormBias, shape: [d]),
+        ]
+    }
+
+    init(config: ModelConfig, loader: WeightLoader) throws {
+        self.config = config
+        let d = config.hiddenSize
+        word = try loader.floats(ParameterNames.wordEmbeddings, [config.vocabSize, d])
+        position = try loader.floats(ParameterNames.positionEmbeddings, [config.maxPositionEmbeddings, d])
+        tokenType = try loader.floats(ParameterNames.tokenTypeEmbeddings, [config.typeVocabSize, d])
+        normWeight = try loader.floats(ParameterNames.embeddingsNormWeight, [d])
+        normBias = try loader.floats(ParameterNames.embeddingsNormBias, [d])
+    }
+
+    /// Position ids: `0..T-1` for BERT; for RoBERTa `cumsum(ids != pad) * (ids != pad) + pad`.
+    static func positionIds(_ config: ModelConfig, inputs: ModelInputs) -> [Int] {
+        let (batch, sequence) = (inputs.batchSize, inputs.sequenceLength)
+        var ids = [Int](repeating: 0, count: batch * sequence)
+        for b in 0..<batch {
+            var running = 0
+            for t in 0..<sequence {
+                switch config.modelType {
+                case .bert:
+                    ids[b * sequence + t] = t
+                case .roberta:
+                    let isToken = inputs.inputIds[b * sequence + t] != config.padTokenId
+                    if isToken { running += 1 }
+                    ids[b * sequence + t] = isToken ? running + config.padTokenId : config.padTokenId
+                }
+            }
+        }
+        return ids
+    }
+
+    /// Embeds the inputs into `output` `[batch·sequence, hidden]`.
+    func forward(_ inputs: ModelInputs, into output: UnsafeMutablePointer<Float>) throws {
+        let d = config.hiddenSize
+        let positions = Embeddings.positionIds(config, inputs: inputs)
+        let tokens = inputs.batchSize * inputs.sequenceLength
+        for index in 0..<tokens {
+            let id = inputs.inputIds[index]
+            guard id >= 0, id < config.vocabSize else {
+                throw ModelError.invalidInput(reason: "token id \(id) at position \(index) is outside the vocabulary (0..<\(config.vocabSize))")
+            }
+            let type = inputs.tokenTypeIds?[index] ?? 0
+            guard type >= 0, type < config.typeVocabSize else {
+                throw ModelError.invalidInput(reason: "token type \(type) at position \(index) is outside 0..<\(config.typeVocabSize)")
+            }
+            let positionId = positions[index]
+            guard positionId < config.maxPositionEmbeddings else {
+                throw ModelError.invalidInput(reason: "position \(positionId) exceeds max_position_embeddings \(config.maxPositionEmbeddings); shorten the sequence")
+            }
+            let row = output + index * d
+            for i in 0..<d {
+                row[i] = word[id * d + i] + tokenType[type * d + i] + position[positionId * d + i]
+            }
+        }
+        Compute.layerNorm(output, rows: tokens, width: d, weight: normWeight, bias: normBias, epsilon: Float(config.layerNormEpsilon))
+    }
+}

@@ -1,0 +1,178 @@
+import CBLAS
+import Foundation
+import PKMTensor
+
+/// One transformer encoder layer, optionally carrying a product-key memory (spec §3).
+public struct EncoderLayer: Sendable {
+    let index: Int
+    let config: ModelConfig
+    let qkvWeight: [Float]   // [3d, d]: query, key, value stacked
+    let qkvBias: [Float]     // [3d]
+    let attentionOutputWeight: [Float]
+    let attentionOutputBias: [Float]
+    let attentionNormWeight: [Float]
+    let attentionNormBias: [Float]
+    let intermediateWeight: [Float]?
+    let intermediateBias: [Float]?
+    let outputWeight: [Float]?
+    let outputBias: [Float]?
+    let outputNormWeight: [Float]
+    let outputNormBias: [Float]
+    /// The memory and how it attaches, if this layer has one.
+    public let memory: ProductKeyMemory?
+    /// The memory's mode, if any.
+    public let memoryMode: MemoryMode?
+
+    /// The tensors layer `index` owns under `config`.
+    public static func parameterSpecs(_ config: ModelConfig, index: Int) -> [ParameterSpec] {
+        let p = ParameterNames.layerPrefix(index), d = config.hiddenSize, ff = config.intermediateSize
+        typealias L = ParameterNames.Layer
+        var specs: [ParameterSpec] = []
+        for name in [L.query, L.key, L.value, L.attentionOutput] {
+            specs.append(ParameterSpec(name: p + name + ".weight", shape: [d, d]))
+            specs.append(ParameterSpec(name: p + name + ".bias", shape: [d]))
+        }
+        specs.append(ParameterSpec(name: p + L.attentionNorm + ".weight", shape: [d]))
+        specs.append(ParameterSpec(name: p + L.attentionNorm + ".bias", shape: [d]))
+        let mode = config.memory?.mode(ofLayer: index)
+        if mode != .replace {
+            specs.append(ParameterSpec(name: p + L.intermediate + ".weight", shape: [ff, d]))
+            specs.append(ParameterSpec(name: p + L.intermediate + ".bias", shape: [ff]))
+            specs.append(ParameterSpec(name: p + L.output + ".weight", shape: [d, ff]))
+            specs.append(ParameterSpec(name: p + L.output + ".bias", shape: [d]))
+        }
+        specs.append(ParameterSpec(name: p + L.outputNorm + ".weight", shape: [d]))
+        specs.append(ParameterSpec(name: p + L.outputNorm + ".bias", shape: [d]))
+        if let memoryConfig = config.memory, mode != nil {
+            specs += ProductKeyMemory.parameterSpecs(prefix: p + L.memory + ".", config: memoryConfig, inputWidth: d)
+        }
+        return specs
+    }
+
+    init(config: ModelConfig, index: Int, loader: WeightLoader) throws {
+        self.index = index
+        self.config = config
+        let p = ParameterNames.layerPrefix(index), d = config.hiddenSize, ff = config.intermediateSize
+        typealias L = ParameterNames.Layer
+        qkvWeight = try loader.floats(p + L.query + ".weight", [d, d]) + loader.floats(p + L.key + ".weight", [d, d])
+            + loader.floats(p + L.value + ".weight", [d, d])
+        qkvBias = try loader.floats(p + L.query + ".bias", [d]) + loader.floats(p + L.key + ".bias", [d])
+            + loader.floats(p + L.value + ".bias", [d])
+        attentionOutputWeight = try loader.floats(p + L.attentionOutput + ".weight", [d, d])
+        attentionOutputBias = try loader.floats(p + L.attentionOutput + ".bias", [d])
+        attentionNormWeight = try loader.floats(p + L.attentionNorm + ".weight", [d])
+        attentionNormBias = try loader.floats(p + L.attentionNorm + ".bias", [d])
+        let mode = config.memory?.mode(ofLayer: index)
+        memoryMode = mode
+        if mode == .replace {
+            intermediateWeight = nil; intermediateBias = nil; outputWeight = nil; outputBias = nil
+        } else {
+            intermediateWeight = try loader.floats(p + L.intermediate + ".weight", [ff, d])
+            intermediateBias = try loader.floats(p + L.intermediate + ".bias", [ff])
+            outputWeight = try loader.floats(p + L.output + ".weight", [d, ff])
+            outputBias = try loader.floats(p + L.output + ".bias", [d])
+        }
+        outputNormWeight = try loader.floats(p + L.outputNorm + ".weight", [d])
+        outputNormBias = try loader.floats(p + L.outputNorm + ".bias", [d])
+        if let memoryConfig = config.memory, mode != nil {
+            memory = try ProductKeyMemory(prefix: p + L.memory + ".", config: memoryConfig, inputWidth: d, loader: loader)
+        } else {
+            memory = nil
+        }
+    }
+
+    /// Runs the layer in place on `hidden` `[batch·sequence, d]`.
+    func forward(_ hidden: UnsafeMutablePointer<Float>, batch: Int, sequence: Int, additiveMask: [Float],
+                 traceIndices: UnsafeMutablePointer<Int32>?, traceWeights: UnsafeMutablePointer<Float>?) {
+        let d = config.hiddenSize, rows = batch * sequence
+        let heads = config.attentionHeadCount, headSize = config.attentionHeadSize
+        let scale = 1 / Float(headSize).squareRoot()
+        // Self-attention.
+        var qkv = [Float](repeating: 0, count: rows * 3 * d)
+        var context = [Float](repeating: 0, count: rows * d)
+        qkv.withUnsafeMutableBufferPointer { qkvBuffer in
+            Compute.linear(hidden, rows: rows, inFeatures: d, weight: qkvWeight, bias: qkvBias, outFeatures: 3 * d, into: qkvBuffer.baseAddress!)
+        }
+        qkv.withUnsafeBufferPointer { qkvBuffer in
+            context.withUnsafeMutableBufferPointer { contextBuffer in
+                additiveMask.withUnsafeBufferPointer { mask in
+                    let base = qkvBuffer.baseAddress!, out = contextBuffer.baseAddress!
+                    let savedThreads = openblas_get_num_threads()
+                    openblas_set_num_threads(1)
+                    defer { openblas_set_num_threads(savedThreads) }
+                    Compute.parallelChunks(batch * heads) { start, end in
+                        var probabilities = [Float](repeating: 0, count: sequence * sequence)
+                        probabilities.withUnsafeMutableBufferPointer { pBuffer in
+                            let p = pBuffer.baseAddress!
+                            for job in start..<end {
+                                let b = job / heads, head = job % heads
+                                let q = base + b * sequence * 3 * d + head * headSize
+                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(sequence), Int32(sequence), Int32(headSize),
+                                            scale, q, Int32(3 * d), q + d, Int32(3 * d), 0, p, Int32(sequence))
+                                for i in 0..<sequence {
+                                    let row = p + i * sequence
+                                    var maximum = -Float.infinity
+                                    for j in 0..<sequence {
+                                        row[j] += mask[b * sequence + j]
+                                        maximum = max(maximum, row[j])
+                                    }
+                                    var total: Float = 0
+                                    for j in 0..<sequence { row[j] = expf(row[j] - maximum); total += row[j] }
+                                    let inverse = 1 / total
+                                    for j in 0..<sequence { row[j] *= inverse }
+                                }
+                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(sequence), Int32(headSize), Int32(sequence),
+                                            1, p, Int32(sequence), q + 2 * d, Int32(3 * d), 0,
+                                            out + b * sequence * d + head * headSize, Int32(d))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // a = LN(x + Wo·context)
+        var attention = [Float](repeating: 0, count: rows * d)
+        attention.withUnsafeMutableBufferPointer { aBuffer in
+            let a = aBuffer.baseAddress!
+            context.withUnsafeBufferPointer { c in
+                Compute.linear(c.baseAddress!, rows: rows, inFeatures: d, weight: attentionOutputWeight, bias: attentionOutputBias, outFeatures: d, into: a)
+            }
+            Compute.add(a, hidden, count: rows * d)
+            Compute.layerNorm(a, rows: rows, width: d, weight: attentionNormWeight, bias: attentionNormBias, epsilon: Float(config.layerNormEpsilon))
+            // y = LN_out(a + FFN(a) [+ M(a)]) per mode; the sum is built in `hidden`.
+            if let intermediateWeight, let outputWeight {
+                let ff = config.intermediateSize
+                var intermediate = [Float](repeating: 0, count: rows * ff)
+                intermediate.withUnsafeMutableBufferPointer { iBuffer in
+                    Compute.linear(a, rows: rows, inFeatures: d, weight: intermediateWeight, bias: intermediateBias, outFeatures: ff, into: iBuffer.baseAddress!)
+                    Compute.gelu(iBuffer.baseAddress!, count: rows * ff)
+                    Compute.linear(iBuffer.baseAddress!, rows: rows, inFeatures: ff, weight: outputWeight, bias: outputBias, outFeatures: d, into: hidden)
+                }
+            } else {
+                hidden.update(repeating: 0, count: rows * d)
+            }
+            // hidden = FFN(a) (or 0); add a, then memory for replace/residual (the order PyTorch adds them).
+            if let memory, memoryMode == .replace || memoryMode == .residual {
+                var memoryOut = [Float](repeating: 0, count: rows * d)
+                memoryOut.withUnsafeMutableBufferPointer { m in
+                    memory.forward(a, rows: rows, addingInto: m.baseAddress!, traceIndices: traceIndices, traceWeights: traceWeights)
+                    if memoryMode == .replace {
+                        for i in 0..<(rows * d) { hidden[i] = m[i] + a[i] }
+                    } else {
+                        for i in 0..<(rows * d) { hidden[i] = (hidden[i] + m[i]) + a[i] }
+                    }
+                }
+            } else {
+                Compute.add(hidden, a, count: rows * d)
+            }
+        }
+        Compute.layerNorm(hidden, rows: rows, width: d, weight: outputNormWeight, bias: outputNormBias, epsilon: Float(config.layerNormEpsilon))
+        if let memory, memoryMode == .after {
+            var memoryOut = [Float](repeating: 0, count: rows * d)
+            memoryOut.withUnsafeMutableBufferPointer { m in
+                memory.forward(hidden, rows: rows, addingInto: m.baseAddress!, traceIndices: traceIndices, traceWeights: traceWeights)
+                Compute.add(hidden, m.baseAddress!, count: rows * d)
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+/// Errors from building or running a model.
+public enum ModelError: Error, Sendable, CustomStringConvertible {
+    /// The config is missing a field or holds an invalid value.
+    case invalidConfig(field: String, reason: String)
+    /// A required tensor is absent.
+    case missingTensor(name: String)
+    /// A tensor's shape differs from what the config implies.
+    case shapeMismatch(name: String, expected: [Int], actual: [Int])
+    /// Inputs are malformed (ragged, ids out of range, …).
+    case invalidInput(reason: String)
+
+    public var description: String {
+        switch self {
+        case .invalidConfig(let field, let reason):
+            return "config field '\(field)': \(reason)"
+        case .missingTensor(let name):
+            return "missing tensor '\(name)'; the checkpoint does not match its config (check the pkm layers/modes, or pass --config)"
+        case .shapeMismatch(let name, let expected, let actual):
+            return "tensor '\(name)' has shape \(actual), the config implies \(expected); fix the config or the checkpoint"
+        case .invalidInput(let reason):
+            return "invalid input: \(reason)"
+        }
+    }
+}

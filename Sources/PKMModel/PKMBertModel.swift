@@ -1,0 +1,162 @@
+import Foundation
+import PKMTensor
+
+/// Token inputs for one forward pass: row-major `[batch, sequence]` arrays.
+public struct ModelInputs: Sendable, Equatable {
+    public var batchSize: Int
+    public var sequenceLength: Int
+    /// Token ids `[batch, sequence]`.
+    public var inputIds: [Int]
+    /// 1 for real tokens, 0 for padding `[batch, sequence]`; all ones when absent.
+    public var attentionMask: [Int]?
+    /// Segment ids `[batch, sequence]`; zeros when absent.
+    public var tokenTypeIds: [Int]?
+
+    /// Checks that every array has `batch × sequence` entries.
+    /// - Throws: ``ModelError/invalidInput(reason:)``.
+    public init(batchSize: Int, sequenceLength: Int, inputIds: [Int], attentionMask: [Int]? = nil, tokenTypeIds: [Int]? = nil) throws {
+        guard batchSize > 0, sequenceLength > 0 else {
+            throw ModelError.invalidInput(reason: "batch \(batchSize) × sequence \(sequenceLength) is empty")
+        }
+        let count = batchSize * sequenceLength
+        guard inputIds.count == count else { throw ModelError.invalidInput(reason: "input_ids has \(inputIds.count) entries, expected \(count)") }
+        if let attentionMask, attentionMask.count != count {
+            throw ModelError.invalidInput(reason: "attention_mask has \(attentionMask.count) entries, expected \(count)")
+        }
+        if let tokenTypeIds, tokenTypeIds.count != count {
+            throw ModelError.invalidInput(reason: "token_type_ids has \(tokenTypeIds.count) entries, expected \(count)")
+        }
+        self.batchSize = batchSize
+        self.sequenceLength = sequenceLength
+        self.inputIds = inputIds
+        self.attentionMask = attentionMask
+        self.tokenTypeIds = tokenTypeIds
+    }
+}
+
+/// What one memory layer selected: per token and head, slot ids and softmax weights, score-descending.
+public struct MemoryTrace: Sendable {
+    /// Encoder layer index.
+    public var layer: Int
+    /// `[batch, sequence, heads, knn]` slot ids.
+    public var indices: [Int32]
+    /// `[batch, sequence, heads, knn]` softmax weights.
+    public var weights: [Float]
+    /// Shape of both arrays.
+    public var shape: [Int]
+}
+
+/// Results of a forward pass.
+public struct ModelOutputs: Sendable {
+    /// `[batch, sequence, hidden]`.
+    public var lastHiddenState: [Float]
+    /// `[batch, hidden]`, when the model has a pooler.
+    public var poolerOutput: [Float]?
+    /// `hiddenStates[0]` is the embeddings output, `hiddenStates[i]` the output of layer i−1; each
+    /// `[batch, sequence, hidden]`. Empty unless requested.
+    public var hiddenStates: [[Float]]
+    /// Memory traces by layer, when requested.
+    public var memoryTraces: [Int: MemoryTrace]
+}
+
+/// A BERT or RoBERTa encoder with product-key memories, in float32 (spec §3).
+///
+/// The model's parameter tree is the checkpoint key space: ``parameterSpecs(for:)`` lists every
+/// canonical name and shape; ``init(config:tensor:)`` fails naming the first missing or
+/// mis-shaped tensor.
+public struct PKMBertModel: Sendable {
+    /// The architecture.
+    public let config: ModelConfig
+    let embeddings: Embeddings
+    /// The encoder layers, in order.
+    public let layers: [EncoderLayer]
+    let poolerWeight: [Float]?
+    let poolerBias: [Float]?
+
+    /// Every tensor the model can read under `config`, in canonical order.
+    public static func parameterSpecs(for config: ModelConfig) -> [ParameterSpec] {
+        var specs = Embeddings.parameterSpecs(config)
+        for index in 0..<config.layerCount { specs += EncoderLayer.parameterSpecs(config, index: index) }
+        let d = config.hiddenSize
+        specs.append(ParameterSpec(name: ParameterNames.poolerWeight, shape: [d, d], isOptional: true))
+        specs.append(ParameterSpec(name: ParameterNames.poolerBias, shape: [d], isOptional: true))
+        return specs
+    }
+
+    /// Builds the model from tensors looked up by canonical name.
+    /// - Throws: ``ModelError`` for an invalid config, a missing tensor or a shape mismatch.
+    public init(config: ModelConfig, tensor: @escaping (String) -> Tensor?) throws {
+        try config.validate()
+        self.config = config
+        let loader = WeightLoader(lookup: tensor)
+        embeddings = try Embeddings(config: config, loader: loader)
+        layers = try (0..<config.layerCount).map { try EncoderLayer(config: config, index: $0, loader: loader) }
+        let d = config.hiddenSize
+        let weight = try loader.optionalFloats(ParameterNames.poolerWeight, [d, d])
+        let bias = try loader.optionalFloats(ParameterNames.poolerBias, [d])
+        if (weight == nil) != (bias == nil) {
+            throw ModelError.missingTensor(name: weight == nil ? ParameterNames.poolerWeight : ParameterNames.poolerBias)
+        }
+        poolerWeight = weight
+        poolerBias = bias
+    }
+
+    /// Builds the model from a state dict with canonical names.
+    /// - Throws: ``ModelError``.
+    public init(config: ModelConfig, stateDict: StateDict) throws {
+        try self.init(config: config) { stateDict[$0] }
+    }
+
+    /// Whether the model has a pooler.
+    public var hasPooler: Bool { poolerWeight != nil }
+
+    /// Runs the encoder.
+    /// - Parameters:
+    ///   - collectHiddenStates: keep the embeddings output and every layer's output.
+    ///   - collectMemoryTraces: keep each memory's selected slots and weights.
+    /// - Throws: ``ModelError/invalidInput(reason:)`` for ids outside the vocabulary or too-long sequences.
+    public func forward(_ inputs: ModelInputs, collectHiddenStates: Bool = false, collectMemoryTraces: Bool = false) throws -> ModelOutputs {
+        let d = config.hiddenSize, batch = inputs.batchSize, sequence = inputs.sequenceLength, rows = batch * sequence
+        var hidden = [Float](repeating: 0, count: rows * d)
+        try hidden.withUnsafeMutableBufferPointer { try embeddings.forward(inputs, into: $0.baseAddress!) }
+        var hiddenStates: [[Float]] = collectHiddenStates ? [hidden] : []
+        let mask: [Float] = (inputs.attentionMask ?? [Int](repeating: 1, count: rows)).map { $0 == 0 ? -Float.greatestFiniteMagnitude : 0 }
+        var traces: [Int: MemoryTrace] = [:]
+        for layer in layers {
+            var indices: [Int32] = []
+            var weights: [Float] = []
+            let trace = collectMemoryTraces && layer.memory != nil
+            if trace, let memory = layer.memory {
+                let count = rows * memory.config.headCount * memory.config.knn
+                indices = [Int32](repeating: -1, count: count)
+                weights = [Float](repeating: 0, count: count)
+            }
+            hidden.withUnsafeMutableBufferPointer { h in
+                indices.withUnsafeMutableBufferPointer { i in
+                    weights.withUnsafeMutableBufferPointer { w in
+                        layer.forward(h.baseAddress!, batch: batch, sequence: sequence, additiveMask: mask,
+                                      traceIndices: trace ? i.baseAddress : nil, traceWeights: trace ? w.baseAddress : nil)
+                    }
+                }
+            }
+            if trace, let memory = layer.memory {
+                traces[layer.index] = MemoryTrace(layer: layer.index, indices: indices, weights: weights,
+                                                  shape: [batch, sequence, memory.config.headCount, memory.config.knn])
+            }
+            if collectHiddenStates { hiddenStates.append(hidden) }
+        }
+        var pooled: [Float]?
+        if let poolerWeight {
+            var first = [Float](repeating: 0, count: batch * d)
+            for b in 0..<batch { for i in 0..<d { first[b * d + i] = hidden[b * sequence * d + i] } }
+            var out = [Float](repeating: 0, count: batch * d)
+            first.withUnsafeBufferPointer { f in
+                out.withUnsafeMutableBufferPointer { o in
+                    Compute.linear(f.baseAddress!, rows: batch, inFeatures: d, weight: poolerWeight, bias: poolerBias, outFeatures: d, into: o.baseAddress!)
+                }
+            }
+            pooled = out.map { tanhf($0) }
+        }
+        return ModelOutputs(lastHiddenState: hidden, poolerOutput: pooled, hiddenStates: hiddenStates, memoryTraces: traces)
+    }
+}

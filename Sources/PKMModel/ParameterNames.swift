@@ -1,0 +1,63 @@
+/// Canonical checkpoint tensor names (spec §1), declared once.
+///
+/// Each layer type lists the names it owns through its `parameterSpecs` function; this enum only
+/// holds the strings, verbatim, so that the rest of the code never spells a checkpoint key.
+public enum ParameterNames {
+    public static let wordEmbeddings = "embeddings.word_embeddings.weight"
+    public static let positionEmbeddings = "embeddings.position_embeddings.weight"
+    public static let tokenTypeEmbeddings = "embeddings.token_type_embeddings.weight"
+    public static let embeddingsNormWeight = "embeddings.LayerNorm.weight"
+    public static let embeddingsNormBias = "embeddings.LayerNorm.bias"
+    /// Buffer saved by older transformers; not a weight (spec §1).
+    public static let positionIds = "embeddings.position_ids"
+    public static let poolerWeight = "pooler.dense.weight"
+    public static let poolerBias = "pooler.dense.bias"
+
+    /// `encoder.layer.{i}.`
+    public static func layerPrefix(_ layer: Int) -> String { "encoder.layer.\(layer)." }
+
+    /// Names inside one encoder layer, relative to ``layerPrefix(_:)``.
+    public enum Layer {
+        public static let query = "attention.self.query"
+        public static let key = "attention.self.key"
+        public static let value = "attention.self.value"
+        public static let attentionOutput = "attention.output.dense"
+        public static let attentionNorm = "attention.output.LayerNorm"
+        public static let intermediate = "intermediate.dense"
+        public static let output = "output.dense"
+        public static let outputNorm = "output.LayerNorm"
+        public static let memory = "memory"
+    }
+
+    /// Names inside one memory, relative to `encoder.layer.{i}.memory.`.
+    public enum Memory {
+        public static let keys = "keys"
+        public static let values = "values.weight"
+        public static let queryWeight = "query_proj.query_mlps.0.weight"
+        public static let queryBias = "query_proj.query_mlps.0.bias"
+        public static let batchNormWeight = "query_proj.query_mlps.1.weight"
+        public static let batchNormBias = "query_proj.query_mlps.1.bias"
+        public static let batchNormMean = "query_proj.query_mlps.1.running_mean"
+        public static let batchNormVariance = "query_proj.query_mlps.1.running_var"
+        public static let batchNormBatchesTracked = "query_proj.query_mlps.1.num_batches_tracked"
+    }
+}
+
+/// One tensor a model expects: canonical name, shape, and whether it may be absent.
+public struct ParameterSpec: Sendable, Equatable {
+    /// Canonical name (spec §1).
+    public var name: String
+    /// Expected shape.
+    public var shape: [Int]
+    /// Optional tensors (pooler, `num_batches_tracked`) may be absent without error.
+    public var isOptional: Bool
+    /// Whether the tensor is a weight the forward pass reads (false for buffers such as `num_batches_tracked`).
+    public var isUsed: Bool
+
+    public init(name: String, shape: [Int], isOptional: Bool = false, isUsed: Bool = true) {
+        self.name = name
+        self.shape = shape
+        self.isOptional = isOptional
+        self.isUsed = isUsed
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import PKMFormats
+import PKMModel
+import PKMTensor
+
+/// How one source tensor was mapped on import.
+public struct MappedTensor: Sendable, Codable, Equatable {
+    /// Name in the source file.
+    public var source: String
+    /// Canonical name (spec §1).
+    public var canonical: String
+    /// Rules applied (`strip:bert.`, `layernorm-gamma`, …); empty when the name was already canonical.
+    public var rules: [String]
+    public var dtype: DType
+    public var shape: [Int]
+}
+
+/// A shape (or dtype) disagreement between a checkpoint tensor and the config.
+public struct ShapeMismatch: Sendable, Codable, Equatable {
+    public var name: String
+    public var expected: [Int]
+    public var actual: [Int]
+    public var dtype: DType?
+}
+
+/// What the loader found when mapping a checkpoint onto the model, reported as HF's loader does.
+public struct MappingReport: Sendable, Codable {
+    /// The checkpoint path.
+    public var checkpoint: String
+    public var format: CheckpointFormat
+    /// Where the config came from (`--config FILE`, `HDF5 attribute 'config'`, …).
+    public var configSource: String
+    public var modelType: ModelConfig.ModelType
+    /// Every tensor the model reads, with its source name.
+    public var mapped: [MappedTensor]
+    /// Required tensors absent from the checkpoint (an error).
+    public var missing: [String]
+    /// Tensors the model does not use; kept in outputs and reported (an error under `--strict`).
+    public var unexpected: [MappedTensor]
+    /// Tensors whose shape disagrees with the config (an error).
+    public var shapeMismatches: [ShapeMismatch]
+    /// Buffers that are not weights (`embeddings.position_ids`), ignored.
+    public var ignored: [MappedTensor]
+    /// Other problems (duplicate canonical names, non-float weights, modes implied by names that disagree with the config).
+    public var conflicts: [String]
+    /// Non-fatal findings.
+    public var warnings: [String]
+
+    /// Every problem that makes the checkpoint unusable.
+    public func problems(strict: Bool) -> [String] {
+        var list = missing.map { "missing tensor '\($0)'" }
+        list += shapeMismatches.map { m in
+            m.dtype.map { "tensor '\(m.name)' has dtype \($0), a floating-point weight is required" }
+                ?? "tensor '\(m.name)' has shape \(m.actual), the config implies \(m.expected)"
+        }
+        list += conflicts
+        if strict { list += unexpected.map { "unexpected tensor '\($0.source)' (--strict)" } }
+        return list
+    }
+}
+
+/// A checkpoint opened, its config resolved and its names mapped onto the model.
+///
+/// Tensor data is read lazily through the reader, so opening a large checkpoint is cheap.
+public final class ResolvedCheckpoint: @unchecked Sendable {
+    /// The underlying reader.
+    public let reader: any CheckpointReader
+    /// The validated config.
+    public let config: ModelConfig
+    /// The mapping report.
+    public let report: MappingReport
+    private let sourceByCanonical: [String: String]
+
+    /// Opens `url` (file, sharded index or HF folder), resolves the config (spec §2 order: `configURL`;
+    /// the file's own `config`; `config.json` beside it) and maps tensor names (spec §6).
+    /// - Throws: ``FormatError`` for unreadable files, ``PipelineError`` for config problems. Mapping
+    ///   problems are recorded in ``report``; call ``requireUsable(strict:)`` to turn them into an error.
+    public init(url: URL, configURL: URL? = nil, limits: ReaderLimits = ReaderLimits()) throws {
+        reader = try Checkpoints.open(url, limits: limits)
+        let (configData, configSource) = try ResolvedCheckpoint.findConfig(checkpoint: url, reader: reader, explicit: configURL)
+        var config: ModelConfig
+        do {
+            config = try ModelConfig.decode(json: configData)
+        } catch let error as ModelError {
+            throw PipelineError.invalidConfig(source: configSource, underlying: error)
+        }
+        let mapping = ResolvedCheckpoint.map(reader: reader, config: &config)
+        self.config = config
+        var report = mapping.report
+        report.configSource = configSource
+        self.report = report
+        sourceByCanonical = mapping.sources
+    }
+
+    /// Throws when the mapping found missing tensors, shape mismatches or conflicts (and unexpected
+    /// tensors when `strict`).
+    /// - Throws: ``PipelineError/mappingFailed(checkpoint:problems:)``.
+    public func requireUsable(strict: Bool = false) throws {
+        let problems = report.problems(strict: strict)
+        if !problems.isEmpty { throw PipelineError.mappingFailed(checkpoint: reader.url.path, problems: problems) }
+    }
+
+    /// The source name of a canonical tensor, if the checkpoint has it.
+    public func sourceName(ofCanonical name: String) -> String? { sourceByCanonical[name] }
+
+    /// Reads a tensor by canonical name.
+    /// - Throws: ``FormatError`` when it is absent or damaged.
+    public func tensor(canonical name: String) throws -> Tensor {
+        guard let source = sourceByCanonical[name] else { throw FormatError.tensorNotFound(path: reader.url.path, tensor: name) }
+        return try reader.tensor(named: source)
+    }
+
+    /// Builds the Swift model (float32) from the checkpoint.
+    /// - Throws: ``PipelineError`` for mapping problems, ``FormatError`` for damaged data.
+    public func makeModel() throws -> PKMBertModel {
+        try requireUsable(strict: false)
+        var loaded: [String: Tensor] = [:]
+        for spec in PKMBertModel.parameterSpecs(for: config) where spec.isUsed {
+            if sourceByCanonical[spec.name] != nil { loaded[spec.name] = try tensor(canonical: spec.name) }
+        }
+        do {
+            return try PKMBertModel(config: config) { loaded[$0] }
+        } catch let error as ModelError {
+            throw PipelineError.model(checkpoint: reader.url.path, underlying: error)
+        }
+    }
+
+    /// The config JSON and a description of where it came from.
+    static func findConfig(checkpoint: URL, reader: any CheckpointReader, explicit: URL?) throws -> (Data, String) {
+        if let explicit {
+            guard let data = FileManager.default.contents(atPath: explicit.path) else { throw FormatError.fileNotFound(path: explicit.path) }
+            return (data, explicit.path)
+        }
+        var looked: [String] = []
+        if let embedded = reader.metadata["config"] {
+            let origin: String
+            switch reader.format {
+            case .hdf5: origin = "HDF5 root attribute 'config'"
+            case .safetensors: origin = "safetensors __metadata__[\"config\"]"
+            case .pkmz: origin = "pkmz header config"
+            }
+            return (Data(embedded.utf8), "\(reader.url.path) (\(origin))")
+        }
+        looked.append("the file's embedded config")
+        var isDirectory: ObjCBool = false
+        FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isDirectory)
+        let folder = isDirectory.boolValue ? checkpoint : checkpoint.deletingLastPathComponent()
+        let beside = folder.appendingPathComponent("config.json")
+        if let data = FileManager.default.contents(atPath: beside.path) { return (data, beside.path) }
+        looked.append(beside.path)
+        throw PipelineError.configNotFound(checkpoint: checkpoint.path, looked: looked)
+    }
+
+    /// Maps every tensor name and compares against the model's parameter specs.
+    static func map(reader: any CheckpointReader, config: inout ModelConfig) -> (report: MappingReport, sources: [String: String]) {
+        var report = MappingReport(checkpoint: reader.url.path, format: reader.format, configSource: "", modelType: config.modelType,
+                                   mapped: [], missing: [], unexpected: [], shapeMismatches: [], ignored: [], conflicts: [], warnings: [])
+        var sources: [String: String] = [:]
+        var infoByCanonical: [String: MappedTensor] = [:]
+        var order: [String] = []
+        var impliedTypes = Set<ModelConfig.ModelType>()
+        for info in reader.tensorInfos {
+            let mapped = KeyMapping.canonicalName(for: info.name)
+            let entry = MappedTensor(source: info.name, canonical: mapped.canonical, rules: mapped.applied, dtype: info.dtype, shape: info.shape)
+            if let type = mapped.impliedModelType { impliedTypes.insert(type) }
+            if let (layer, mode) = mapped.impliedMemoryMode {
+                if let configured = config.memory?.mode(ofLayer: layer) {
+                    if configured != mode {
+                        report.conflicts.append("tensor '\(info.name)' implies a \(mode.rawValue) memory at layer \(layer) but the config says \(configured.rawValue)")
+                    }
+                } else {
+                    report.conflicts.append("tensor '\(info.name)' implies a \(mode.rawValue) memory at layer \(layer) that the config's pkm.layers does not list")
+                }
+            }
+            if KeyMapping.isIgnoredBuffer(mapped.canonical) {
+                report.ignored.append(entry)
+                continue
+            }
+            if let previous = infoByCanonical[mapped.canonical] {
+                report.conflicts.append("tensors '\(previous.source)' and '\(info.name)' both map to '\(mapped.canonical)'")
+                continue
+            }
+            infoByCanonical[mapped.canonical] = entry
+            order.append(mapped.canonical)
+        }
+        if impliedTypes.count == 1, let type = impliedTypes.first, type != config.modelType {
+            report.warnings.append("tensor prefixes say \(type.rawValue) but the config says \(config.modelType.rawValue); using the config")
+        }
+        let specs = PKMBertModel.parameterSpecs(for: config)
+        var expected = Set<String>()
+        for spec in specs {
+            expected.insert(spec.name)
+            guard let entry = infoByCanonical[spec.name] else {
+                if !spec.isOptional { report.missing.append(spec.name) }
+                continue
+            }
+            sources[spec.name] = entry.source
+            if entry.shape != spec.shape {
+                report.shapeMismatches.append(ShapeMismatch(name: entry.source, expected: spec.shape, actual: entry.shape, dtype: nil))
+            } else if spec.isUsed && !entry.dtype.isFloatingPoint {
+                report.shapeMismatches.append(ShapeMismatch(name: entry.source, expected: spec.shape, actual: entry.shape, dtype: entry.dtype))
+            }
+            report.mapped.append(entry)
+        }
+        if (sources[ParameterNames.poolerWeight] == nil) != (sources[ParameterNames.poolerBias] == nil) {
+            report.missing.append(sources[ParameterNames.poolerWeight] == nil ? ParameterNames.poolerWeight : ParameterNames.poolerBias)
+        }
+        for canonical in order where !expected.contains(canonical) {
+            if let entry = infoByCanonical[canonical] {
+                report.unexpected.append(entry)
+                sources[canonical] = entry.source
+            }
+        }
+        report.modelType = config.modelType
+        return (report, sources)
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import PKMFormats
+import PKMModel
+import PKMTensor
+
+/// The reference layout of spec §5, as dotted names in a reader (`/inputs/input_ids` → `inputs.input_ids`).
+public enum ReferenceLayout {
+    public static let inputIds = "inputs.input_ids"
+    public static let attentionMask = "inputs.attention_mask"
+    public static let tokenTypeIds = "inputs.token_type_ids"
+    public static let lastHiddenState = "outputs.last_hidden_state"
+    public static let poolerOutput = "outputs.pooler_output"
+    public static func hiddenState(_ n: Int) -> String { "outputs.hidden_states.\(n)" }
+    public static func memoryIndices(_ layer: Int) -> String { "outputs.memory.\(layer).indices" }
+    public static func memoryScores(_ layer: Int) -> String { "outputs.memory.\(layer).scores" }
+
+    /// Reads the inputs group of a reference or inputs file.
+    /// - Throws: ``PipelineError/invalidReference(path:reason:)`` when `input_ids` is missing or shapes disagree.
+    public static func readInputs(from reader: any CheckpointReader) throws -> ModelInputs {
+        let names = Set(reader.tensorInfos.map(\.name))
+        guard names.contains(inputIds), let info = reader.tensorInfos.first(where: { $0.name == inputIds }) else {
+            throw PipelineError.invalidReference(path: reader.url.path, reason: "no /inputs/input_ids dataset")
+        }
+        guard info.shape.count == 2, info.shape[0] > 0, info.shape[1] > 0 else {
+            throw PipelineError.invalidReference(path: reader.url.path, reason: "/inputs/input_ids must be [batch, sequence], is \(info.shape)")
+        }
+        func ints(_ name: String) throws -> [Int]? {
+            guard names.contains(name) else { return nil }
+            let tensor = try reader.tensor(named: name)
+            guard tensor.shape == info.shape else {
+                throw PipelineError.invalidReference(path: reader.url.path, reason: "/\(name.replacingOccurrences(of: ".", with: "/")) has shape \(tensor.shape), input_ids has \(info.shape)")
+            }
+            return tensor.int64Values().map { Int(clamping: $0) }
+        }
+        do {
+            return try ModelInputs(batchSize: info.shape[0], sequenceLength: info.shape[1], inputIds: try ints(inputIds) ?? [],
+                                   attentionMask: try ints(attentionMask), tokenTypeIds: try ints(tokenTypeIds))
+        } catch let error as ModelError {
+            throw PipelineError.invalidReference(path: reader.url.path, reason: "\(error)")
+        }
+    }
+}
+
+/// Result of `verify`.
+public struct VerifyReport: Sendable, Codable {
+    public var checkpoint: String
+    public var reference: String
+    public var tolerance: Tolerance
+    /// Where the tolerances came from (`--atol/--rtol`, `reference attributes`, `default`).
+    public var toleranceSource: String
+    public var batchSize: Int
+    public var sequenceLength: Int
+    public var outputs: [OutputComparison]
+    /// Optional outputs the reference does not hold, or the model cannot produce.
+    public var skipped: [String]
+    public var passed: Bool
+    public var seconds: Double
+}
+
+/// `verify`: runs the reference inputs through the Swift model and compares every output present (spec §5).
+public enum Verifier {
+    /// Default tolerance when neither the caller nor the reference file gives one.
+    public static let defaultTolerance = 1e-4
+
+    /// Verifies a checkpoint against a reference file.
+    /// - Parameters:
+    ///   - atol, rtol: override the reference's suggested tolerances.
+    /// - Throws: ``FormatError`` / ``PipelineError`` for unreadable files or config problems (exit 2);
+    ///   a numeric disagreement is not an error but a report with `passed == false` (exit 1).
+    public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
+                           atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits()) throws -> VerifyReport {
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let model = try checkpoint.makeModel()
+        let reference = try Checkpoints.open(referenceURL, limits: limits)
+        return try verify(model: model, checkpointName: url.path, reference: reference, atol: atol, rtol: rtol)
+    }
+
+    /// Verifies an already built model against an opened reference.
+    /// - Throws: ``PipelineError`` or ``FormatError`` for malformed references.
+    public static func verify(model: PKMBertModel, checkpointName: String, reference: any CheckpointReader,
+                              atol: Double? = nil, rtol: Double? = nil) throws -> VerifyReport {
+        let start = Date()
+        let referenceAtol = reference.metadata["atol"].flatMap(Double.init)
+        let referenceRtol = reference.metadata["rtol"].flatMap(Double.init)
+        let tolerance = Tolerance(absolute: atol ?? referenceAtol ?? defaultTolerance, relative: rtol ?? referenceRtol ?? defaultTolerance)
+        let source = atol != nil || rtol != nil ? "command line" : (referenceAtol != nil || referenceRtol != nil ? "reference file attributes" : "default")
+        let inputs = try ReferenceLayout.readInputs(from: reference)
+        let outputs: ModelOutputs
+        do {
+            outputs = try model.forward(inputs, collectHiddenStates: true, collectMemoryTraces: true)
+        } catch let error as ModelError {
+            throw PipelineError.model(checkpoint: checkpointName, underlying: error)
+        }
+        let names = Set(reference.tensorInfos.map(\.name))
+        let config = model.config
+        let (batch, sequence, d) = (inputs.batchSize, inputs.sequenceLength, config.hiddenSize)
+        var comparisons: [OutputComparison] = []
+        var skipped: [String] = []
+
+        func floats(_ name: String, shape: [Int]) throws -> [Float] {
+            let tensor = try reference.tensor(named: name)
+            guard tensor.shape == shape else {
+                throw PipelineError.invalidReference(path: reference.url.path, reason: "/\(slashed(name)) has shape \(tensor.shape), expected \(shape)")
+            }
+            return tensor.floatValues()
+        }
+        func compareValues(_ name: String, _ actual: [Float], shape: [Int]) throws {
+            guard names.contains(name) else { skipped.append("/\(slashed(name)) (not in reference)"); return }
+            comparisons.append(Compare.values(name: slashed(name), actual: actual, expected: try floats(name, shape: shape), shape: shape, tolerance: tolerance))
+        }
+
+        if names.contains(ReferenceLayout.lastHiddenState) {
+            try compareValues(ReferenceLayout.lastHiddenState, outputs.lastHiddenState, shape: [batch, sequence, d])
+        } else {
+            skipped.append("/outputs/last_hidden_state (not in reference)")
+        }
+        if let pooled = outputs.poolerOutput {
+            try compareValues(ReferenceLayout.poolerOutput, pooled, shape: [batch, d])
+        } else if names.contains(ReferenceLayout.poolerOutput) {
+            skipped.append("/outputs/pooler_output (the checkpoint has no pooler)")
+        }
+        for n in 0...config.layerCount {
+            let name = ReferenceLayout.hiddenState(n)
+            if names.contains(name) { try compareValues(name, outputs.hiddenStates[n], shape: [batch, sequence, d]) }
+        }
+        if !names.contains(ReferenceLayout.hiddenState(0)) { skipped.append("/outputs/hidden_states (not in reference)") }
+        for (layer, trace) in outputs.memoryTraces.sorted(by: { $0.key < $1.key }) {
+            let indicesName = ReferenceLayout.memoryIndices(layer), scoresName = ReferenceLayout.memoryScores(layer)
+            var expectedWeights: [Float]?
+            if names.contains(scoresName) {
+                let expected = try floats(scoresName, shape: trace.shape)
+                expectedWeights = expected
+                comparisons.append(Compare.values(name: slashed(scoresName), actual: trace.weights, expected: expected, shape: trace.shape, tolerance: tolerance))
+            } else {
+                skipped.append("/\(slashed(scoresName)) (not in reference)")
+            }
+            if names.contains(indicesName) {
+                let tensor = try reference.tensor(named: indicesName)
+                guard tensor.shape == trace.shape else {
+                    throw PipelineError.invalidReference(path: reference.url.path, reason: "/\(slashed(indicesName)) has shape \(tensor.shape), expected \(trace.shape)")
+                }
+                comparisons.append(Compare.indices(name: slashed(indicesName), actual: trace.indices, expected: tensor.int64Values(),
+                                                   actualWeights: trace.weights, expectedWeights: expectedWeights, shape: trace.shape, tolerance: tolerance))
+            } else {
+                skipped.append("/\(slashed(indicesName)) (not in reference)")
+            }
+        }
+        // Reference memory outputs for layers the model has no memory at are a mismatch of models.
+        for info in reference.tensorInfos where info.name.hasPrefix("outputs.memory.") {
+            let parts = info.name.split(separator: ".")
+            if parts.count >= 3, let layer = Int(parts[2]), outputs.memoryTraces[layer] == nil {
+                throw PipelineError.invalidReference(path: reference.url.path, reason: "reference has memory outputs for layer \(layer) but the checkpoint has no memory there")
+            }
+        }
+        return VerifyReport(checkpoint: checkpointName, reference: reference.url.path, tolerance: tolerance, toleranceSource: source,
+                            batchSize: batch, sequenceLength: sequence, outputs: comparisons, skipped: skipped,
+                            passed: !comparisons.isEmpty && comparisons.allSatisfy(\.passed), seconds: Date().timeIntervalSince(start))
+    }
+
+    static func slashed(_ name: String) -> String { name.replacingOccurrences(of: ".", with: "/") }
+}
