@@ -1,0 +1,216 @@
+import Foundation
+import PKMFormats
+import PKMModel
+import PKMTensor
+
+/// How grafted value rows start.
+public enum ValueInit: String, Sendable, Codable, CaseIterable {
+    /// Normal with standard deviation V^−0.5 (XLM's initialisation).
+    case normal
+    /// All zeros: the grafted model then computes exactly the base model in `residual` and `after` modes.
+    case zero
+}
+
+/// What to graft (spec §7; CLI defaults are the paper's sizes).
+public struct GraftOptions: Sendable, Codable {
+    public var layers: [Int]
+    public var mode: MemoryMode = .residual
+    public var keyCount = 512
+    public var headCount = 4
+    public var knn = 32
+    public var keyDimension = 256
+    public var queryBatchNorm = true
+    public var queryBias = true
+    public var valueInit: ValueInit = .normal
+    public var seed: UInt64 = 0
+    public var batchNormEpsilon = 1e-5
+
+    public init(layers: [Int]) { self.layers = layers }
+
+    /// Parses `--layers 4,8` (comma-separated, non-negative, no repeats).
+    /// - Throws: ``PipelineError/invalidArgument(name:reason:)``.
+    public static func parseLayers(_ text: String) throws -> [Int] {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        var layers: [Int] = []
+        for part in parts {
+            guard let layer = Int(part), layer >= 0 else {
+                throw PipelineError.invalidArgument(name: "--layers", reason: "'\(text)' is not a comma-separated list of layer indices (e.g. 4,8)")
+            }
+            guard !layers.contains(layer) else { throw PipelineError.invalidArgument(name: "--layers", reason: "layer \(layer) is listed twice") }
+            layers.append(layer)
+        }
+        return layers
+    }
+}
+
+/// One tensor created by a graft.
+public struct GraftedTensor: Sendable, Codable {
+    public var name: String
+    public var shape: [Int]
+    /// How it was initialised.
+    public var initialisation: String
+}
+
+/// Result of `graft`.
+public struct GraftResult: Sendable, Codable {
+    public var base: String
+    public var baseSHA256: String
+    public var destination: String
+    public var destinationFormat: CheckpointFormat
+    public var options: GraftOptions
+    /// Tensors copied unchanged from the base.
+    public var copiedCount: Int
+    public var created: [GraftedTensor]
+    /// FFN tensors removed from `replace` layers.
+    public var dropped: [String]
+    public var fileBytes: Int
+    public var seconds: Double
+    public var diagnostics: [Diagnostic]
+}
+
+/// `graft`: adds freshly initialised product-key memories to a (memory-free) checkpoint.
+public enum Grafter {
+    /// The config after grafting.
+    /// - Throws: ``PipelineError/invalidGraft(reason:)`` for out-of-range layers, layers that already have a
+    ///   memory, or hyper-parameters that differ from the memories already present.
+    public static func graftedConfig(base: ModelConfig, options: GraftOptions) throws -> ModelConfig {
+        guard !options.layers.isEmpty else { throw PipelineError.invalidGraft(reason: "no layers given; use --layers 4,8") }
+        for layer in options.layers where layer < 0 || layer >= base.layerCount {
+            throw PipelineError.invalidGraft(reason: "layer \(layer) is out of range: the model has layers 0..\(base.layerCount - 1)")
+        }
+        var memory = MemoryConfig(layers: [], modes: [], keyCount: options.keyCount, headCount: options.headCount, knn: options.knn,
+                                  keyDimension: options.keyDimension, valueDimension: base.hiddenSize, queryBatchNorm: options.queryBatchNorm,
+                                  queryBias: options.queryBias, batchNormEpsilon: options.batchNormEpsilon)
+        if let existing = base.memory {
+            for layer in options.layers where existing.layers.contains(layer) {
+                throw PipelineError.invalidGraft(reason: "layer \(layer) already has a memory (\(existing.mode(ofLayer: layer)?.rawValue ?? "?") mode)")
+            }
+            var same = existing
+            same.layers = []; same.modes = []
+            guard same == memory else {
+                throw PipelineError.invalidGraft(reason: "the checkpoint already has memories at layers \(existing.layers) with other hyper-parameters; one config describes all memories, so graft with the same --n-keys/--heads/--knn/--k-dim/--query-* options")
+            }
+            memory.layers = existing.layers
+            memory.modes = existing.modes
+        }
+        for layer in options.layers {
+            memory.layers.append(layer)
+            memory.modes.append(options.mode)
+        }
+        let pairs = zip(memory.layers, memory.modes).sorted { $0.0 < $1.0 }
+        memory.layers = pairs.map(\.0)
+        memory.modes = pairs.map(\.1)
+        var config = base
+        config.memory = memory
+        do {
+            try config.validate()
+        } catch let error as ModelError {
+            throw PipelineError.invalidGraft(reason: "\(error)")
+        }
+        return config
+    }
+
+    /// Grafts memories into `base` and writes the result (any format) to `destination`, streaming:
+    /// each tensor is read or generated only when the writer asks for it.
+    /// - Throws: ``PipelineError`` for invalid requests or checkpoints, ``FormatError`` for I/O.
+    public static func run(base: URL, destination: URL, options: GraftOptions, configURL: URL? = nil,
+                           output: OutputOptions = OutputOptions(), limits: ReaderLimits = ReaderLimits(),
+                           progress: ((Int, Int) -> Void)? = nil) throws -> GraftResult {
+        let start = Date()
+        let checkpoint = try ResolvedCheckpoint(url: base, configURL: configURL, limits: limits)
+        try checkpoint.requireUsable()
+        let config = try graftedConfig(base: checkpoint.config, options: options)
+        let format = try output.resolvedFormat(for: destination)
+        let sha = try SHA256.hex(ofFile: checkpoint.reader.url)
+        let d = config.hiddenSize
+        let random = GraftRandom(seed: options.seed)
+
+        // Base tensors, canonical names, minus the FFN of replace layers.
+        var dropped: [String] = []
+        var infos: [TensorInfo] = []
+        var sources: [String: String] = [:]
+        let replaced = Set(options.layers.filter { _ in options.mode == .replace })
+        for entry in checkpoint.report.mapped + checkpoint.report.unexpected {
+            if let layer = ffnLayer(of: entry.canonical), replaced.contains(layer) {
+                dropped.append(entry.canonical)
+                continue
+            }
+            infos.append(TensorInfo(name: entry.canonical, dtype: entry.dtype, shape: entry.shape))
+            sources[entry.canonical] = entry.source
+        }
+        // New memory tensors, in spec order per layer.
+        var created: [GraftedTensor] = []
+        var generators: [String: () -> Tensor?] = [:]
+        let h = options.headCount, n = options.keyCount, k = options.keyDimension
+        let weightDtype = output.dtype.target(for: checkpoint.report.mapped.first { $0.canonical == ParameterNames.wordEmbeddings }?.dtype ?? .float32)
+        for layer in options.layers.sorted() {
+            let prefix = ParameterNames.layerPrefix(layer) + ParameterNames.Layer.memory + "."
+            for spec in ProductKeyMemory.parameterSpecs(prefix: prefix, config: config.memory!, inputWidth: d) {
+                let leaf = String(spec.name.dropFirst(prefix.count))
+                let count = ShapeMath.elementCount(spec.shape) ?? 0
+                let initialisation: String
+                let make: () -> Tensor?
+                switch leaf {
+                case ParameterNames.Memory.keys:
+                    let bound = 1 / Float(k / 2).squareRoot()
+                    initialisation = "uniform ±1/sqrt(k_dim/2) = ±\(bound)"
+                    make = { try? Tensor(float32: random.uniform(name: spec.name, count: count, bound: bound), shape: spec.shape) }
+                case ParameterNames.Memory.values:
+                    if options.valueInit == .zero {
+                        initialisation = "zeros"
+                        make = { try? Tensor(zeros: .float32, shape: spec.shape) }
+                    } else {
+                        let std = 1 / Float(d).squareRoot()
+                        initialisation = "normal, std v_dim^-0.5 = \(std)"
+                        make = { try? Tensor(float32: random.normal(name: spec.name, count: count, std: std), shape: spec.shape) }
+                    }
+                case ParameterNames.Memory.queryWeight, ParameterNames.Memory.queryBias:
+                    let bound = 1 / Float(d).squareRoot()
+                    initialisation = "uniform ±1/sqrt(hidden) = ±\(bound) (nn.Linear default)"
+                    make = { try? Tensor(float32: random.uniform(name: spec.name, count: count, bound: bound), shape: spec.shape) }
+                case ParameterNames.Memory.batchNormWeight, ParameterNames.Memory.batchNormVariance:
+                    initialisation = "ones"
+                    make = { try? Tensor(float32: [Float](repeating: 1, count: count), shape: spec.shape) }
+                case ParameterNames.Memory.batchNormBatchesTracked:
+                    initialisation = "0 (int64)"
+                    make = { try? Tensor(int64: [0], shape: []) }
+                default:
+                    initialisation = "zeros"
+                    make = { try? Tensor(zeros: .float32, shape: spec.shape) }
+                }
+                let dtype: DType = leaf == ParameterNames.Memory.batchNormBatchesTracked ? .int64 : weightDtype
+                infos.append(TensorInfo(name: spec.name, dtype: dtype, shape: spec.shape))
+                generators[spec.name] = make
+                created.append(GraftedTensor(name: spec.name, shape: spec.shape, initialisation: initialisation))
+            }
+        }
+        let optionText = "graft --layers \(options.layers.map(String.init).joined(separator: ",")) --mode \(options.mode.rawValue) --n-keys \(n) --heads \(h) --knn \(options.knn) --k-dim \(k) --\(options.queryBatchNorm ? "" : "no-")query-batchnorm --\(options.queryBias ? "" : "no-")query-bias --value-init \(options.valueInit.rawValue) --seed \(options.seed)"
+        var write = output.write
+        write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: sha, operation: optionText)
+        let metadata = ["config": String(decoding: config.encodedJSON(), as: UTF8.self)]
+        let path = checkpoint.reader.url.path
+        try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write, progress: progress) { info in
+            if let make = generators[info.name] {
+                guard let tensor = make() else { throw FormatError.tensorNotFound(path: destination.path, tensor: info.name) }
+                return try tensor.converted(to: info.dtype)
+            }
+            guard let source = sources[info.name] else { throw FormatError.tensorNotFound(path: path, tensor: info.name) }
+            return try checkpoint.reader.tensor(named: source).converted(to: info.dtype)
+        }
+        var diagnostics = created.map { Diagnostic(.note, "created \($0.name) \($0.shape): \($0.initialisation)") }
+        diagnostics += dropped.map { Diagnostic(.note, "dropped \($0) (replace mode has no feed-forward block)") }
+        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: destination.path)[.size] as? Int) ?? 0
+        return GraftResult(base: base.path, baseSHA256: sha, destination: destination.path, destinationFormat: format, options: options,
+                           copiedCount: infos.count - created.count, created: created, dropped: dropped, fileBytes: fileBytes,
+                           seconds: Date().timeIntervalSince(start), diagnostics: diagnostics)
+    }
+
+    /// The layer index when `name` is one of its feed-forward tensors.
+    static func ffnLayer(of name: String) -> Int? {
+        let parts = name.split(separator: ".")
+        guard parts.count > 3, parts[0] == "encoder", parts[1] == "layer", let layer = Int(parts[2]) else { return nil }
+        let suffix = parts.dropFirst(3).joined(separator: ".")
+        let ffn = [ParameterNames.Layer.intermediate, ParameterNames.Layer.output].flatMap { [$0 + ".weight", $0 + ".bias"] }
+        return ffn.contains(suffix) ? layer : nil
+    }
+}
