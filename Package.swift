@@ -40,10 +40,11 @@ let package = Package(
             dependencies: ["PKMPipeline", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: releaseFlags),
         .executableTarget(name: "PKMScriptingExample", dependencies: ["PKMPipeline"]),
+        .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel"], path: "Tests/PKMTestSupport"),
         .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),
         .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats"], resources: []),
-        .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMFormats"]),
-        .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline"]),
+        .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMFormats", "PKMTestSupport"]),
+        .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline", "PKMTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -5,16 +5,28 @@ import Foundation
 /// Small numeric kernels over float32 buffers. Matrix products go through cblas.
 enum Compute {
     /// `y[n, out] = x[n, in] · W[out, in]ᵀ + b` through `cblas_sgemm`.
+    ///
+    /// The product runs one block of `blockRows` rows (one sequence) at a time. BLAS kernels may
+    /// pick a different blocking, and so a different summation order, for a different row count;
+    /// fixed per-sequence blocks make every sequence's result independent of what else is in
+    /// the batch.
     static func linear(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, weight: [Float], bias: [Float]?,
-                       outFeatures: Int, into y: UnsafeMutablePointer<Float>) {
+                       outFeatures: Int, into y: UnsafeMutablePointer<Float>, blockRows: Int? = nil) {
         if let bias {
             bias.withUnsafeBufferPointer { b in
                 for row in 0..<rows { (y + row * outFeatures).update(from: b.baseAddress!, count: outFeatures) }
             }
         }
+        let block = max(1, min(blockRows ?? rows, rows))
         weight.withUnsafeBufferPointer { w in
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(inFeatures),
-                        1, x, Int32(inFeatures), w.baseAddress, Int32(inFeatures), bias == nil ? 0 : 1, y, Int32(outFeatures))
+            var start = 0
+            while start < rows {
+                let count = min(block, rows - start)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(outFeatures), Int32(inFeatures),
+                            1, x + start * inFeatures, Int32(inFeatures), w.baseAddress, Int32(inFeatures), bias == nil ? 0 : 1,
+                            y + start * outFeatures, Int32(outFeatures))
+                start += count
+            }
         }
     }
 

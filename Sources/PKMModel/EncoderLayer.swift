@@ -91,7 +91,7 @@ public struct EncoderLayer: Sendable {
         var qkv = [Float](repeating: 0, count: rows * 3 * d)
         var context = [Float](repeating: 0, count: rows * d)
         qkv.withUnsafeMutableBufferPointer { qkvBuffer in
-            Compute.linear(hidden, rows: rows, inFeatures: d, weight: qkvWeight, bias: qkvBias, outFeatures: 3 * d, into: qkvBuffer.baseAddress!)
+            Compute.linear(hidden, rows: rows, inFeatures: d, weight: qkvWeight, bias: qkvBias, outFeatures: 3 * d, into: qkvBuffer.baseAddress!, blockRows: sequence)
         }
         qkv.withUnsafeBufferPointer { qkvBuffer in
             context.withUnsafeMutableBufferPointer { contextBuffer in
@@ -135,7 +135,7 @@ public struct EncoderLayer: Sendable {
         attention.withUnsafeMutableBufferPointer { aBuffer in
             let a = aBuffer.baseAddress!
             context.withUnsafeBufferPointer { c in
-                Compute.linear(c.baseAddress!, rows: rows, inFeatures: d, weight: attentionOutputWeight, bias: attentionOutputBias, outFeatures: d, into: a)
+                Compute.linear(c.baseAddress!, rows: rows, inFeatures: d, weight: attentionOutputWeight, bias: attentionOutputBias, outFeatures: d, into: a, blockRows: sequence)
             }
             Compute.add(a, hidden, count: rows * d)
             Compute.layerNorm(a, rows: rows, width: d, weight: attentionNormWeight, bias: attentionNormBias, epsilon: Float(config.layerNormEpsilon))
@@ -144,9 +144,9 @@ public struct EncoderLayer: Sendable {
                 let ff = config.intermediateSize
                 var intermediate = [Float](repeating: 0, count: rows * ff)
                 intermediate.withUnsafeMutableBufferPointer { iBuffer in
-                    Compute.linear(a, rows: rows, inFeatures: d, weight: intermediateWeight, bias: intermediateBias, outFeatures: ff, into: iBuffer.baseAddress!)
+                    Compute.linear(a, rows: rows, inFeatures: d, weight: intermediateWeight, bias: intermediateBias, outFeatures: ff, into: iBuffer.baseAddress!, blockRows: sequence)
                     Compute.gelu(iBuffer.baseAddress!, count: rows * ff)
-                    Compute.linear(iBuffer.baseAddress!, rows: rows, inFeatures: ff, weight: outputWeight, bias: outputBias, outFeatures: d, into: hidden)
+                    Compute.linear(iBuffer.baseAddress!, rows: rows, inFeatures: ff, weight: outputWeight, bias: outputBias, outFeatures: d, into: hidden, blockRows: sequence)
                 }
             } else {
                 hidden.update(repeating: 0, count: rows * d)
@@ -155,7 +155,7 @@ public struct EncoderLayer: Sendable {
             if let memory, memoryMode == .replace || memoryMode == .residual {
                 var memoryOut = [Float](repeating: 0, count: rows * d)
                 memoryOut.withUnsafeMutableBufferPointer { m in
-                    memory.forward(a, rows: rows, addingInto: m.baseAddress!, traceIndices: traceIndices, traceWeights: traceWeights)
+                    memory.forward(a, rows: rows, blockRows: sequence, addingInto: m.baseAddress!, traceIndices: traceIndices, traceWeights: traceWeights)
                     if memoryMode == .replace {
                         for i in 0..<(rows * d) { hidden[i] = m[i] + a[i] }
                     } else {
@@ -170,7 +170,7 @@ public struct EncoderLayer: Sendable {
         if let memory, memoryMode == .after {
             var memoryOut = [Float](repeating: 0, count: rows * d)
             memoryOut.withUnsafeMutableBufferPointer { m in
-                memory.forward(hidden, rows: rows, addingInto: m.baseAddress!, traceIndices: traceIndices, traceWeights: traceWeights)
+                memory.forward(hidden, rows: rows, blockRows: sequence, addingInto: m.baseAddress!, traceIndices: traceIndices, traceWeights: traceWeights)
                 Compute.add(hidden, m.baseAddress!, count: rows * d)
             }
         }

@@ -152,7 +152,7 @@ public struct PKMBertModel: Sendable {
             var out = [Float](repeating: 0, count: batch * d)
             first.withUnsafeBufferPointer { f in
                 out.withUnsafeMutableBufferPointer { o in
-                    Compute.linear(f.baseAddress!, rows: batch, inFeatures: d, weight: poolerWeight, bias: poolerBias, outFeatures: d, into: o.baseAddress!)
+                    Compute.linear(f.baseAddress!, rows: batch, inFeatures: d, weight: poolerWeight, bias: poolerBias, outFeatures: d, into: o.baseAddress!, blockRows: 1)
                 }
             }
             pooled = out.map { tanhf($0) }

@@ -72,13 +72,13 @@ public struct ProductKeyMemory: Sendable {
     /// Applies the memory to `rows` tokens of width d, adding `M(x)` into `output` (`[rows, V]`).
     /// When `trace` is given, stores per token and head the selected slot ids and softmax weights
     /// (`[rows, H, k]`, score-descending).
-    func forward(_ x: UnsafePointer<Float>, rows: Int, addingInto output: UnsafeMutablePointer<Float>,
+    func forward(_ x: UnsafePointer<Float>, rows: Int, blockRows: Int? = nil, addingInto output: UnsafeMutablePointer<Float>,
                  traceIndices: UnsafeMutablePointer<Int32>?, traceWeights: UnsafeMutablePointer<Float>?) {
         let h = config.headCount, n = config.keyCount, k = config.keyDimension, half = k / 2, knn = config.knn
         let v = config.valueDimension, width = h * k
         var query = [Float](repeating: 0, count: rows * width)
         query.withUnsafeMutableBufferPointer { q in
-            Compute.linear(x, rows: rows, inFeatures: inputWidth, weight: queryWeight, bias: queryBias, outFeatures: width, into: q.baseAddress!)
+            Compute.linear(x, rows: rows, inFeatures: inputWidth, weight: queryWeight, bias: queryBias, outFeatures: width, into: q.baseAddress!, blockRows: blockRows)
             if let scale = batchNormScale, let mean = batchNormMean, let shift = batchNormShift {
                 for row in 0..<rows {
                     let r = q.baseAddress! + row * width
@@ -91,12 +91,18 @@ public struct ProductKeyMemory: Sendable {
         query.withUnsafeBufferPointer { q in
             keys.withUnsafeBufferPointer { keyBuffer in
                 scores.withUnsafeMutableBufferPointer { s in
+                    let block = max(1, min(blockRows ?? rows, rows))
                     for head in 0..<h {
                         for side in 0..<2 {
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(half), 1,
-                                        q.baseAddress! + head * k + side * half, Int32(width),
-                                        keyBuffer.baseAddress! + (head * 2 + side) * n * half, Int32(half), 0,
-                                        s.baseAddress! + (head * 2 + side) * rows * n, Int32(n))
+                            var start = 0
+                            while start < rows {
+                                let count = min(block, rows - start)
+                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(n), Int32(half), 1,
+                                            q.baseAddress! + start * width + head * k + side * half, Int32(width),
+                                            keyBuffer.baseAddress! + (head * 2 + side) * n * half, Int32(half), 0,
+                                            s.baseAddress! + (head * 2 + side) * rows * n + start * n, Int32(n))
+                                start += count
+                            }
                         }
                     }
                 }
