@@ -83,7 +83,9 @@ public struct EncoderLayer: Sendable {
 
     /// Runs the layer in place on `hidden` `[batch·sequence, d]`.
     func forward(_ hidden: UnsafeMutablePointer<Float>, batch: Int, sequence: Int, additiveMask: [Float],
-                 traceIndices: UnsafeMutablePointer<Int32>?, traceWeights: UnsafeMutablePointer<Float>?) {
+                 traceIndices: UnsafeMutablePointer<Int32>?, traceWeights: UnsafeMutablePointer<Float>?,
+                 profile: ForwardProfile? = nil) {
+        var mark = ForwardProfile.now()
         let d = config.hiddenSize, rows = batch * sequence
         let heads = config.attentionHeadCount, headSize = config.attentionHeadSize
         let scale = 1 / Float(headSize).squareRoot()
@@ -130,6 +132,7 @@ public struct EncoderLayer: Sendable {
                 }
             }
         }
+        profile?.add("attention", since: &mark)
         // a = LN(x + Wo·context)
         var attention = [Float](repeating: 0, count: rows * d)
         attention.withUnsafeMutableBufferPointer { aBuffer in
@@ -139,6 +142,7 @@ public struct EncoderLayer: Sendable {
             }
             Compute.add(a, hidden, count: rows * d)
             Compute.layerNorm(a, rows: rows, width: d, weight: attentionNormWeight, bias: attentionNormBias, epsilon: Float(config.layerNormEpsilon))
+            profile?.add("attention", since: &mark)
             // y = LN_out(a + FFN(a) [+ M(a)]) per mode; the sum is built in `hidden`.
             if let intermediateWeight, let outputWeight {
                 let ff = config.intermediateSize
@@ -151,6 +155,7 @@ public struct EncoderLayer: Sendable {
             } else {
                 hidden.update(repeating: 0, count: rows * d)
             }
+            profile?.add("feed_forward", since: &mark)
             // hidden = FFN(a) (or 0); add a, then memory for replace/residual (the order PyTorch adds them).
             if let memory, memoryMode == .replace || memoryMode == .residual {
                 var memoryOut = [Float](repeating: 0, count: rows * d)
@@ -162,17 +167,20 @@ public struct EncoderLayer: Sendable {
                         for i in 0..<(rows * d) { hidden[i] = (hidden[i] + m[i]) + a[i] }
                     }
                 }
+                profile?.add("memory", since: &mark)
             } else {
                 Compute.add(hidden, a, count: rows * d)
             }
         }
         Compute.layerNorm(hidden, rows: rows, width: d, weight: outputNormWeight, bias: outputNormBias, epsilon: Float(config.layerNormEpsilon))
+        profile?.add("feed_forward", since: &mark)
         if let memory, memoryMode == .after {
             var memoryOut = [Float](repeating: 0, count: rows * d)
             memoryOut.withUnsafeMutableBufferPointer { m in
                 memory.forward(hidden, rows: rows, blockRows: sequence, addingInto: m.baseAddress!, traceIndices: traceIndices, traceWeights: traceWeights)
                 Compute.add(hidden, m.baseAddress!, count: rows * d)
             }
+            profile?.add("memory", since: &mark)
         }
     }
 }

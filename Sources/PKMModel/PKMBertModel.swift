@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import PKMTensor
 
@@ -57,6 +58,23 @@ public struct ModelOutputs: Sendable {
     public var hiddenStates: [[Float]]
     /// Memory traces by layer, when requested.
     public var memoryTraces: [Int: MemoryTrace]
+    /// Seconds spent per component (`embeddings`, `attention`, `feed_forward`, `memory`, `pooler`), when profiled.
+    public var profile: [String: Double] = [:]
+}
+
+/// Accumulates wall-clock seconds per component of a forward pass.
+public final class ForwardProfile {
+    public private(set) var seconds: [String: Double] = [:]
+    public init() {}
+
+    static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// Adds the time since `mark` to `component` and moves `mark` to now.
+    func add(_ component: String, since mark: inout UInt64) {
+        let current = ForwardProfile.now()
+        seconds[component, default: 0] += Double(current - mark) / 1e9
+        mark = current
+    }
 }
 
 /// A BERT or RoBERTa encoder with product-key memories, in float32 (spec §3).
@@ -115,10 +133,14 @@ public struct PKMBertModel: Sendable {
     ///   - collectHiddenStates: keep the embeddings output and every layer's output.
     ///   - collectMemoryTraces: keep each memory's selected slots and weights.
     /// - Throws: ``ModelError/invalidInput(reason:)`` for ids outside the vocabulary or too-long sequences.
-    public func forward(_ inputs: ModelInputs, collectHiddenStates: Bool = false, collectMemoryTraces: Bool = false) throws -> ModelOutputs {
+    public func forward(_ inputs: ModelInputs, collectHiddenStates: Bool = false, collectMemoryTraces: Bool = false,
+                        profile: Bool = false) throws -> ModelOutputs {
         let d = config.hiddenSize, batch = inputs.batchSize, sequence = inputs.sequenceLength, rows = batch * sequence
+        let profiler = profile ? ForwardProfile() : nil
+        var mark = ForwardProfile.now()
         var hidden = [Float](repeating: 0, count: rows * d)
         try hidden.withUnsafeMutableBufferPointer { try embeddings.forward(inputs, into: $0.baseAddress!) }
+        profiler?.add("embeddings", since: &mark)
         var hiddenStates: [[Float]] = collectHiddenStates ? [hidden] : []
         let mask: [Float] = (inputs.attentionMask ?? [Int](repeating: 1, count: rows)).map { $0 == 0 ? -Float.greatestFiniteMagnitude : 0 }
         var traces: [Int: MemoryTrace] = [:]
@@ -135,7 +157,8 @@ public struct PKMBertModel: Sendable {
                 indices.withUnsafeMutableBufferPointer { i in
                     weights.withUnsafeMutableBufferPointer { w in
                         layer.forward(h.baseAddress!, batch: batch, sequence: sequence, additiveMask: mask,
-                                      traceIndices: trace ? i.baseAddress : nil, traceWeights: trace ? w.baseAddress : nil)
+                                      traceIndices: trace ? i.baseAddress : nil, traceWeights: trace ? w.baseAddress : nil,
+                                      profile: profiler)
                     }
                 }
             }
@@ -145,6 +168,7 @@ public struct PKMBertModel: Sendable {
             }
             if collectHiddenStates { hiddenStates.append(hidden) }
         }
+        mark = ForwardProfile.now()
         var pooled: [Float]?
         if let poolerWeight {
             var first = [Float](repeating: 0, count: batch * d)
@@ -157,6 +181,8 @@ public struct PKMBertModel: Sendable {
             }
             pooled = out.map { tanhf($0) }
         }
-        return ModelOutputs(lastHiddenState: hidden, poolerOutput: pooled, hiddenStates: hiddenStates, memoryTraces: traces)
+        profiler?.add("pooler", since: &mark)
+        return ModelOutputs(lastHiddenState: hidden, poolerOutput: pooled, hiddenStates: hiddenStates, memoryTraces: traces,
+                            profile: profiler?.seconds ?? [:])
     }
 }

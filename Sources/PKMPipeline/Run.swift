@@ -10,6 +10,8 @@ public struct ForwardTiming: Sendable, Codable {
     public var minimumSeconds: Double
     public var tokensPerSecond: Double
     public var threads: Int
+    /// Mean seconds per forward pass spent in each component (`attention`, `feed_forward`, `memory`, …).
+    public var componentSeconds: [String: Double]
 }
 
 /// Result of `run`.
@@ -61,9 +63,9 @@ public enum Runner {
         let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
         let model = try checkpoint.makeModel()
         let loadSeconds = Date().timeIntervalSince(loadStart)
-        func forward(full: Bool) throws -> ModelOutputs {
+        func forward(full: Bool, profile: Bool = false) throws -> ModelOutputs {
             do {
-                return try model.forward(inputs, collectHiddenStates: full, collectMemoryTraces: full)
+                return try model.forward(inputs, collectHiddenStates: full, collectMemoryTraces: full, profile: profile)
             } catch let error as ModelError {
                 throw PipelineError.model(checkpoint: url.path, underlying: error)
             }
@@ -76,16 +78,18 @@ public enum Runner {
         var timing: ForwardTiming?
         if repeats > 0 {
             var times: [Double] = []
+            var components: [String: Double] = [:]
             for _ in 0..<repeats {
                 let start = DispatchTime.now().uptimeNanoseconds
-                _ = try forward(full: false)
+                let timed = try forward(full: false, profile: true)
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                for (name, seconds) in timed.profile { components[name, default: 0] += seconds / Double(repeats) }
             }
             times.sort()
             let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
             timing = ForwardTiming(repeats: repeats, medianSeconds: median, minimumSeconds: times[0],
                                    tokensPerSecond: Double(inputs.batchSize * inputs.sequenceLength) / median,
-                                   threads: ProcessInfo.processInfo.activeProcessorCount)
+                                   threads: ProcessInfo.processInfo.activeProcessorCount, componentSeconds: components)
         }
         let d = model.config.hiddenSize
         let preview = (0..<inputs.batchSize).map { b in Array(outputs.lastHiddenState[(b * inputs.sequenceLength * d)..<(b * inputs.sequenceLength * d + min(8, d))]) }

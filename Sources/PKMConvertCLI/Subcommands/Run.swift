@@ -73,6 +73,8 @@ struct Run: ParsableCommand {
             if let timing = result.timing {
                 print(String(format: "  forward: median %.4f s over %d runs (min %.4f s), %.0f tokens/s, %d threads",
                              timing.medianSeconds, timing.repeats, timing.minimumSeconds, timing.tokensPerSecond, timing.threads))
+                let parts = timing.componentSeconds.sorted { $0.value > $1.value }.map { String(format: "%@ %.4f s", $0.key, $0.value) }
+                print("  per forward: " + parts.joined(separator: ", "))
             }
         }
     }

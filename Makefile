@@ -1,0 +1,25 @@
+# pkm-convert: the two set-up commands of the README are `make demo` and `make test`.
+SWIFT ?= swift
+DEMO_DIR ?= .build-demo
+FIXTURE ?= fixtures/models/bert_residual
+
+.PHONY: deps build demo test release bench-formats bench-forward bench-graft clean-demo
+
+deps:
+	scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+# Main job on a bundled example: inspect, convert, import and verify a PyTorch-made PKM fixture.
+demo: build
+	scripts/demo.sh "$(FIXTURE)" "$(DEMO_DIR)"
+
+test: deps
+	$(SWIFT) test
+
+release: deps
+	$(SWIFT) build -c release
+
+clean-demo:
+	rm -rf "$(DEMO_DIR)"
