@@ -14,8 +14,10 @@ import Darwin
 /// until then). Where `O_TMPFILE` is unavailable a hidden named temporary file is used and
 /// removed on any failure.
 ///
-/// Libraries that need a path (libhdf5) write through ``pathForLibraries``, which for an
-/// `O_TMPFILE` inode is `/proc/self/fd/N`.
+/// Writers that manage their own I/O write through ``fileDescriptor`` (the HDF5 writer installs
+/// a small libhdf5 file driver over it, because libhdf5 1.10 resolves `/proc/self/fd/N` with
+/// `realpath()` and fails on an anonymous inode). ``pathForLibraries`` names the same inode for
+/// tools that can open it.
 public final class AtomicOutputFile {
     /// Where the file will appear on commit.
     public let destination: URL
