@@ -1,0 +1,227 @@
+import Foundation
+import PKMTensor
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads a sharded safetensors checkpoint through its index, `model.safetensors.index.json`:
+/// `{"metadata": {...}, "weight_map": {"tensor name": "shard file name", ...}}`.
+///
+/// Every shard is opened (memory-mapped and validated) once, when the reader is created, and
+/// the index is checked against the shards both ways: each tensor of the weight map must be
+/// in the shard it names, no tensor may be stored in two shards, and no shard may hold a tensor
+/// the weight map does not list (a stale index). Shard paths are names inside the index's
+/// folder: absolute paths, `..` components and symbolic links leading outside the folder
+/// are refused, since an index downloaded with a model must not make the tool read other files.
+///
+/// Tensors are listed shard by shard, shards in file-name order (`model-00001-of-00002…`
+/// first), each shard's tensors in its file order. ``metadata`` merges the shards'
+/// `__metadata__` maps (the first shard holding a key wins; `config` is kept wherever it is),
+/// then the index's `metadata` strings for keys no shard has (numbers such as the index's
+/// `total_size` are not carried, since they go stale when a checkpoint is converted).
+public final class ShardedSafetensorsReader: CheckpointReader {
+    /// The index file.
+    public let url: URL
+    /// Always ``CheckpointFormat/safetensors``.
+    public var format: CheckpointFormat { .safetensors }
+    /// Tensors shard by shard, in each shard's file order.
+    public let tensorInfos: [TensorInfo]
+    /// Merged metadata; see the type's documentation.
+    public let metadata: [String: String]
+    /// The provenance of the first shard that records one.
+    public let provenance: Provenance?
+    /// The shard files, in the order their tensors are listed.
+    public let shardURLs: [URL]
+
+    private let shards: [SafetensorsReader]
+    private let shardIndexByTensor: [String: Int]
+
+    /// Reads the index and opens every shard it names.
+    /// - Throws: ``FormatError``: `.fileNotFound` for the index; `.limitExceeded` for an index
+    ///   longer than `limits.maxHeaderBytes`, too many tensors or bytes in total; `.invalidHeader`
+    ///   for an index that is not JSON of the expected shape; `.duplicateTensor` for a name listed
+    ///   twice in the weight map or stored in two shards; `.shardPathEscapes`; `.missingShard`;
+    ///   `.tensorNotFound` naming the shard when a listed tensor is not in it; `.invalidTensor`
+    ///   when a tensor is stored in another shard than the index says, or in no listed place;
+    ///   and any error of ``SafetensorsReader/init(url:limits:)`` for a damaged shard.
+    public init(indexURL: URL, limits: ReaderLimits = ReaderLimits()) throws {
+        url = indexURL
+        let indexPath = indexURL.path
+        let (weightMap, indexMetadata) = try Self.readIndex(indexURL, limits: limits)
+
+        // Resolve and open each shard once, in file-name order.
+        let folder = indexURL.deletingLastPathComponent()
+        let shardNames = Set(weightMap.values).sorted()
+        var shardURLs: [URL] = []
+        var shards: [SafetensorsReader] = []
+        for name in shardNames {
+            let shardURL = try Self.resolveShard(name, folder: folder, indexPath: indexPath)
+            shardURLs.append(shardURL)
+            shards.append(try SafetensorsReader(url: shardURL, limits: limits))
+        }
+
+        // Where each tensor really is; the same name in two shards is refused.
+        var location: [String: Int] = [:]
+        var infos: [TensorInfo] = []
+        var totalBytes = 0
+        for (shardIndex, shard) in shards.enumerated() {
+            for info in shard.tensorInfos {
+                if location.updateValue(shardIndex, forKey: info.name) != nil {
+                    throw FormatError.duplicateTensor(path: indexPath, tensor: info.name)
+                }
+                infos.append(info)
+                guard infos.count <= limits.maxTensorCount else {
+                    throw FormatError.limitExceeded(path: indexPath, limit: "tensor count", value: infos.count, maximum: limits.maxTensorCount)
+                }
+                let (newTotal, overflow) = totalBytes.addingReportingOverflow(info.byteCount)
+                guard !overflow, newTotal <= limits.maxTotalBytes else {
+                    throw FormatError.limitExceeded(path: indexPath, limit: "total bytes", value: overflow ? Int.max : newTotal, maximum: limits.maxTotalBytes)
+                }
+                totalBytes = newTotal
+            }
+        }
+        // The index and the shards must agree both ways.
+        let shardIndexByName = Dictionary(uniqueKeysWithValues: shardNames.enumerated().map { ($1, $0) })
+        for (tensor, shardName) in weightMap.sorted(by: { $0.key < $1.key }) {
+            guard let listed = shardIndexByName[shardName] else { continue }  // every value is a key by construction
+            guard let stored = location[tensor] else {
+                throw FormatError.tensorNotFound(path: shardURLs[listed].path, tensor: tensor)
+            }
+            guard stored == listed else {
+                throw FormatError.invalidTensor(path: indexPath, tensor: tensor, reason:
+                    "the index's weight_map puts it in '\(shardName)' but it is stored in '\(shardNames[stored])'; regenerate the index")
+            }
+        }
+        for info in infos where weightMap[info.name] == nil {
+            let shardIndex = location[info.name] ?? 0
+            throw FormatError.invalidTensor(path: shardURLs[shardIndex].path, tensor: info.name, reason:
+                "it is stored in this shard but the index's weight_map (\(indexURL.lastPathComponent)) does not list it; the index is stale, regenerate it")
+        }
+
+        var metadata: [String: String] = [:]
+        for shard in shards {
+            for (key, value) in shard.metadata where metadata[key] == nil { metadata[key] = value }
+        }
+        for (key, value) in indexMetadata where metadata[key] == nil { metadata[key] = value }
+
+        self.shards = shards
+        self.shardURLs = shardURLs
+        shardIndexByTensor = location
+        tensorInfos = infos
+        self.metadata = metadata
+        provenance = shards.lazy.compactMap(\.provenance).first
+    }
+
+    /// The shard file holding a tensor, or nil for an unknown name.
+    public func shardURL(ofTensor name: String) -> URL? {
+        shardIndexByTensor[name].map { shardURLs[$0] }
+    }
+
+    /// One tensor: a slice of its mapped shard (no copy).
+    /// - Throws: ``FormatError/tensorNotFound(path:tensor:)`` naming the index.
+    public func tensor(named name: String) throws -> Tensor {
+        guard let shardIndex = shardIndexByTensor[name] else { throw FormatError.tensorNotFound(path: url.path, tensor: name) }
+        return try shards[shardIndex].tensor(named: name)
+    }
+
+    /// The weight map and the string entries of the index's `metadata`.
+    private static func readIndex(_ indexURL: URL, limits: ReaderLimits) throws -> (weightMap: [String: String], metadata: [String: String]) {
+        let path = indexURL.path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw FormatError.fileNotFound(path: path)
+        }
+        guard !isDirectory.boolValue else {
+            throw FormatError.io(path: path, operation: "open", message: "is a folder, not a safetensors index file")
+        }
+        let size: Int
+        do {
+            let attributes = try FileManager.default.attributesOfItem(atPath: indexURL.resolvingSymlinksInPath().path)
+            size = (attributes[.size] as? NSNumber)?.intValue ?? 0
+        } catch {
+            throw FormatError.io(path: path, operation: "stat", message: error.localizedDescription)
+        }
+        guard size <= limits.maxHeaderBytes else {
+            throw FormatError.limitExceeded(path: path, limit: "header bytes", value: size, maximum: limits.maxHeaderBytes)
+        }
+        let bytes: Data
+        do {
+            bytes = try Data(contentsOf: indexURL)
+        } catch {
+            throw FormatError.io(path: path, operation: "read", message: error.localizedDescription)
+        }
+        guard bytes.count <= limits.maxHeaderBytes else {  // the file grew since it was measured
+            throw FormatError.limitExceeded(path: path, limit: "header bytes", value: bytes.count, maximum: limits.maxHeaderBytes)
+        }
+        let object = try SafetensorsJSON.parseObject(bytes, path: path, what: "the index")
+        let scan = bytes.withUnsafeBytes { SafetensorsJSONScan($0) }
+        if let duplicate = scan.firstDuplicate {
+            if duplicate.count == 2, duplicate[0] == "weight_map" {
+                throw FormatError.duplicateTensor(path: path, tensor: duplicate[1])
+            }
+            throw FormatError.invalidHeader(path: path, reason: "key '\(duplicate.joined(separator: "."))' appears twice")
+        }
+        guard let rawMap = object["weight_map"] else {
+            throw FormatError.invalidHeader(path: path, reason: "the index has no 'weight_map'")
+        }
+        guard let map = rawMap as? [String: Any] else {
+            throw FormatError.invalidHeader(path: path, reason: "'weight_map' is \(SafetensorsJSON.typeName(rawMap)), not an object")
+        }
+        guard map.count <= limits.maxTensorCount else {
+            throw FormatError.limitExceeded(path: path, limit: "tensor count", value: map.count, maximum: limits.maxTensorCount)
+        }
+        var weightMap: [String: String] = [:]
+        weightMap.reserveCapacity(map.count)
+        for (tensor, value) in map {
+            guard let shard = value as? String else {
+                throw FormatError.invalidHeader(path: path, reason: "weight_map entry '\(tensor)' is \(SafetensorsJSON.typeName(value)), not a shard file name")
+            }
+            weightMap[tensor] = shard
+        }
+        var metadata: [String: String] = [:]
+        if let rawMetadata = object["metadata"], !(rawMetadata is NSNull) {
+            guard let map = rawMetadata as? [String: Any] else {
+                throw FormatError.invalidHeader(path: path, reason: "'metadata' is \(SafetensorsJSON.typeName(rawMetadata)), not an object")
+            }
+            for (key, value) in map {
+                if let text = value as? String { metadata[key] = text }
+            }
+        }
+        return (weightMap, metadata)
+    }
+
+    /// The URL of a shard named in the index, after checking that it stays inside `folder`.
+    /// - Throws: ``FormatError/shardPathEscapes(path:shard:)``, ``FormatError/missingShard(path:shard:)``,
+    ///   ``FormatError/invalidHeader(path:reason:)`` for an empty name or one holding a NUL byte.
+    static func resolveShard(_ name: String, folder: URL, indexPath: String) throws -> URL {
+        guard !name.isEmpty, !name.utf8.contains(0) else {
+            throw FormatError.invalidHeader(path: indexPath, reason: "the weight_map names a shard '\(name)', which is empty or holds a NUL byte")
+        }
+        let components = name.split(separator: "/", omittingEmptySubsequences: false)
+        guard !name.hasPrefix("/"), !components.contains("..") else {
+            throw FormatError.shardPathEscapes(path: indexPath, shard: name)
+        }
+        let candidate = folder.appendingPathComponent(name)
+        guard FileManager.default.fileExists(atPath: candidate.path) else {
+            throw FormatError.missingShard(path: indexPath, shard: name)
+        }
+        // Symbolic links (the shard itself, or a folder on the way) must not lead outside.
+        guard let realFolder = realPath(folder.path.isEmpty ? "." : folder.path), let realShard = realPath(candidate.path) else {
+            throw FormatError.missingShard(path: indexPath, shard: name)
+        }
+        let prefix = realFolder.hasSuffix("/") ? realFolder : realFolder + "/"
+        guard realShard.hasPrefix(prefix) else {
+            throw FormatError.shardPathEscapes(path: indexPath, shard: name)
+        }
+        return candidate
+    }
+
+    /// `realpath(3)`: the absolute path with every symbolic link, `.` and `..` resolved.
+    private static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+}
