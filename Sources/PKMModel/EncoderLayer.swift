@@ -112,16 +112,7 @@ public struct EncoderLayer: Sendable {
                                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(sequence), Int32(sequence), Int32(headSize),
                                             scale, q, Int32(3 * d), q + d, Int32(3 * d), 0, p, Int32(sequence))
                                 for i in 0..<sequence {
-                                    let row = p + i * sequence
-                                    var maximum = -Float.infinity
-                                    for j in 0..<sequence {
-                                        row[j] += mask[b * sequence + j]
-                                        maximum = max(maximum, row[j])
-                                    }
-                                    var total: Float = 0
-                                    for j in 0..<sequence { row[j] = expf(row[j] - maximum); total += row[j] }
-                                    let inverse = 1 / total
-                                    for j in 0..<sequence { row[j] *= inverse }
+                                    Compute.maskedSoftmax(p + i * sequence, mask: mask.baseAddress! + b * sequence, count: sequence)
                                 }
                                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(sequence), Int32(headSize), Int32(sequence),
                                             1, p, Int32(sequence), q + 2 * d, Int32(3 * d), 0,
