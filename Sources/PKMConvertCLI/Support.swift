@@ -70,12 +70,12 @@ enum Console {
     static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
 
     static func error(_ message: String) {
-        fflush(stdout)
+        fflush(nil)
         FileHandle.standardError.write(Data("pkm-convert: error: \(message)\n".utf8))
     }
 
     static func diagnostics(_ diagnostics: [Diagnostic]) {
-        fflush(stdout)
+        fflush(nil)
         for diagnostic in diagnostics {
             FileHandle.standardError.write(Data("pkm-convert: \(diagnostic.severity.rawValue): \(diagnostic.message)\n".utf8))
         }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Format benchmark (issue: I/O foundation): pkmz size, conversion time and decode throughput,
+# side by side with the zstd CLI (`zstd -3 -T2`) on the same raw bytes, in one run.
+#
+#   python3 tools/make_bench_checkpoints.py      # once: real MiniLM + BERT-base-shaped random checkpoint
+#   swift build -c release --product pkm-convert
+#   tools/bench_formats.sh [runs]                 # prints a Markdown table for BENCHMARKS.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-5}"
+bin=.build/release/pkm-convert
+work="${BENCH_WORK:-bench-data/work}"
+mkdir -p "$work"
+command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hyperfine)"; exit 2; }
+command -v zstd >/dev/null || { echo "needs zstd (apt-get install zstd)"; exit 2; }
+
+seconds() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['median'])" "$1"; }
+size() { stat -c %s "$1"; }
+
+echo "| checkpoint | raw tensor bytes | pkmz / raw | zstd -3 / raw | pkmz vs zstd size | convert s (pkmz) | zstd -3 -T2 s | time ratio | pkmz decode GB/s | zstd -d GB/s |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for checkpoint in bench-data/all-MiniLM-L6-v2/model.safetensors bench-data/bert-base-random/model.safetensors; do
+    name=$(basename "$(dirname "$checkpoint")")
+    raw=$("$bin" inspect "$checkpoint" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['tensorBytes'])")
+    # The zstd CLI compresses exactly the tensor bytes: the safetensors data section (header stripped).
+    header=$(python3 -c "import struct,sys; print(8+struct.unpack('<Q', open(sys.argv[1],'rb').read(8))[0])" "$checkpoint")
+    tail -c +$((header + 1)) "$checkpoint" > "$work/$name.raw"
+    hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/convert.json" \
+        "$bin convert $checkpoint -o $work/$name.pkmz" >/dev/null
+    hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/zstd.json" \
+        "zstd -3 -T2 -q -f $work/$name.raw -o $work/$name.raw.zst" >/dev/null
+    hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/decode.json" \
+        "$bin inspect --verify-data $work/$name.pkmz" >/dev/null
+    hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/unzstd.json" \
+        "zstd -d -q -f $work/$name.raw.zst -o $work/$name.raw.out" >/dev/null
+    pkmz=$(size "$work/$name.pkmz"); zst=$(size "$work/$name.raw.zst")
+    convert=$(seconds "$work/convert.json"); zstdtime=$(seconds "$work/zstd.json")
+    decode=$(seconds "$work/decode.json"); unzstd=$(seconds "$work/unzstd.json")
+    python3 - "$name" "$raw" "$pkmz" "$zst" "$convert" "$zstdtime" "$decode" "$unzstd" <<'PY'
+import sys
+name, raw, pkmz, zst = sys.argv[1], *map(int, sys.argv[2:5])
+convert, zstdtime, decode, unzstd = map(float, sys.argv[5:9])
+print(f"| {name} | {raw:,} | {pkmz/raw:.4f} | {zst/raw:.4f} | {100*(pkmz/zst-1):+.1f} % | {convert:.3f} | {zstdtime:.3f} | {convert/zstdtime:.2f}x | {raw/decode/1e9:.2f} | {raw/unzstd/1e9:.2f} |")
+PY
+    rm -f "$work/$name.raw.out"
+done
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); zstd $(zstd -V | grep -o 'v[0-9.]*'); runs $runs (median)"
