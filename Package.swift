@@ -45,6 +45,8 @@ let package = Package(
         .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats"], resources: []),
         .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMFormats", "PKMTestSupport"]),
         .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline", "PKMTestSupport"]),
+        // Depends on the executable so `swift test` builds `pkm-convert`, which these tests run as a process.
+        .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMPipeline"]),
     ],
     swiftLanguageModes: [.v6]
 )

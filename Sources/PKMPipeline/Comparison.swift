@@ -88,29 +88,35 @@ enum Compare {
                                 beyondTolerance: beyond, ties: 0, passed: beyond == 0)
     }
 
-    /// Slot-id comparison. Rows are `[…, k]`, score-descending. A differing id at rank j is a tie
-    /// (not a failure) when the weights at rank j agree within tolerance in both results: the two
-    /// slots then had equal scores, and PyTorch's top-k gives no order among equal scores.
+    /// Slot-id comparison. Rows are `[…, k]`, score-descending.
+    ///
+    /// A differing id at rank j counts as a tie (not a failure) only when the two results agree on
+    /// the weight at rank j and that weight is tied in the reference: either with another rank of
+    /// the same row (equal scores listed in another order) or with every rank from j to the last
+    /// (equal scores at the top-k boundary, where the reference kept a slot this run did not).
+    /// PyTorch's top-k gives no order among equal scores; this run breaks ties by lower slot id.
     static func indices(name: String, actual: [Int32], expected: [Int64], actualWeights: [Float], expectedWeights: [Float]?,
                         shape: [Int], tolerance: Tolerance) -> OutputComparison {
-        let k = shape.last ?? 1
+        let k = max(shape.last ?? 1, 1)
         var mismatches = 0, ties = 0, firstBad = -1
         let count = min(actual.count, expected.count)
-        var row = 0
-        while row * k < count {
-            let start = row * k, end = min(count, start + k)
-            for i in start..<end where Int64(actual[i]) != expected[i] {
-                // Same slot at another rank of this row counts as a reordering among tied scores.
+        var rowStart = 0
+        while rowStart < count {
+            let rowEnd = min(count, rowStart + k)
+            for i in rowStart..<rowEnd where Int64(actual[i]) != expected[i] {
                 var tied = false
-                if let expectedWeights, i < expectedWeights.count, i < actualWeights.count {
-                    tied = tolerance.accepts(actualWeights[i], expectedWeights[i])
+                if let weights = expectedWeights, rowEnd <= weights.count, rowEnd <= actualWeights.count,
+                   tolerance.accepts(actualWeights[i], weights[i]) {
+                    let withinRow = (rowStart..<rowEnd).contains { $0 != i && tolerance.accepts(weights[$0], weights[i]) }
+                    let atBoundary = (i..<rowEnd).allSatisfy { tolerance.accepts(weights[$0], weights[i]) }
+                    tied = withinRow || atBoundary
                 }
                 if tied { ties += 1 } else {
                     mismatches += 1
                     if firstBad < 0 { firstBad = i }
                 }
             }
-            row += 1
+            rowStart = rowEnd
         }
         if actual.count != expected.count { mismatches += abs(actual.count - expected.count) }
         let worst = max(firstBad, 0)
