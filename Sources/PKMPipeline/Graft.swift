@@ -154,7 +154,7 @@ public enum Grafter {
                 case ParameterNames.Memory.keys:
                     let bound = 1 / Float(k / 2).squareRoot()
                     initialisation = "uniform ±1/sqrt(k_dim/2) = ±\(bound)"
-                    make = { try? Tensor(float32: random.uniform(name: spec.name, count: count, bound: bound), shape: spec.shape) }
+                    make = { try? Tensor(dtype: .float32, shape: spec.shape, storage: random.uniformBytes(name: spec.name, count: count, bound: bound)) }
                 case ParameterNames.Memory.values:
                     if options.valueInit == .zero {
                         initialisation = "zeros"
@@ -162,12 +162,12 @@ public enum Grafter {
                     } else {
                         let std = 1 / Float(d).squareRoot()
                         initialisation = "normal, std v_dim^-0.5 = \(std)"
-                        make = { try? Tensor(float32: random.normal(name: spec.name, count: count, std: std), shape: spec.shape) }
+                        make = { try? Tensor(dtype: .float32, shape: spec.shape, storage: random.normalBytes(name: spec.name, count: count, std: std)) }
                     }
                 case ParameterNames.Memory.queryWeight, ParameterNames.Memory.queryBias:
                     let bound = 1 / Float(d).squareRoot()
                     initialisation = "uniform ±1/sqrt(hidden) = ±\(bound) (nn.Linear default)"
-                    make = { try? Tensor(float32: random.uniform(name: spec.name, count: count, bound: bound), shape: spec.shape) }
+                    make = { try? Tensor(dtype: .float32, shape: spec.shape, storage: random.uniformBytes(name: spec.name, count: count, bound: bound)) }
                 case ParameterNames.Memory.batchNormWeight, ParameterNames.Memory.batchNormVariance:
                     initialisation = "ones"
                     make = { try? Tensor(float32: [Float](repeating: 1, count: count), shape: spec.shape) }

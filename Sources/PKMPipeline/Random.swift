@@ -58,13 +58,23 @@ public struct GraftRandom: Sendable {
 
     /// `count` values uniform in [−bound, bound).
     public func uniform(name: String, count: Int, bound: Float) -> [Float] {
+        Array(uniformBytes(name: name, count: count, bound: bound).withUnsafeBytes { $0.bindMemory(to: Float.self) })
+    }
+
+    /// `count` values normal with mean 0 and standard deviation `std` (Box–Muller, in Double, rounded to float).
+    public func normal(name: String, count: Int, std: Float) -> [Float] {
+        Array(normalBytes(name: name, count: count, std: std).withUnsafeBytes { $0.bindMemory(to: Float.self) })
+    }
+
+    /// Like ``uniform(name:count:bound:)``, as little-endian float32 bytes ready for a tensor (no extra copy).
+    public func uniformBytes(name: String, count: Int, bound: Float) -> Data {
         fill(name: name, count: count) { generator, output, n in
             for i in 0..<n { output[i] = (generator.unit() * 2 - 1) * bound }
         }
     }
 
-    /// `count` values normal with mean 0 and standard deviation `std` (Box–Muller, in Double, rounded to float).
-    public func normal(name: String, count: Int, std: Float) -> [Float] {
+    /// Like ``normal(name:count:std:)``, as little-endian float32 bytes ready for a tensor (no extra copy).
+    public func normalBytes(name: String, count: Int, std: Float) -> Data {
         fill(name: name, count: count) { generator, output, n in
             var i = 0
             while i < n {
@@ -77,11 +87,11 @@ public struct GraftRandom: Sendable {
         }
     }
 
-    private func fill(name: String, count: Int, _ body: @escaping @Sendable (inout Xoshiro, UnsafeMutablePointer<Float>, Int) -> Void) -> [Float] {
+    private func fill(name: String, count: Int, _ body: @escaping @Sendable (inout Xoshiro, UnsafeMutablePointer<Float>, Int) -> Void) -> Data {
         let blocks = (count + GraftRandom.blockSize - 1) / GraftRandom.blockSize
-        var values = [Float](repeating: 0, count: count)
-        values.withUnsafeMutableBufferPointer { buffer in
-            let base = UncheckedPointer(buffer.baseAddress)
+        var values = Data(count: count * MemoryLayout<Float>.size)
+        values.withUnsafeMutableBytes { raw in
+            let base = UncheckedPointer(raw.baseAddress?.assumingMemoryBound(to: Float.self))
             DispatchQueue.concurrentPerform(iterations: max(blocks, 1)) { block in
                 guard block < blocks, let pointer = base.pointer else { return }
                 var generator = stream(name: name, block: block)
