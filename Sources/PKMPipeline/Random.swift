@@ -58,12 +58,12 @@ public struct GraftRandom: Sendable {
 
     /// `count` values uniform in [−bound, bound).
     public func uniform(name: String, count: Int, bound: Float) -> [Float] {
-        Array(uniformBytes(name: name, count: count, bound: bound).withUnsafeBytes { $0.bindMemory(to: Float.self) })
+        uniformBytes(name: name, count: count, bound: bound).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
     /// `count` values normal with mean 0 and standard deviation `std` (Box–Muller, in Double, rounded to float).
     public func normal(name: String, count: Int, std: Float) -> [Float] {
-        Array(normalBytes(name: name, count: count, std: std).withUnsafeBytes { $0.bindMemory(to: Float.self) })
+        normalBytes(name: name, count: count, std: std).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
     /// Like ``uniform(name:count:bound:)``, as little-endian float32 bytes ready for a tensor (no extra copy).
