@@ -46,7 +46,7 @@ let package = Package(
         .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMFormats", "PKMTestSupport"]),
         .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline", "PKMTestSupport"]),
         // Depends on the executable so `swift test` builds `pkm-convert`, which these tests run as a process.
-        .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMPipeline"]),
+        .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMScriptingExample", "PKMPipeline"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -27,9 +27,10 @@ struct CLITests {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
-    static func run(_ arguments: [String]) throws -> Outcome {
+    static func run(_ arguments: [String], executable: String = "pkm-convert") throws -> Outcome {
         let process = Process()
-        process.executableURL = try #require(binary, "pkm-convert binary not found next to the tests")
+        let tool = try #require(binary, "pkm-convert binary not found next to the tests")
+        process.executableURL = tool.deletingLastPathComponent().appendingPathComponent(executable)
         process.arguments = arguments
         process.currentDirectoryURL = repositoryRoot
         let out = Pipe(), err = Pipe()
@@ -122,5 +123,14 @@ struct CLITests {
         let bad = try Self.run(["graft", "fixtures/models/bert_base_plain", "-o", folder.appendingPathComponent("bad.pkmz").path, "--layers", "9"])
         #expect(bad.status == 2)
         #expect(bad.stderr.contains("out of range"))
+    }
+
+    @Test("the scripting example runs its whole pipeline and exits 0")
+    func scriptingExample() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let outcome = try Self.run(["fixtures/models/bert_base_plain", folder.path], executable: "pkm-script-example")
+        #expect(outcome.status == 0, "\(outcome.stdout)\(outcome.stderr)")
+        #expect(outcome.stdout.contains("verify grafted (zero values) against the base model's outputs at atol 1e-6: PASS, max |Δ| 0"))
     }
 }
