@@ -37,8 +37,8 @@ struct OutputArguments: ParsableArguments {
     @Option(name: .long, help: "Storage dtype of floating-point tensors: keep, f32, f16, bf16.")
     var dtype: DTypePolicy = .keep
 
-    @Option(name: .long, help: "zstd level for pkmz (1-22).")
-    var level: Int32 = 3
+    @Option(name: .long, help: "zstd level for pkmz (1-22; 1 is fastest and, on byte-grouped weights, also smallest).")
+    var level: Int32 = 1
 
     @Flag(name: .long, inversion: .prefixedNo, help: "Byte-group float tensors before compressing (pkmz).")
     var byteGrouping = true

@@ -107,8 +107,10 @@ public struct ReaderLimits: Sendable, Equatable {
 
 /// Options for writers.
 public struct WriteOptions: Sendable {
-    /// zstd compression level for pkmz (1–22; 3 is zstd's default).
-    public var compressionLevel: Int32 = 3
+    /// zstd compression level for pkmz (1–22). Default 1: on byte-grouped float weights level 1 is
+    /// both faster and smaller than zstd's default 3 (all-MiniLM-L6-v2: 82.9 % vs 84.0 % of raw),
+    /// because the mantissa planes are noise that higher levels only search longer.
+    public var compressionLevel: Int32 = 1
     /// Uncompressed bytes per pkmz frame (each frame decodes independently). Default 1 MiB.
     public var frameBytes: Int = 1 << 20
     /// Split float values into byte planes before compressing (pkmz only).
