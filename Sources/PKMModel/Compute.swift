@@ -4,12 +4,43 @@ import Foundation
 
 /// Small numeric kernels over float32 buffers. Matrix products go through cblas.
 enum Compute {
-    /// `y[n, out] = x[n, in] · W[out, in]ᵀ + b` through `cblas_sgemm`.
+    /// Columns per GEMM job (a multiple of every BLAS micro-tile width).
+    static let columnChunk = 256
+
+    /// OpenBLAS runs single-threaded; pkm-convert parallelises over its own GEMM jobs instead.
     ///
-    /// The product runs one block of `blockRows` rows (one sequence) at a time. BLAS kernels may
-    /// pick a different blocking, and so a different summation order, for a different row count;
-    /// fixed per-sequence blocks make every sequence's result independent of what else is in
-    /// the batch.
+    /// Two thread pools (OpenBLAS's spinning workers and Dispatch's) would fight over the cores
+    /// between GEMMs and element-wise kernels; one pool also makes the job split, and so the
+    /// results, independent of the thread count.
+    static let singleThreadedBLAS: Void = { openblas_set_num_threads(1) }()
+
+    /// `C[rows, n] (+)= A[rows, k] · B[n, k]ᵀ` with row-major strides, as independent jobs.
+    ///
+    /// Jobs are (block of `blockRows` rows) × (chunk of ``columnChunk`` columns), each one
+    /// single-threaded `cblas_sgemm` call. A job's shape depends only on the sequence length and
+    /// the layer, never on the batch or the thread count, and BLAS sums every element along k in
+    /// the same order within a job shape; so each sequence's outputs are bit-identical whatever
+    /// else is in the batch and however many threads run.
+    static func gemmJobs(rows: Int, columns: Int, depth: Int, a: UnsafePointer<Float>, lda: Int,
+                         b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+                         blockRows: Int?) {
+        _ = singleThreadedBLAS
+        guard rows > 0, columns > 0 else { return }
+        let block = max(1, min(blockRows ?? rows, rows))
+        let rowBlocks = (rows + block - 1) / block
+        let columnBlocks = (columns + columnChunk - 1) / columnChunk
+        let pointers = UncheckedSendable((a, b, c))
+        DispatchQueue.concurrentPerform(iterations: rowBlocks * columnBlocks) { job in
+            let (a, b, c) = pointers.value
+            let row = (job / columnBlocks) * block, column = (job % columnBlocks) * columnChunk
+            let m = min(block, rows - row), n = min(columnChunk, columns - column)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(depth), 1,
+                        a + row * lda, Int32(lda), b + column * ldb, Int32(ldb), beta, c + row * ldc + column, Int32(ldc))
+        }
+    }
+
+    /// `y[n, out] = x[n, in] · W[out, in]ᵀ + b`, through ``gemmJobs(rows:columns:depth:a:lda:b:ldb:beta:c:ldc:blockRows:)``
+    /// with one row block per sequence (`blockRows`).
     static func linear(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, weight: [Float], bias: [Float]?,
                        outFeatures: Int, into y: UnsafeMutablePointer<Float>, blockRows: Int? = nil) {
         if let bias {
@@ -17,16 +48,9 @@ enum Compute {
                 for row in 0..<rows { (y + row * outFeatures).update(from: b.baseAddress!, count: outFeatures) }
             }
         }
-        let block = max(1, min(blockRows ?? rows, rows))
         weight.withUnsafeBufferPointer { w in
-            var start = 0
-            while start < rows {
-                let count = min(block, rows - start)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(outFeatures), Int32(inFeatures),
-                            1, x + start * inFeatures, Int32(inFeatures), w.baseAddress, Int32(inFeatures), bias == nil ? 0 : 1,
-                            y + start * outFeatures, Int32(outFeatures))
-                start += count
-            }
+            gemmJobs(rows: rows, columns: outFeatures, depth: inFeatures, a: x, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
+                     beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures, blockRows: blockRows)
         }
     }
 

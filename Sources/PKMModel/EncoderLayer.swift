@@ -99,9 +99,7 @@ public struct EncoderLayer: Sendable {
             context.withUnsafeMutableBufferPointer { contextBuffer in
                 additiveMask.withUnsafeBufferPointer { mask in
                     let base = qkvBuffer.baseAddress!, out = contextBuffer.baseAddress!
-                    let savedThreads = openblas_get_num_threads()
-                    openblas_set_num_threads(1)
-                    defer { openblas_set_num_threads(savedThreads) }
+                    _ = Compute.singleThreadedBLAS
                     Compute.parallelChunks(batch * heads) { start, end in
                         var probabilities = [Float](repeating: 0, count: sequence * sequence)
                         probabilities.withUnsafeMutableBufferPointer { pBuffer in

@@ -91,18 +91,11 @@ public struct ProductKeyMemory: Sendable {
         query.withUnsafeBufferPointer { q in
             keys.withUnsafeBufferPointer { keyBuffer in
                 scores.withUnsafeMutableBufferPointer { s in
-                    let block = max(1, min(blockRows ?? rows, rows))
                     for head in 0..<h {
                         for side in 0..<2 {
-                            var start = 0
-                            while start < rows {
-                                let count = min(block, rows - start)
-                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(n), Int32(half), 1,
-                                            q.baseAddress! + start * width + head * k + side * half, Int32(width),
-                                            keyBuffer.baseAddress! + (head * 2 + side) * n * half, Int32(half), 0,
-                                            s.baseAddress! + (head * 2 + side) * rows * n + start * n, Int32(n))
-                                start += count
-                            }
+                            Compute.gemmJobs(rows: rows, columns: n, depth: half, a: q.baseAddress! + head * k + side * half, lda: width,
+                                             b: keyBuffer.baseAddress! + (head * 2 + side) * n * half, ldb: half, beta: 0,
+                                             c: s.baseAddress! + (head * 2 + side) * rows * n, ldc: n, blockRows: blockRows)
                         }
                     }
                 }
