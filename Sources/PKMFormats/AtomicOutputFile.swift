@@ -9,10 +9,16 @@ import Darwin
 ///
 /// On Linux the data goes to an anonymous `O_TMPFILE` inode in the destination folder: it has
 /// no name until ``commit()``, so a run that fails, or is killed even with SIGKILL, leaves
-/// nothing behind. `commit()` fsyncs, links the inode under a hidden temporary name and renames
-/// it over the destination (atomic on POSIX file systems; an existing destination stays intact
-/// until then). Where `O_TMPFILE` is unavailable a hidden named temporary file is used and
-/// removed on any failure.
+/// nothing behind. `commit()` fsyncs, then links the inode straight to the destination when
+/// there is none (no temporary name at all), or links it under a hidden temporary name and
+/// renames that over the destination (atomic on POSIX file systems; an existing destination
+/// stays intact until then). Where `O_TMPFILE` is unavailable a hidden named temporary file is
+/// used and removed on any failure.
+///
+/// Temporary names carry the writer's process id (`.<name>.pkm-tmp-<pid>-…`). A SIGKILL in the
+/// microseconds between link and rename, or during a whole write on systems without `O_TMPFILE`,
+/// can leave one behind; the next output to the same destination removes those whose process
+/// is gone (RELIABILITY.md, fault injection).
 ///
 /// Writers that manage their own I/O write through ``fileDescriptor`` (the HDF5 writer installs
 /// a small libhdf5 file driver over it, because libhdf5 1.10 resolves `/proc/self/fd/N` with
@@ -35,6 +41,7 @@ public final class AtomicOutputFile {
     public init(destination: URL) throws(FormatError) {
         self.destination = destination
         let folder = destination.deletingLastPathComponent().path
+        Self.removeStaleTemporaries(of: destination)
         #if os(Linux)
         let oTmpFile: Int32 = 0o20200000  // O_TMPFILE | O_DIRECTORY, not importable as a macro
         let anonymous = open(folder.isEmpty ? "." : folder, oTmpFile | O_RDWR | O_CLOEXEC, 0o644)
@@ -46,7 +53,7 @@ public final class AtomicOutputFile {
         }
         #endif
         var template = Array((folder.isEmpty ? "." : folder).utf8CString.dropLast())
-        template += Array("/.\(destination.lastPathComponent).pkm-tmp-XXXXXX".utf8CString)
+        template += Array("/.\(destination.lastPathComponent).pkm-tmp-\(getpid())-XXXXXX".utf8CString)
         let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard descriptor >= 0 else {
             throw .io(path: destination.path, operation: "create a temporary file in \(folder)", message: String(cString: strerror(errno)))
@@ -106,6 +113,13 @@ public final class AtomicOutputFile {
             }
         } else {
             #if os(Linux)
+            // No destination yet: give the inode its final name directly, so no temporary name ever exists.
+            if linkat(AT_FDCWD, pathForLibraries, AT_FDCWD, destinationPath, 0x400 /* AT_SYMLINK_FOLLOW */) == 0 {
+                close(fileDescriptor)
+                fileDescriptor = -1
+                finished = true
+                return
+            }
             let folder = destination.deletingLastPathComponent().path
             var linked: String?
             for attempt in 0..<16 {
@@ -135,6 +149,20 @@ public final class AtomicOutputFile {
         close(fileDescriptor)
         fileDescriptor = -1
         finished = true
+    }
+
+    /// Removes `.<destination name>.pkm-tmp-<pid>-…` files in the destination's folder whose writing
+    /// process no longer exists (left by a writer killed between linking and renaming). Best effort.
+    static func removeStaleTemporaries(of destination: URL) {
+        let folder = destination.deletingLastPathComponent()
+        let prefix = ".\(destination.lastPathComponent).pkm-tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path.isEmpty ? "." : folder.path) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count).prefix { $0 != "-" }), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                unlink(folder.appendingPathComponent(name).path)
+            }
+        }
     }
 
     /// Abandons the output: closes it and removes any temporary name. Safe to call twice.

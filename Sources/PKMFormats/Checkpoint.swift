@@ -90,17 +90,27 @@ public enum PKMVersion {
 /// Limits every reader checks against declared sizes before allocating anything.
 ///
 /// Defaults accept any real checkpoint up to 1 TiB while refusing headers that declare absurd
-/// sizes. Readers additionally check every declared byte range against the file's real size.
+/// sizes. Readers additionally check every declared byte range against the file's real size
+/// (a limit is a cap on top of that check, never a replacement for it). Every reader enforces
+/// every limit; exceeding one throws ``FormatError/limitExceeded(path:limit:value:maximum:)``,
+/// whose message names the `pkm-convert` flag that raises it. RELIABILITY.md lists where each
+/// limit is checked.
 public struct ReaderLimits: Sendable, Equatable {
-    /// Largest header (safetensors JSON, pkmz header, config JSON) in bytes. Default 100 MiB,
-    /// the reference safetensors reader's cap.
+    /// Largest header in bytes: the safetensors JSON header, a sharded index file, the pkmz header,
+    /// an HDF5 string attribute (the embedded config). Default 100 MiB, the reference safetensors
+    /// reader's cap. CLI: `--max-header-bytes`.
     public var maxHeaderBytes: Int = 100 * 1024 * 1024
-    /// Most tensors in one checkpoint. Default 1,000,000.
+    /// Most tensors in one checkpoint (all shards together). Default 1,000,000. CLI: `--max-tensor-count`.
     public var maxTensorCount: Int = 1_000_000
-    /// Highest tensor rank. Default 16.
+    /// Highest tensor rank. Default 16. CLI: `--max-rank`.
     public var maxRank: Int = 16
-    /// Largest total of declared tensor bytes. Default 1 TiB.
+    /// Largest total of declared tensor bytes (uncompressed). Default 1 TiB. CLI: `--max-total-bytes`.
     public var maxTotalBytes: Int = 1 << 40
+    /// When set, every HDF5 file is first read by a child process (``HDF5Probe``) and opened in this
+    /// process only if the child read it cleanly, so a libhdf5 crash or hang on damaged metadata
+    /// becomes an error instead of killing the caller. Default nil for the library (no child
+    /// process); the `pkm-convert` CLI sets it (`--hdf5-probe`, `--trust-hdf5` turns it off).
+    public var hdf5Probe: HDF5Probe?
 
     public init() {}
 }

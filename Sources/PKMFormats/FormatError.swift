@@ -46,6 +46,10 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     case writeFailed(path: String, reason: String)
     /// The tensor core rejected a value.
     case tensor(path: String, tensor: String, underlying: TensorError)
+    /// The isolated reader (``HDF5Probe``) refused, crashed or hung on the file, which was
+    /// therefore never opened in this process. `reason` is the child's own error line or what
+    /// happened to it.
+    case isolatedReadFailed(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -89,6 +93,9 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
             return "\(path): could not write: \(reason); nothing was left at the destination"
         case .tensor(let path, let tensor, let underlying):
             return "\(path): tensor '\(tensor)': \(underlying)"
+        case .isolatedReadFailed(let path, let reason):
+            // A refusal from the child already starts with the path.
+            return reason.hasPrefix(path + ":") ? reason : "\(path): \(reason)"
         }
     }
 }

@@ -67,6 +67,7 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
         let site = HDF5Site(path: path)
         self.site = site
         let fileSize = try Self.checkSignature(path: path)
+        if let probe = limits.hdf5Probe { try probe.vet(path: path, fileSize: fileSize, limits: limits) }
         let opened: (file: hid_t, entries: [String: Entry], infos: [TensorInfo], metadata: [String: String], provenance: Provenance?) =
             try HDF5Library.locked {
                 let file = try Self.openFile(path: path, site: site)
@@ -474,17 +475,22 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
                     throw FormatError.invalidOffsets(path: site.path, tensor: key,
                                                      reason: "\(objectPath) declares \(byteCount) bytes but stores only \(storedBytes) (chunks missing)")
                 }
-            } else if !unboundedRatio {
-                // Deflate cannot exceed about 1032:1; allow for chunk overheads.
-                let (bound, overflow) = storedBytes.multipliedReportingOverflow(by: Self.maxDeflateRatio)
+            } else {
+                // Deflate cannot exceed about 1032:1; other filters (zstd, szip) are held to zstd's bound,
+                // so a tiny chunk cannot make `tensor(named:)` allocate a terabyte. Chunk overheads allowed.
+                let ratio = unboundedRatio ? Self.maxFilterRatio : Self.maxDeflateRatio
+                let (bound, overflow) = storedBytes.multipliedReportingOverflow(by: ratio)
                 guard overflow || byteCount <= bound + (1 << 16) else {
                     throw FormatError.invalidOffsets(path: site.path, tensor: key, reason:
-                        "\(objectPath) declares \(byteCount) bytes but stores only \(storedBytes) gzip-compressed bytes, more than deflate can expand to")
+                        "\(objectPath) declares \(byteCount) bytes but stores only \(storedBytes) compressed bytes, more than "
+                        + (unboundedRatio ? "any supported filter expands to (\(ratio):1)" : "deflate can expand to"))
                 }
             }
         }
 
         /// Upper bound of deflate's expansion ratio (the format's maximum is about 1032:1).
         static let maxDeflateRatio = 1100
+        /// Upper bound for other compression filters: a zstd block of at most 128 KiB takes at least 4 bytes.
+        static let maxFilterRatio = PKMZLayout.maximumExpansion
     }
 }

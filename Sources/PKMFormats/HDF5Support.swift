@@ -17,10 +17,20 @@ import PKMTensor
 enum HDF5Library {
     private static let lock = NSRecursiveLock()
 
+    /// Keeps libhdf5 from installing its `atexit` handler; evaluated before the library's first use.
+    ///
+    /// Why: when a write fails inside `H5Fclose` (a full disk, a file-size limit), libhdf5 1.10
+    /// destroys the file object but keeps its identifier, and the exit handler (`H5_term_library`)
+    /// then closes that identifier again and crashes, turning a clean "could not write" exit into
+    /// a segmentation fault (found by the fault-injection tests, see RELIABILITY.md). Nothing needs
+    /// the handler: writers close their files before committing and readers only read.
+    private static let noExitHandler: Void = { _ = H5dont_atexit() }()
+
     /// Runs `body` holding the libhdf5 lock, with libhdf5's automatic error printing off.
     static func locked<Result>(_ body: () throws -> Result) rethrows -> Result {
         lock.lock()
         defer { lock.unlock() }
+        _ = noExitHandler
         // Errors become Swift errors (``errorStack()``), never text on stderr. A thread-safe
         // libhdf5 keeps this setting per thread, so it is set on every entry (it is cheap).
         _ = H5Eset_auto2(pkm_h5e_default(), nil, nil)

@@ -67,9 +67,18 @@ public enum HDF5Writer: CheckpointWriter {
                 try HDF5Library.locked { try session.close() }
             } catch {
                 HDF5Library.locked { session.abandon() }
-                throw error
+                throw Self.writeFailure(error, path: path)
             }
         }
+    }
+
+    /// A failed write of the descriptor driver (full disk, file-size limit) as ``FormatError/writeFailed(path:reason:)``
+    /// rather than a libhdf5 error stack; other errors unchanged.
+    private static func writeFailure(_ error: Error, path: String) -> Error {
+        guard case FormatError.hdf5(_, let object, let message)? = error as? FormatError,
+              let start = message.range(of: "pkm_fd_write(): pwrite: ") else { return error }
+        let reason = message[start.upperBound...].prefix { $0 != "[" && $0 != ";" }.trimmingCharacters(in: .whitespaces)
+        return FormatError.writeFailed(path: path, reason: "\(reason) (while libhdf5 wrote \(object))")
     }
 
     /// The group path components of every tensor, validated before anything is created.

@@ -68,7 +68,7 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
         }
         let file: Data
         do {
-            file = try Data(contentsOf: url, options: .alwaysMapped)
+            file = try MappedFile.bytes(of: url)
         } catch {
             throw FormatError.io(path: path, operation: "map the file", message: error.localizedDescription)
         }

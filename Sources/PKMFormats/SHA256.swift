@@ -47,7 +47,7 @@ public final class SHA256 {
     public static func hex(ofFile url: URL) throws -> String {
         let data: Data
         do {
-            data = try Data(contentsOf: url, options: .alwaysMapped)
+            data = try MappedFile.bytes(of: url)
         } catch {
             throw FormatError.io(path: url.path, operation: "read for SHA-256", message: error.localizedDescription)
         }

@@ -55,7 +55,7 @@ public final class SafetensorsReader: CheckpointReader {
         }
         let file: Data
         do {
-            file = try Data(contentsOf: url, options: .alwaysMapped)
+            file = try MappedFile.bytes(of: url)
         } catch {
             throw FormatError.io(path: path, operation: "map the file", message: error.localizedDescription)
         }

@@ -77,7 +77,8 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
     ///   problems are recorded in ``report``; call ``requireUsable(strict:)`` to turn them into an error.
     public init(url: URL, configURL: URL? = nil, limits: ReaderLimits = ReaderLimits()) throws {
         reader = try Checkpoints.open(url, limits: limits)
-        let (configData, configSource) = try ResolvedCheckpoint.findConfig(checkpoint: url, reader: reader, explicit: configURL)
+        let (configData, configSource) = try ResolvedCheckpoint.findConfig(checkpoint: url, reader: reader, explicit: configURL,
+                                                                           maxBytes: limits.maxHeaderBytes)
         var config: ModelConfig
         do {
             config = try ModelConfig.decode(json: configData)
@@ -126,9 +127,10 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
     }
 
     /// The config JSON and a description of where it came from.
-    static func findConfig(checkpoint: URL, reader: any CheckpointReader, explicit: URL?) throws -> (Data, String) {
+    static func findConfig(checkpoint: URL, reader: any CheckpointReader, explicit: URL?,
+                           maxBytes: Int = ReaderLimits().maxHeaderBytes) throws -> (Data, String) {
         if let explicit {
-            guard let data = FileManager.default.contents(atPath: explicit.path) else { throw FormatError.fileNotFound(path: explicit.path) }
+            guard let data = try readConfigFile(explicit, maxBytes: maxBytes) else { throw FormatError.fileNotFound(path: explicit.path) }
             return (data, explicit.path)
         }
         var looked: [String] = []
@@ -143,12 +145,29 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
         }
         looked.append("the file's embedded config")
         var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isDirectory)
+        _ = FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isDirectory)
         let folder = isDirectory.boolValue ? checkpoint : checkpoint.deletingLastPathComponent()
         let beside = folder.appendingPathComponent("config.json")
-        if let data = FileManager.default.contents(atPath: beside.path) { return (data, beside.path) }
+        if let data = try readConfigFile(beside, maxBytes: maxBytes) { return (data, beside.path) }
         looked.append(beside.path)
         throw PipelineError.configNotFound(checkpoint: checkpoint.path, looked: looked)
+    }
+
+    /// Reads a config file after checking its size against `maxBytes` (the header limit), so a
+    /// `config.json` that is really a multi-gigabyte file is refused before it is read.
+    /// Returns nil when there is no regular file at `url`.
+    static func readConfigFile(_ url: URL, maxBytes: Int) throws -> Data? {
+        // attributesOfItem does not follow symbolic links (HF caches link config.json into blobs/).
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.resolvingSymlinksInPath().path),
+              attributes[.type] as? FileAttributeType == .typeRegular else { return nil }
+        let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
+        if size > maxBytes {
+            throw FormatError.limitExceeded(path: url.path, limit: "header bytes", value: size, maximum: maxBytes)
+        }
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw FormatError.io(path: url.path, operation: "read", message: "cannot read the config file")
+        }
+        return data
     }
 
     /// Maps every tensor name and compares against the model's parameter specs.

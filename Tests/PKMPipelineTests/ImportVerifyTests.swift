@@ -91,6 +91,28 @@ struct ImportVerifyTests {
         }
     }
 
+    @Test("a config.json larger than the header limit is refused before it is read")
+    func oversizedConfig() throws {
+        let folder = try TemporaryFolder()
+        let config = SyntheticModel.config()
+        let bare = try PipelineFixtures.writeCheckpoint(config, to: folder.file("model.safetensors"), format: .safetensors, embedConfig: false)
+        // JSON allows trailing whitespace: a valid config made larger than the limit, while the
+        // safetensors header (a few KiB) stays under it.
+        let json = try config.encodedJSON() + Data(repeating: 0x20, count: 100_000)
+        try json.write(to: folder.file("config.json"))
+        var limits = ReaderLimits()
+        limits.maxHeaderBytes = json.count - 1
+        do {
+            _ = try ResolvedCheckpoint(url: bare, limits: limits)
+            Issue.record("expected a limit error")
+        } catch let FormatError.limitExceeded(path, _, value, maximum) {
+            #expect(path.hasSuffix("config.json"))
+            #expect(value == json.count && maximum == json.count - 1)
+        }
+        limits.maxHeaderBytes = json.count
+        #expect(try ResolvedCheckpoint(url: bare, limits: limits).report.configSource.hasSuffix("config.json"))
+    }
+
     @Test("verify passes on its own outputs and fails on a perturbed weight or reference")
     func verifyDetectsPerturbation() throws {
         let folder = try TemporaryFolder()

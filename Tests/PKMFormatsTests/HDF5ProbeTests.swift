@@ -1,0 +1,92 @@
+import Foundation
+import PKMTensor
+import Testing
+@testable import PKMFormats
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("HDF5 probe: damaged HDF5 files are read in a child process first")
+struct HDF5ProbeTests {
+    static let regressions = FuzzSettings.repositoryRoot.appendingPathComponent("Tests/PKMFormatsTests/Regressions/Inputs")
+
+    @Test("the child runner reports exit status, signal, deadline and the last stderr line")
+    func childProcess() throws {
+        let exited = try ChildProcess.run(executable: "/bin/sh", arguments: ["-c", "echo first >&2; echo 'pkm-convert: error: x: broken' >&2; exit 2"],
+                                          deadlineSeconds: 5)
+        #expect(exited.ending == .exited(2))
+        #expect(exited.lastLine == "x: broken")
+        let crashed = try ChildProcess.run(executable: "/bin/sh", arguments: ["-c", "kill -SEGV $$"], deadlineSeconds: 5)
+        #expect(crashed.ending == .signalled(SIGSEGV))
+        let start = Date()
+        let hung = try ChildProcess.run(executable: "/bin/sh", arguments: ["-c", "while :; do :; done"], deadlineSeconds: 0.5)
+        #expect(hung.ending == .timedOut)
+        #expect(Date().timeIntervalSince(start) < 5)
+        // A child that closes stderr early is still waited for, not mistaken for finished.
+        let quiet = try ChildProcess.run(executable: "/bin/sh", arguments: ["-c", "exec 2>&-; sleep 0.3; exit 7"], deadlineSeconds: 5)
+        #expect(quiet.ending == .exited(7))
+        #expect(throws: ChildProcess.SpawnError.self) {
+            _ = try ChildProcess.run(executable: "/nonexistent/pkm-probe", arguments: [], deadlineSeconds: 1)
+        }
+    }
+
+    @Test("the probe passes every limit to the child, scales its deadline, and a missing probe program is an I/O error")
+    func arguments() throws {
+        let fixture = FuzzSettings.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5")
+        // The arguments the child receives: subcommand, file, every limit.
+        var custom = ReaderLimits()
+        custom.maxRank = 5
+        let arguments = HDF5Probe(executable: URL(fileURLWithPath: "/x"), depth: .data).arguments(path: "/f.h5", limits: custom)
+        #expect(arguments.prefix(2) == ["__probe-hdf5", "/f.h5"])
+        #expect(arguments.contains("--data"))
+        #expect(arguments.joined(separator: " ").contains("--max-rank 5"))
+        #expect(HDF5Probe(executable: URL(fileURLWithPath: "/x")).deadline(fileSize: 1 << 30) == 20)
+        #expect(HDF5Probe(executable: URL(fileURLWithPath: "/x"), depth: .data).deadline(fileSize: 500_000_000) == 30)
+
+        // A missing probe program is an I/O error naming it.
+        var missing = ReaderLimits()
+        missing.hdf5Probe = HDF5Probe(executable: URL(fileURLWithPath: "/nonexistent/pkm-convert"))
+        #expect(throws: FormatError.self) { _ = try HDF5Reader(url: fixture, limits: missing) }
+        do {
+            _ = try HDF5Reader(url: fixture, limits: missing)
+        } catch let FormatError.io(path, operation, _) {
+            #expect(path == fixture.path && operation.contains("/nonexistent/pkm-convert"))
+        }
+    }
+
+    @Test("with the real CLI as probe: a good file opens, libhdf5-crashing and looping files are refused without touching this process")
+    func withCLI() throws {
+        guard let cli = FuzzProcess.cli else {
+            print("HDF5 PROBE: SKIPPED — pkm-convert is not built next to the tests")
+            return
+        }
+        var limits = ReaderLimits()
+        limits.hdf5Probe = HDF5Probe(executable: cli, depth: .data, timeoutSeconds: 2)
+        let good = try HDF5Reader(url: FuzzSettings.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits)
+        #expect(!good.tensorInfos.isEmpty)
+        for info in good.tensorInfos { _ = try good.tensor(named: info.name) }
+
+        // Each of these crashes or hangs libhdf5 1.10.8 (Regressions/README.md); in this process
+        // only the verdict arrives. A libhdf5 that no longer fails still refuses them with its own error.
+        for name in ["libhdf5-crash-H5HG_read-vlen-attribute-2999.h5", "libhdf5-hang-global-heap-1056.h5",
+                     "libhdf5-hang-then-crash-7578.h5"] {
+            let url = Self.regressions.appendingPathComponent(name)
+            do {
+                _ = try HDF5Reader(url: url, limits: limits)
+                Issue.record("\(name) opened")
+            } catch let FormatError.isolatedReadFailed(path, reason) {
+                #expect(path == url.path)
+                print("HDF5 PROBE \(name): \(reason)")
+                #expect(!reason.isEmpty)
+            }
+        }
+        // The limits travel to the child: a rank limit of 0 is enforced there, with its own message.
+        limits.maxRank = 0
+        do {
+            _ = try HDF5Reader(url: FuzzSettings.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits)
+            Issue.record("expected the rank limit")
+        } catch let FormatError.isolatedReadFailed(_, reason) {
+            #expect(reason.contains("above the limit 0") && reason.contains("--max-rank"), "\(reason)")
+        }
+    }
+}
