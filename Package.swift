@@ -42,11 +42,11 @@ let package = Package(
         .executableTarget(name: "PKMScriptingExample", dependencies: ["PKMPipeline"]),
         .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel"], path: "Tests/PKMTestSupport"),
         .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),
-        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats"], exclude: ["Regressions/Inputs", "Regressions/README.md"]),
+        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "PKMTestSupport"], exclude: ["Regressions/Inputs", "Regressions/README.md"]),
         .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMFormats", "PKMTestSupport"]),
         .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline", "PKMTestSupport"]),
         // Depends on the executable so `swift test` builds `pkm-convert`, which these tests run as a process.
-        .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMScriptingExample", "PKMPipeline"]),
+        .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMScriptingExample", "PKMPipeline", "PKMTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

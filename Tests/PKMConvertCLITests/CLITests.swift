@@ -1,4 +1,5 @@
 import Foundation
+import PKMTestSupport
 import PKMFormats
 import Testing
 
@@ -11,21 +12,9 @@ struct CLITests {
         let stderr: String
     }
 
-    static var repositoryRoot: URL {
-        var url = URL(fileURLWithPath: #filePath)
-        while url.path != "/" {
-            url.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
-        }
-        return url
-    }
+    static var repositoryRoot: URL { TestPaths.repositoryRoot }
 
-    static var binary: URL? {
-        var candidates = [Bundle.main.bundleURL.appendingPathComponent("pkm-convert"),
-                          Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("pkm-convert")]
-        candidates.append(repositoryRoot.appendingPathComponent(".build/debug/pkm-convert"))
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
-    }
+    static var binary: URL? { TestPaths.cli }
 
     static func run(_ arguments: [String], executable: String = "pkm-convert") throws -> Outcome {
         let process = Process()

@@ -1,4 +1,5 @@
 import Foundation
+import PKMTestSupport
 import PKMTensor
 import Testing
 @testable import PKMFormats
@@ -71,14 +72,7 @@ enum FuzzSettings {
         return variables
     }
 
-    static var repositoryRoot: URL {
-        var url = URL(fileURLWithPath: #filePath)
-        while url.path != "/" {
-            url.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
-        }
-        return url
-    }
+    static var repositoryRoot: URL { TestPaths.repositoryRoot }
 }
 
 /// SplitMix64: small, fast, and the same sequence everywhere for one seed.
@@ -468,8 +462,7 @@ final class FuzzScratch: Sendable {
     let url: URL
 
     init(_ name: String) throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-fuzz-\(name)-\(getpid())-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        url = try TestPaths.newFolder(prefix: "pkm-fuzz-\(name)-\(getpid())")
         print("FUZZ \(name): inputs are written under \(url.path) (the last one stays there if the process crashes)")
     }
 
@@ -727,15 +720,7 @@ enum FuzzProcess {
     }
 
     /// The built `pkm-convert` next to the test bundle, if any.
-    static var cli: URL? {
-        var candidates = [Bundle.main.bundleURL.appendingPathComponent("pkm-convert"),
-                          Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("pkm-convert")]
-        if let executable = Bundle.main.executableURL {
-            candidates.append(executable.deletingLastPathComponent().appendingPathComponent("pkm-convert"))
-        }
-        candidates.append(FuzzSettings.repositoryRoot.appendingPathComponent(".build/debug/pkm-convert"))
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
-    }
+    static var cli: URL? { TestPaths.cli }
 }
 
 // MARK: - The tests

@@ -1,4 +1,5 @@
 import Foundation
+import PKMTestSupport
 import PKMTensor
 import Testing
 @testable import PKMFormats
@@ -6,14 +7,7 @@ import Testing
 /// Fixture locations, seeded data and small helpers for the HDF5 tests.
 enum HDF5Fixtures {
     /// The folder holding `Package.swift`.
-    static let repositoryRoot: URL = {
-        var folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while folder.path != "/" {
-            if FileManager.default.fileExists(atPath: folder.appendingPathComponent("Package.swift").path) { return folder }
-            folder.deleteLastPathComponent()
-        }
-        return folder
-    }()
+    static var repositoryRoot: URL { TestPaths.repositoryRoot }
 
     static let folder = repositoryRoot.appendingPathComponent("fixtures/hdf5")
 
@@ -27,9 +21,7 @@ enum HDF5Fixtures {
 
     /// A fresh empty folder; remove it with `FileManager.default.removeItem(at:)`.
     static func temporaryFolder() throws -> URL {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-hdf5-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        return folder
+        try TestPaths.newFolder(prefix: "pkm-hdf5-tests")
     }
 
     static func hex(_ data: Data) -> String { data.map { String(format: "%02x", $0) }.joined() }

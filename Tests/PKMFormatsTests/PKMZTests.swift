@@ -1,25 +1,10 @@
 import Foundation
+import PKMTestSupport
 import PKMTensor
 import Testing
 @testable import PKMFormats
 
 // MARK: - Fixtures
-
-/// A folder under the system temporary directory, removed when the value is released.
-private final class PKMZTemporaryFolder {
-    let url: URL
-
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("pkmz-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(at: url) }
-
-    func file(_ name: String) -> URL { url.appendingPathComponent(name) }
-
-    var contents: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).sorted() }
-}
 
 private struct PKMZTestFailure: Error, CustomStringConvertible {
     var description: String
@@ -330,7 +315,7 @@ struct PKMZTests {
 
     @Test("every dtype round-trips bit for bit", arguments: DType.allCases, [true, false])
     func roundTripEveryDType(dtype: DType, byteGrouping: Bool) throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         // 5003 elements: several 4 KiB frames and a partial last one for every element size,
         // and an element count that is not a multiple of 8 (the transposes' block size).
@@ -352,7 +337,7 @@ struct PKMZTests {
 
     @Test("rank 0 and zero-size tensors")
     func degenerateShapes() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         let tensors = [("scalar", try PKMZFixture.randomTensor(.float32, [], seed: 1)),
                        ("empty", try PKMZFixture.randomTensor(.float32, [0], seed: 2)),
@@ -371,7 +356,7 @@ struct PKMZTests {
 
     @Test("a file of no tensors")
     func noTensors() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("empty.pkmz")
         try PKMZFixture.write([], to: url, metadata: ["note": "nothing"])
         let reader = try PKMZReader(url: url)
@@ -382,7 +367,7 @@ struct PKMZTests {
 
     @Test("many frames with a partial last one tile the data section")
     func manyFrames() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         let big = try PKMZFixture.randomTensor(.float32, [25_000], seed: 5)  // 100,000 bytes: 24 frames + 1,696 bytes
         let small = try PKMZFixture.randomTensor(.bfloat16, [2049], seed: 6)  // 4,098 bytes: 2 frames
@@ -405,7 +390,7 @@ struct PKMZTests {
 
     @Test("maximally compressible data stays within the reader's expansion bound")
     func extremeCompression() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("zeros.pkmz")
         let zeros = try Tensor(zeros: .uint8, shape: [64 << 20])  // one 64 MiB frame of zeros: RLE blocks
         try PKMZFixture.write([("z", zeros)], to: url, options: PKMZFixture.options(frameBytes: 64 << 20, level: 19))
@@ -418,7 +403,7 @@ struct PKMZTests {
 
     @Test("compression levels", arguments: [Int32(-5), 1, 3, 9, 19])
     func compressionLevels(level: Int32) throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         let tensor = try PKMZFixture.weightLike(6000, seed: 7)
         try PKMZFixture.write([("w", tensor)], to: url, options: PKMZFixture.options(level: level))
@@ -429,7 +414,7 @@ struct PKMZTests {
 
     @Test("byte grouping makes weight-like floats smaller")
     func byteGroupingHelps() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let tensor = try PKMZFixture.weightLike(50_000, seed: 8)
         let grouped = folder.file("grouped.pkmz"), plain = folder.file("plain.pkmz")
         try PKMZFixture.write([("w", tensor)], to: grouped, options: PKMZFixture.options(frameBytes: 65536, byteGrouping: true))
@@ -471,7 +456,7 @@ struct PKMZTests {
 
     @Test("config, metadata and provenance round-trip")
     func headerRoundTrip() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         let config = "{\"hidden_size\": 8,\n  \"nested\": {\"a\": [1, 2.5e-3, null, true]}, \"name\": \"b\\u00e9rt \\\"x\\\"\"}"
         let metadata = ["config": "\n" + config + "\n", "note": "ünïcode \"quoted\"\n\t\u{1}", "empty": "", "format": "pt"]
@@ -507,7 +492,7 @@ struct PKMZTests {
 
     @Test("detected by magic and opened through Checkpoints")
     func detection() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("weights.bin")
         let tensors = try PKMZFixture.standardTensors()
         try PKMZFixture.write(tensors, to: url)
@@ -526,7 +511,7 @@ struct PKMZTests {
 
     @Test("one tensor reads without the others")
     func independentTensors() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         let tensors = try PKMZFixture.standardTensors()
         try PKMZFixture.write(tensors, to: url)
@@ -550,7 +535,7 @@ struct PKMZTests {
 
     @Test("verifyChecksums passes on an intact file")
     func verifyIntact() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         try PKMZFixture.write(try PKMZFixture.standardTensors(), to: url)
         try PKMZReader(url: url).verifyChecksums()
@@ -558,7 +543,7 @@ struct PKMZTests {
 
     @Test("any single damaged byte is detected")
     func everyByteFlip() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let original = folder.file("original.pkmz")
         let tensors = try PKMZFixture.smallTensors()
         var provenance = Provenance(sourceFile: "m.h5", sourceSHA256: nil)
@@ -591,7 +576,7 @@ struct PKMZTests {
 
     @Test("truncated files are refused at every length")
     func truncation() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let original = folder.file("original.pkmz")
         try PKMZFixture.write(try PKMZFixture.smallTensors(), to: original, metadata: ["config": "{\"a\":1}"])
         let bytes = [UInt8](try Data(contentsOf: original))
@@ -607,7 +592,7 @@ struct PKMZTests {
 
     @Test("empty file, wrong magic, missing file")
     func notPKMZ() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("bad.pkmz")
         try PKMZFixture.store([], at: url)
         let emptyError = #expect(throws: FormatError.self) { try PKMZReader(url: url) }
@@ -623,7 +608,7 @@ struct PKMZTests {
 
     @Test("a future version is refused with a clear message")
     func futureVersion() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         try PKMZFixture.write(try PKMZFixture.standardTensors(), to: url)
         var parts = try PKMZFileParts(url: url)
@@ -653,7 +638,7 @@ struct PKMZTests {
 
     @Test("trailer fields that disagree with the file are refused")
     func trailerFields() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         try PKMZFixture.write(try PKMZFixture.standardTensors(), to: url)
         let bytes = [UInt8](try Data(contentsOf: url))
@@ -681,7 +666,7 @@ struct PKMZTests {
 
     @Test("damaged headers with valid checksums are refused", arguments: PKMZHeaderDamage.all)
     func damagedHeaders(damage: PKMZHeaderDamage) throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         try PKMZFixture.write(try PKMZFixture.standardTensors(), to: url, metadata: ["note": "x"])
         var parts = try PKMZFileParts(url: url)
@@ -693,7 +678,7 @@ struct PKMZTests {
 
     @Test("limits are checked before allocating")
     func limits() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         try PKMZFixture.write(try PKMZFixture.standardTensors(), to: url)
         func limitName(_ change: (inout ReaderLimits) -> Void) -> String? {
@@ -717,7 +702,7 @@ struct PKMZTests {
 
     @Test("a header declaring a petabyte tensor is refused before allocating")
     func petabyteTensor() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         try PKMZFixture.write(try PKMZFixture.standardTensors(), to: url)
         var parts = try PKMZFileParts(url: url)
@@ -747,7 +732,7 @@ struct PKMZTests {
 
     @Test("a corrupt zstd frame with a matching checksum fails to decode")
     func corruptFrameMatchingHash() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         try PKMZFixture.write(try PKMZFixture.standardTensors(), to: url)
         let pristine = try PKMZFileParts(url: url)
@@ -782,7 +767,7 @@ struct PKMZTests {
 
     @Test("a frame declaring more content than the table is refused")
     func frameContentSizeTooLarge() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         let tensors = try PKMZFixture.standardTensors()
         try PKMZFixture.write(tensors, to: url)
@@ -812,7 +797,7 @@ struct PKMZTests {
     @Test("the writer is atomic: a failure midway leaves nothing behind")
     func writerAtomicity() throws {
         struct Interrupted: Error {}
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         let tensors = try PKMZFixture.standardTensors()
         let infos = tensors.map { TensorInfo(name: $0.0, dtype: $0.1.dtype, shape: $0.1.shape) }
@@ -834,7 +819,7 @@ struct PKMZTests {
 
     @Test("the writer checks each tensor against its declared info")
     func writerChecksTensors() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         let tensor = try PKMZFixture.randomTensor(.float32, [4, 4], seed: 1)
         for declared in [TensorInfo(name: "w", dtype: .float16, shape: [4, 4]), TensorInfo(name: "w", dtype: .float32, shape: [16])] {
@@ -857,7 +842,7 @@ struct PKMZTests {
         (1024, Int32(3), 0), ((64 << 20) + 1, Int32(3), 0), (4096, Int32(99), 0), (4096, Int32(3), -1),
     ])
     func writerOptions(frameBytes: Int, level: Int32, threads: Int) throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         var options = PKMZFixture.options(frameBytes: frameBytes, level: level)
         options.threads = threads
@@ -868,7 +853,7 @@ struct PKMZTests {
 
     @Test("the writer reports progress per tensor and accepts the frame-size bounds")
     func writerProgress() throws {
-        let folder = try PKMZTemporaryFolder()
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         let tensors = try PKMZFixture.standardTensors()
         let infos = tensors.map { TensorInfo(name: $0.0, dtype: $0.1.dtype, shape: $0.1.shape) }

@@ -1,4 +1,5 @@
 import Foundation
+import PKMTestSupport
 import PKMTensor
 import Testing
 @testable import PKMFormats
@@ -6,14 +7,7 @@ import Testing
 /// Fixture locations, byte builders and small helpers for the safetensors tests.
 enum SafetensorsFixtures {
     /// The folder holding `Package.swift`.
-    static let repositoryRoot: URL = {
-        var folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while folder.path != "/" {
-            if FileManager.default.fileExists(atPath: folder.appendingPathComponent("Package.swift").path) { return folder }
-            folder.deleteLastPathComponent()
-        }
-        return folder
-    }()
+    static var repositoryRoot: URL { TestPaths.repositoryRoot }
 
     static let folder = repositoryRoot.appendingPathComponent("fixtures/safetensors")
 
@@ -28,9 +22,7 @@ enum SafetensorsFixtures {
 
     /// A fresh empty folder; remove it with `FileManager.default.removeItem(at:)`.
     static func temporaryFolder() throws -> URL {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-safetensors-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        return folder
+        try TestPaths.newFolder(prefix: "pkm-safetensors-tests")
     }
 
     static func hex(_ data: Data) -> String { data.map { String(format: "%02x", $0) }.joined() }

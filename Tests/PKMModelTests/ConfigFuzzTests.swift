@@ -1,4 +1,5 @@
 import Foundation
+import PKMTestSupport
 import Testing
 @testable import PKMModel
 
@@ -32,14 +33,7 @@ private enum ConfigFuzz {
         return text.hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) ?? 0x504B4D : UInt64(text) ?? 0x504B4D
     }
 
-    static var repositoryRoot: URL {
-        var url = URL(fileURLWithPath: #filePath)
-        while url.path != "/" {
-            url.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
-        }
-        return url
-    }
+    static var repositoryRoot: URL { TestPaths.repositoryRoot }
 
     /// Values a field may be replaced with: wrong types, boundaries, overflowing and non-finite numbers.
     static let replacementTexts = [

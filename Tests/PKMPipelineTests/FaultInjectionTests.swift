@@ -1,4 +1,5 @@
 import Foundation
+import PKMTestSupport
 import PKMFormats
 import PKMModel
 import PKMTensor

@@ -5,28 +5,9 @@ import PKMPipeline
 import PKMTensor
 import PKMTestSupport
 
-/// A temporary folder removed when the value goes away.
-final class TemporaryFolder {
-    let url: URL
-    init() throws {
-        url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("pkm-pipeline-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(at: url) }
-    func file(_ name: String) -> URL { url.appendingPathComponent(name) }
-    var contents: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).sorted() }
-}
-
 enum PipelineFixtures {
     /// The repository root (the folder holding Package.swift).
-    static var repositoryRoot: URL {
-        var url = URL(fileURLWithPath: #filePath)
-        while url.path != "/" {
-            url.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
-        }
-        return url
-    }
+    static var repositoryRoot: URL { TestPaths.repositoryRoot }
 
     /// Writes a synthetic checkpoint (config embedded) and returns its URL.
     static func writeCheckpoint(_ config: ModelConfig, to url: URL, format: CheckpointFormat, seed: UInt64 = 1,
