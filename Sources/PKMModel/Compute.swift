@@ -129,10 +129,19 @@ enum Compute {
     }
 
     /// e^x for eight lanes (Cephes `expf` polynomial, about 1 ulp; inputs clamped to ±88.376).
+    ///
+    /// Everything stays in vector registers: the standard library's generic SIMD `rounded(_:)` and
+    /// float → integer conversions run lane by lane (they once took a quarter of a BERT forward), so
+    /// n = round(x·log₂e) uses the 1.5·2²³ shifter instead: adding it leaves n, rounded to nearest
+    /// even like `rounded(.toNearestOrEven)`, in the low mantissa bits, from which 2ⁿ is built with
+    /// integer lane operations.
     @inline(__always)
     static func exp8(_ input: SIMD8<Float>) -> SIMD8<Float> {
-        var x = input.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.3762626647949))
-        let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+        let low = SIMD8<Float>(repeating: -87.3), high = SIMD8<Float>(repeating: 88.3762626647949)
+        var x = input.replacing(with: low, where: input .< low).replacing(with: high, where: input .> high)
+        let shifter = SIMD8<Float>(repeating: 12_582_912)   // 1.5 · 2²³
+        let shifted = x * 1.44269504088896341 + shifter
+        let n = shifted - shifter
         x = x - n * 0.693359375
         x = x - n * -2.12194440e-4
         let z = x * x
@@ -143,9 +152,10 @@ enum Compute {
         y = y * x + 1.6666665459e-1
         y = y * x + 5.0000001201e-1
         y = y * z + x + 1
-        let exponent = (SIMD8<Int32>(truncatingIfNeeded: SIMD8<Int32>(n)) &+ 127) &<< 23
+        // shifted's bits are 0x4B40_0000 + n (two's complement n, |n| ≤ 128): 2ⁿ has exponent field n + 127.
+        let exponent = (unsafeBitCast(shifted, to: SIMD8<UInt32>.self) &- 0x4B40_0000 &+ 127) &<< 23
         // Below the clamp e^x underflows: return exactly 0 (masked attention keys must weigh nothing).
-        return (y * unsafeBitCast(exponent, to: SIMD8<Float>.self)).replacing(with: 0, where: input .< -87.3)
+        return (y * unsafeBitCast(exponent, to: SIMD8<Float>.self)).replacing(with: 0, where: input .< low)
     }
 
     /// In-place softmax of one row after adding `mask`, exponentials eight lanes at a time.

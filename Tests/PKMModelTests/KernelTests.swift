@@ -22,6 +22,46 @@ struct KernelTests {
         #expect(Compute.exp8(SIMD8(repeating: 0)) == SIMD8(repeating: 1))
     }
 
+    @Test("vectorised exp is bit-identical to the lane-by-lane Cephes evaluation (round to nearest even, 2ⁿ by exponent bits)")
+    func exponentialMatchesScalarCephes() {
+        // The scalar form of the same algorithm, with the standard library's rounding and Int32
+        // conversion: the shifter trick in exp8 must reproduce it bit for bit, ties included.
+        func scalar(_ input: Float) -> Float {
+            var x = min(max(input, -87.3), 88.3762626647949)
+            let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+            x = x - n * 0.693359375
+            x = x - n * -2.12194440e-4
+            let z = x * x
+            var y: Float = 1.9875691500e-4
+            y = y * x + 1.3981999507e-3
+            y = y * x + 8.3334519073e-3
+            y = y * x + 4.1665795894e-2
+            y = y * x + 1.6666665459e-1
+            y = y * x + 5.0000001201e-1
+            y = y * z + x + 1
+            let result = y * Float(bitPattern: UInt32(bitPattern: (Int32(n) &+ 127) &<< 23))
+            return input < -87.3 ? 0 : result
+        }
+        var inputs: [Float] = [0, -0.0, 1, -1, 88.3762626647949, -87.3, -87.29999, -87.30001, -200, -.infinity, 88.376]
+        // Exact ties of x·log₂e (n + 0.5) and their neighbours, where the rounding mode shows.
+        for n in -125...126 {
+            let tie = (Float(n) + 0.5) / 1.44269504088896341
+            inputs += [tie, tie.nextUp, tie.nextDown]
+        }
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<200_000 { inputs.append(Float.random(in: -90...88.3, using: &random)) }
+        while inputs.count % 8 != 0 { inputs.append(0) }
+        var mismatches: [String] = []
+        for start in stride(from: 0, to: inputs.count, by: 8) {
+            let lanes = SIMD8<Float>(inputs[start..<start + 8])
+            let result = Compute.exp8(lanes)
+            for lane in 0..<8 where result[lane].bitPattern != scalar(lanes[lane]).bitPattern {
+                mismatches.append("exp(\(lanes[lane])) = \(result[lane]), scalar \(scalar(lanes[lane]))")
+            }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.count) mismatches, e.g. \(mismatches.prefix(5))")
+    }
+
     @Test("GELU matches the erf definition within 3e-6 absolute on [-10, 10]")
     func geluAccuracy() {
         var values = (0..<20_001).map { Float($0 - 10_000) * 0.001 }
