@@ -2,7 +2,7 @@
 // pkm-convert: portable, verified Product Key Memory checkpoints.
 //
 // Dependency direction (one way):
-//   PKMTensor ← PKMFormats (+ CHDF5, CZstd, COpenSSL) ← PKMModel (+ CBLAS) ← PKMPipeline ← pkm-convert
+//   PKMTensor ← PKMFormats (+ CHDF5, CZstd, COpenSSL, CSystemShims) ← PKMModel (+ CBLAS) ← PKMPipeline ← pkm-convert
 import PackageDescription
 
 let releaseFlags: [SwiftSetting] = [
@@ -31,8 +31,9 @@ let package = Package(
         .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
+        .systemLibrary(name: "CSystemShims", path: "Sources/CSystemShims"),
         .target(name: "PKMTensor", swiftSettings: releaseFlags),
-        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CHDF5", "CZstd", "COpenSSL"], swiftSettings: releaseFlags),
+        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CHDF5", "CZstd", "COpenSSL", "CSystemShims"], swiftSettings: releaseFlags),
         .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: releaseFlags),
         .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMModel"], swiftSettings: releaseFlags),
         .executableTarget(

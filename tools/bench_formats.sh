@@ -17,8 +17,11 @@ command -v zstd >/dev/null || { echo "needs zstd (apt-get install zstd)"; exit 2
 seconds() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['median'])" "$1"; }
 size() { stat -c %s "$1"; }
 
-echo "| checkpoint | raw tensor bytes | pkmz / raw | zstd -3 / raw | pkmz vs zstd size | convert s (pkmz) | zstd -3 -T2 s | time ratio | pkmz decode GB/s | zstd -d GB/s |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+# pkm-convert fsyncs its output before the atomic rename (a crash never leaves a half-written file
+# under the final name); the zstd CLI does not. Both are timed: zstd alone, and zstd followed by
+# `sync FILE` (fsync of its output), the like-for-like comparison.
+echo "| checkpoint | raw tensor bytes | pkmz / raw | zstd -3 / raw | pkmz vs zstd size | convert s (pkmz, with fsync) | zstd -3 -T2 s | time ratio | zstd + fsync s | time ratio (both fsync) | pkmz decode GB/s | zstd -d GB/s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for checkpoint in bench-data/all-MiniLM-L6-v2/model.safetensors bench-data/bert-base-random/model.safetensors; do
     name=$(basename "$(dirname "$checkpoint")")
     raw=$("$bin" inspect "$checkpoint" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['tensorBytes'])")
@@ -29,18 +32,20 @@ for checkpoint in bench-data/all-MiniLM-L6-v2/model.safetensors bench-data/bert-
         "$bin convert $checkpoint -o $work/$name.pkmz" >/dev/null
     hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/zstd.json" \
         "zstd -3 -T2 -q -f $work/$name.raw -o $work/$name.raw.zst" >/dev/null
+    hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/zstdsync.json" \
+        "sh -c 'zstd -3 -T2 -q -f $work/$name.raw -o $work/$name.raw.zst && sync $work/$name.raw.zst'" >/dev/null
     hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/decode.json" \
         "$bin inspect --verify-data $work/$name.pkmz" >/dev/null
     hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/unzstd.json" \
         "zstd -d -q -f $work/$name.raw.zst -o $work/$name.raw.out" >/dev/null
     pkmz=$(size "$work/$name.pkmz"); zst=$(size "$work/$name.raw.zst")
     convert=$(seconds "$work/convert.json"); zstdtime=$(seconds "$work/zstd.json")
-    decode=$(seconds "$work/decode.json"); unzstd=$(seconds "$work/unzstd.json")
-    python3 - "$name" "$raw" "$pkmz" "$zst" "$convert" "$zstdtime" "$decode" "$unzstd" <<'PY'
+    decode=$(seconds "$work/decode.json"); unzstd=$(seconds "$work/unzstd.json"); zstdsync=$(seconds "$work/zstdsync.json")
+    python3 - "$name" "$raw" "$pkmz" "$zst" "$convert" "$zstdtime" "$decode" "$unzstd" "$zstdsync" <<'PY'
 import sys
 name, raw, pkmz, zst = sys.argv[1], *map(int, sys.argv[2:5])
-convert, zstdtime, decode, unzstd = map(float, sys.argv[5:9])
-print(f"| {name} | {raw:,} | {pkmz/raw:.4f} | {zst/raw:.4f} | {100*(pkmz/zst-1):+.1f} % | {convert:.3f} | {zstdtime:.3f} | {convert/zstdtime:.2f}x | {raw/decode/1e9:.2f} | {raw/unzstd/1e9:.2f} |")
+convert, zstdtime, decode, unzstd, zstdsync = map(float, sys.argv[5:10])
+print(f"| {name} | {raw:,} | {pkmz/raw:.4f} | {zst/raw:.4f} | {100*(pkmz/zst-1):+.1f} % | {convert:.3f} | {zstdtime:.3f} | {convert/zstdtime:.2f}x | {zstdsync:.3f} | {convert/zstdsync:.2f}x | {raw/decode/1e9:.2f} | {raw/unzstd/1e9:.2f} |")
 PY
     rm -f "$work/$name.raw.out"
 done

@@ -1,3 +1,4 @@
+import CSystemShims
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -35,6 +36,11 @@ public final class AtomicOutputFile {
     public private(set) var bytesWritten: Int = 0
     private var namedTemporaryPath: String?
     private var finished = false
+    /// Bytes already handed to the device by ``startWriteback()``.
+    private var writebackStarted = 0
+    /// Writeback starts after every this many new bytes (so `commit()`'s fsync does not wait for
+    /// the whole file: the disk writes while the writer still computes).
+    static let writebackInterval = 32 << 20
 
     /// Creates the hidden output in the destination's folder.
     /// - Throws: ``FormatError/io(path:operation:message:)`` when the folder is not writable.
@@ -83,6 +89,14 @@ public final class AtomicOutputFile {
             pointer += written
             bytesWritten += written
         }
+        if bytesWritten - writebackStarted >= Self.writebackInterval { startWriteback() }
+    }
+
+    /// Asks the kernel to start writing the bytes written since the last call to the device,
+    /// without waiting. Only a hint: failures are ignored (``commit()``'s fsync reports errors).
+    private func startWriteback() {
+        _ = pkm_start_writeback(fileDescriptor, Int64(writebackStarted), Int64(bytesWritten - writebackStarted))
+        writebackStarted = bytesWritten
     }
 
     /// Writes all bytes of `data`.

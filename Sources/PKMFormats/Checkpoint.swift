@@ -129,6 +129,17 @@ public struct WriteOptions: Sendable {
     public var threads: Int = 0
     /// Recorded provenance, if any.
     public var provenance: Provenance?
+    /// The source's SHA-256 being computed in the background: when set, writers fill
+    /// `provenance.sourceSHA256` from it as late as their layout allows (pkmz: after the data).
+    public var pendingSourceDigest: PendingSHA256?
+
+    /// ``provenance`` with the pending source digest filled in (waits for it).
+    /// - Throws: ``FormatError/io(path:operation:message:)`` when the source could not be hashed.
+    public func resolvedProvenance() throws(FormatError) -> Provenance? {
+        guard var provenance, let pendingSourceDigest, provenance.sourceSHA256 == nil else { return self.provenance }
+        provenance.sourceSHA256 = try pendingSourceDigest.hex()
+        return provenance
+    }
 
     public init() {}
 }

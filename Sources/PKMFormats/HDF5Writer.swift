@@ -42,7 +42,7 @@ public enum HDF5Writer: CheckpointWriter {
         let site = HDF5Site(path: path)
         let layout = try planLayout(tensorInfos, path: path)
         var attributes = metadata
-        if let provenance = options.provenance {
+        if let provenance = try options.resolvedProvenance() {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             attributes[HDF5Names.provenanceAttribute] = String(decoding: try encoder.encode(provenance), as: UTF8.self)

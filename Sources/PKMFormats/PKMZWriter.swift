@@ -77,7 +77,7 @@ public enum PKMZWriter: CheckpointWriter {
 
             let header = PKMZHeader(compressionLevel: Int(options.compressionLevel), frameBytes: options.frameBytes,
                                     tensors: entries, configJSON: configJSON, metadata: otherMetadata,
-                                    provenance: options.provenance).encoded()
+                                    provenance: try options.resolvedProvenance()).encoded()
             // Self-check: the header must read back under default limits (catches e.g. a config nested too deeply).
             var limits = ReaderLimits()
             limits.maxTotalBytes = Int.max

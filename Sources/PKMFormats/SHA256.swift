@@ -54,3 +54,45 @@ public final class SHA256 {
         return hex(of: data)
     }
 }
+
+/// A file's SHA-256, computed on a background thread while other work (a conversion's
+/// compression) runs; ``hex()`` waits for it.
+///
+/// Writers that put provenance at the end of the file (pkmz) ask for it last, so hashing the
+/// source overlaps with compressing it; writers whose header comes first ask at the start.
+public final class PendingSHA256: @unchecked Sendable {
+    /// The file being hashed.
+    public let url: URL
+    private let done = DispatchSemaphore(value: 0)
+    private var result: Result<String, FormatError>?
+    private let lock = NSLock()
+
+    /// Starts hashing `url` at once.
+    public init(file url: URL) {
+        self.url = url
+        let thread = Thread { [self] in
+            let outcome: Result<String, FormatError>
+            do {
+                outcome = .success(try SHA256.hex(ofFile: url))
+            } catch let error as FormatError {
+                outcome = .failure(error)
+            } catch {
+                outcome = .failure(.io(path: url.path, operation: "read for SHA-256", message: "\(error)"))
+            }
+            lock.withLock { result = outcome }
+            done.signal()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// The lower-case hex digest, waiting for the hash to finish.
+    /// - Throws: ``FormatError/io(path:operation:message:)`` when the file could not be read.
+    public func hex() throws(FormatError) -> String {
+        let finished = lock.withLock { result }
+        if let finished { return try finished.get() }
+        done.wait()
+        done.signal()   // later callers return at once
+        return try lock.withLock { result! }.get()
+    }
+}

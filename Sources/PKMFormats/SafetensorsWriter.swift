@@ -27,7 +27,7 @@ public enum SafetensorsWriter: CheckpointWriter {
                              options: WriteOptions = WriteOptions(), progress: ((Int, Int) -> Void)? = nil,
                              tensor: (TensorInfo) throws -> Tensor) throws {
         let path = url.path
-        let layout = try header(for: tensorInfos, metadata: metadata, provenance: options.provenance, path: path)
+        let layout = try header(for: tensorInfos, metadata: metadata, provenance: try options.resolvedProvenance(), path: path)
         try AtomicOutputFile.write(to: url) { output in
             try output.write(layout.prefix)
             for (index, info) in tensorInfos.enumerated() {

@@ -77,7 +77,10 @@ public enum Converter {
         let format = try options.resolvedFormat(for: destination)
         var write = options.write
         if write.provenance == nil {
-            write.provenance = try Provenance.describing(reader.url, operation: "convert --to \(format.rawValue) --dtype \(options.dtype.rawValue)")
+            // The source is hashed on another thread while it is converted (pkmz records it last).
+            write.provenance = Provenance(sourceFile: reader.url.lastPathComponent, sourceSHA256: nil,
+                                          operation: "convert --to \(format.rawValue) --dtype \(options.dtype.rawValue)")
+            write.pendingSourceDigest = PendingSHA256(file: reader.url)
         }
         var diagnostics: [Diagnostic] = []
         let infos = reader.tensorInfos.map { TensorInfo(name: $0.name, dtype: options.dtype.target(for: $0.dtype), shape: $0.shape) }

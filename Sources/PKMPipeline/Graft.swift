@@ -121,7 +121,8 @@ public enum Grafter {
         try checkpoint.requireUsable()
         let config = try graftedConfig(base: checkpoint.config, options: options)
         let format = try output.resolvedFormat(for: destination)
-        let sha = try SHA256.hex(ofFile: checkpoint.reader.url)
+        // The base is hashed on another thread while the output is written (pkmz records it last).
+        let digest = PendingSHA256(file: checkpoint.reader.url)
         let d = config.hiddenSize
         let random = GraftRandom(seed: options.seed)
 
@@ -186,7 +187,8 @@ public enum Grafter {
         }
         let optionText = "graft --layers \(options.layers.map(String.init).joined(separator: ",")) --mode \(options.mode.rawValue) --n-keys \(n) --heads \(h) --knn \(options.knn) --k-dim \(k) --\(options.queryBatchNorm ? "" : "no-")query-batchnorm --\(options.queryBias ? "" : "no-")query-bias --value-init \(options.valueInit.rawValue) --seed \(options.seed)"
         var write = output.write
-        write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: sha, operation: optionText)
+        write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: nil, operation: optionText)
+        write.pendingSourceDigest = digest
         let metadata = ["config": String(decoding: config.encodedJSON(), as: UTF8.self)]
         let path = checkpoint.reader.url.path
         try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write, progress: progress) { info in
@@ -200,7 +202,7 @@ public enum Grafter {
         var diagnostics = created.map { Diagnostic(.note, "created \($0.name) \($0.shape): \($0.initialisation)") }
         diagnostics += dropped.map { Diagnostic(.note, "dropped \($0) (replace mode has no feed-forward block)") }
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: destination.path)[.size] as? Int) ?? 0
-        return GraftResult(base: base.path, baseSHA256: sha, destination: destination.path, destinationFormat: format, options: options,
+        return GraftResult(base: base.path, baseSHA256: try digest.hex(), destination: destination.path, destinationFormat: format, options: options,
                            copiedCount: infos.count - created.count, created: created, dropped: dropped, fileBytes: fileBytes,
                            seconds: Date().timeIntervalSince(start), diagnostics: diagnostics)
     }

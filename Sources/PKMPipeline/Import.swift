@@ -32,7 +32,10 @@ public enum Importer {
         try checkpoint.requireUsable(strict: strict)
         let format = try output.resolvedFormat(for: destination)
         var write = output.write
-        write.provenance = try Provenance.describing(checkpoint.reader.url, operation: "import\(strict ? " --strict" : "")")
+        // The source is hashed on another thread while it is written (pkmz records it last).
+        write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: nil,
+                                      operation: "import\(strict ? " --strict" : "")")
+        write.pendingSourceDigest = PendingSHA256(file: checkpoint.reader.url)
         let report = checkpoint.report
         let entries = report.mapped + report.unexpected
         let infos = entries.map { TensorInfo(name: $0.canonical, dtype: output.dtype.target(for: $0.dtype), shape: $0.shape) }

@@ -490,6 +490,38 @@ struct PKMZTests {
         #expect(try PKMZFileParts(url: other).headerText.contains("\"config\":null"))
     }
 
+    @Test("a source digest computed in the background fills the provenance of every writer; a failed one fails the write")
+    func pendingSourceDigest() throws {
+        let folder = try TemporaryFolder(prefix: "pkmz-tests")
+        let source = folder.file("source.bin")
+        try Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: source)
+        let expected = try SHA256.hex(ofFile: source)
+        let pending = PendingSHA256(file: source)
+        #expect(try pending.hex() == expected)
+        #expect(try pending.hex() == expected, "a second call returns the same value at once")
+        for format in CheckpointFormat.allCases {
+            var options = WriteOptions()
+            options.provenance = Provenance(sourceFile: "source.bin", sourceSHA256: nil, operation: "test")
+            options.pendingSourceDigest = PendingSHA256(file: source)
+            let url = folder.file("out-\(format.rawValue).\(format.rawValue == "hdf5" ? "h5" : format.rawValue)")
+            let tensors = try PKMZFixture.standardTensors()
+            let infos = tensors.map { TensorInfo(name: $0.0, dtype: $0.1.dtype, shape: $0.1.shape) }
+            try Checkpoints.write(to: url, format: format, tensorInfos: infos, metadata: [:], options: options,
+                                  progress: nil) { info in tensors.first { $0.0 == info.name }!.1 }
+            #expect(try Checkpoints.open(url).provenance?.sourceSHA256 == expected, "\(format)")
+        }
+        var failing = WriteOptions()
+        failing.provenance = Provenance(sourceFile: "gone.bin", sourceSHA256: nil)
+        failing.pendingSourceDigest = PendingSHA256(file: folder.file("gone.bin"))
+        let url = folder.file("never.pkmz")
+        #expect(throws: FormatError.self) {
+            try Checkpoints.write(to: url, format: .pkmz, tensorInfos: [], metadata: [:], options: failing, progress: nil) { info in
+                throw FormatError.tensorNotFound(path: url.path, tensor: info.name)
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: url.path))
+    }
+
     @Test("detected by magic and opened through Checkpoints")
     func detection() throws {
         let folder = try TemporaryFolder(prefix: "pkmz-tests")
