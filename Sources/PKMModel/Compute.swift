@@ -197,3 +197,38 @@ struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
 }
+
+/// Scratch buffers reused by every layer of one forward pass.
+///
+/// Fresh multi-megabyte arrays per layer come from `mmap` and are page-faulted and zeroed on
+/// every use (about a tenth of a BERT-base forward); one workspace per forward allocates each
+/// buffer once, at its largest size. Contents are not initialised: every user overwrites what
+/// it reads, or clears it (``zeroed(_:count:)``).
+final class ForwardWorkspace {
+    enum Slot: Int, CaseIterable {
+        case qkv, context, attention, intermediate, memoryOutput, memoryQuery, memoryScores
+    }
+
+    private var buffers: [UnsafeMutablePointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)
+    private var capacities: [Int] = Array(repeating: 0, count: Slot.allCases.count)
+
+    /// A buffer of at least `count` floats for `slot`, with unspecified contents.
+    func buffer(_ slot: Slot, count: Int) -> UnsafeMutablePointer<Float> {
+        let i = slot.rawValue
+        if let existing = buffers[i], capacities[i] >= count { return existing }
+        buffers[i]?.deallocate()
+        let fresh = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+        buffers[i] = fresh
+        capacities[i] = count
+        return fresh
+    }
+
+    /// A buffer of `count` zeros for `slot`.
+    func zeroed(_ slot: Slot, count: Int) -> UnsafeMutablePointer<Float> {
+        let pointer = buffer(slot, count: count)
+        pointer.update(repeating: 0, count: count)
+        return pointer
+    }
+
+    deinit { for buffer in buffers { buffer?.deallocate() } }
+}

@@ -84,91 +84,76 @@ public struct EncoderLayer: Sendable {
     /// Runs the layer in place on `hidden` `[batch·sequence, d]`.
     func forward(_ hidden: UnsafeMutablePointer<Float>, batch: Int, sequence: Int, additiveMask: [Float],
                  traceIndices: UnsafeMutablePointer<Int32>?, traceWeights: UnsafeMutablePointer<Float>?,
-                 profile: ForwardProfile? = nil) {
+                 profile: ForwardProfile? = nil, workspace: ForwardWorkspace = ForwardWorkspace()) {
         var mark = ForwardProfile.now()
         let d = config.hiddenSize, rows = batch * sequence
         let heads = config.attentionHeadCount, headSize = config.attentionHeadSize
         let scale = 1 / Float(headSize).squareRoot()
-        // Self-attention.
-        var qkv = [Float](repeating: 0, count: rows * 3 * d)
-        var context = [Float](repeating: 0, count: rows * d)
-        qkv.withUnsafeMutableBufferPointer { qkvBuffer in
-            Compute.linear(hidden, rows: rows, inFeatures: d, weight: qkvWeight, bias: qkvBias, outFeatures: 3 * d, into: qkvBuffer.baseAddress!, blockRows: sequence)
-        }
-        qkv.withUnsafeBufferPointer { qkvBuffer in
-            context.withUnsafeMutableBufferPointer { contextBuffer in
-                additiveMask.withUnsafeBufferPointer { mask in
-                    let base = qkvBuffer.baseAddress!, out = contextBuffer.baseAddress!
-                    _ = Compute.singleThreadedBLAS
-                    Compute.parallelChunks(batch * heads) { start, end in
-                        var probabilities = [Float](repeating: 0, count: sequence * sequence)
-                        probabilities.withUnsafeMutableBufferPointer { pBuffer in
-                            let p = pBuffer.baseAddress!
-                            for job in start..<end {
-                                let b = job / heads, head = job % heads
-                                let q = base + b * sequence * 3 * d + head * headSize
-                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(sequence), Int32(sequence), Int32(headSize),
-                                            scale, q, Int32(3 * d), q + d, Int32(3 * d), 0, p, Int32(sequence))
-                                for i in 0..<sequence {
-                                    Compute.maskedSoftmax(p + i * sequence, mask: mask.baseAddress! + b * sequence, count: sequence)
-                                }
-                                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(sequence), Int32(headSize), Int32(sequence),
-                                            1, p, Int32(sequence), q + 2 * d, Int32(3 * d), 0,
-                                            out + b * sequence * d + head * headSize, Int32(d))
-                            }
+        // Self-attention. Every buffer below is fully overwritten before it is read.
+        let qkv = workspace.buffer(.qkv, count: rows * 3 * d)
+        let context = workspace.buffer(.context, count: rows * d)
+        Compute.linear(hidden, rows: rows, inFeatures: d, weight: qkvWeight, bias: qkvBias, outFeatures: 3 * d, into: qkv, blockRows: sequence)
+        additiveMask.withUnsafeBufferPointer { mask in
+            let base = UnsafePointer(qkv), out = context
+            _ = Compute.singleThreadedBLAS
+            Compute.parallelChunks(batch * heads) { start, end in
+                var probabilities = [Float](repeating: 0, count: sequence * sequence)
+                probabilities.withUnsafeMutableBufferPointer { pBuffer in
+                    let p = pBuffer.baseAddress!
+                    for job in start..<end {
+                        let b = job / heads, head = job % heads
+                        let q = base + b * sequence * 3 * d + head * headSize
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(sequence), Int32(sequence), Int32(headSize),
+                                    scale, q, Int32(3 * d), q + d, Int32(3 * d), 0, p, Int32(sequence))
+                        for i in 0..<sequence {
+                            Compute.maskedSoftmax(p + i * sequence, mask: mask.baseAddress! + b * sequence, count: sequence)
                         }
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(sequence), Int32(headSize), Int32(sequence),
+                                    1, p, Int32(sequence), q + 2 * d, Int32(3 * d), 0,
+                                    out + b * sequence * d + head * headSize, Int32(d))
                     }
                 }
             }
         }
         profile?.add("attention", since: &mark)
         // a = LN(x + Wo·context)
-        var attention = [Float](repeating: 0, count: rows * d)
-        attention.withUnsafeMutableBufferPointer { aBuffer in
-            let a = aBuffer.baseAddress!
-            context.withUnsafeBufferPointer { c in
-                Compute.linear(c.baseAddress!, rows: rows, inFeatures: d, weight: attentionOutputWeight, bias: attentionOutputBias, outFeatures: d, into: a, blockRows: sequence)
-            }
-            Compute.add(a, hidden, count: rows * d)
-            Compute.layerNorm(a, rows: rows, width: d, weight: attentionNormWeight, bias: attentionNormBias, epsilon: Float(config.layerNormEpsilon))
-            profile?.add("attention", since: &mark)
-            // y = LN_out(a + FFN(a) [+ M(a)]) per mode; the sum is built in `hidden`.
-            if let intermediateWeight, let outputWeight {
-                let ff = config.intermediateSize
-                var intermediate = [Float](repeating: 0, count: rows * ff)
-                intermediate.withUnsafeMutableBufferPointer { iBuffer in
-                    Compute.linear(a, rows: rows, inFeatures: d, weight: intermediateWeight, bias: intermediateBias, outFeatures: ff, into: iBuffer.baseAddress!, blockRows: sequence)
-                    Compute.gelu(iBuffer.baseAddress!, count: rows * ff)
-                    Compute.linear(iBuffer.baseAddress!, rows: rows, inFeatures: ff, weight: outputWeight, bias: outputBias, outFeatures: d, into: hidden, blockRows: sequence)
-                }
+        let a = workspace.buffer(.attention, count: rows * d)
+        Compute.linear(context, rows: rows, inFeatures: d, weight: attentionOutputWeight, bias: attentionOutputBias, outFeatures: d, into: a, blockRows: sequence)
+        Compute.add(a, hidden, count: rows * d)
+        Compute.layerNorm(a, rows: rows, width: d, weight: attentionNormWeight, bias: attentionNormBias, epsilon: Float(config.layerNormEpsilon))
+        profile?.add("attention", since: &mark)
+        // y = LN_out(a + FFN(a) [+ M(a)]) per mode; the sum is built in `hidden`.
+        if let intermediateWeight, let outputWeight {
+            let ff = config.intermediateSize
+            let intermediate = workspace.buffer(.intermediate, count: rows * ff)
+            Compute.linear(a, rows: rows, inFeatures: d, weight: intermediateWeight, bias: intermediateBias, outFeatures: ff, into: intermediate, blockRows: sequence)
+            Compute.gelu(intermediate, count: rows * ff)
+            Compute.linear(intermediate, rows: rows, inFeatures: ff, weight: outputWeight, bias: outputBias, outFeatures: d, into: hidden, blockRows: sequence)
+        } else {
+            hidden.update(repeating: 0, count: rows * d)
+        }
+        profile?.add("feed_forward", since: &mark)
+        // hidden = FFN(a) (or 0); add a, then memory for replace/residual (the order PyTorch adds them).
+        if let memory, memoryMode == .replace || memoryMode == .residual {
+            let m = workspace.zeroed(.memoryOutput, count: rows * d)
+            memory.forward(a, rows: rows, blockRows: sequence, addingInto: m, traceIndices: traceIndices, traceWeights: traceWeights,
+                           workspace: workspace)
+            if memoryMode == .replace {
+                for i in 0..<(rows * d) { hidden[i] = m[i] + a[i] }
             } else {
-                hidden.update(repeating: 0, count: rows * d)
+                for i in 0..<(rows * d) { hidden[i] = (hidden[i] + m[i]) + a[i] }
             }
-            profile?.add("feed_forward", since: &mark)
-            // hidden = FFN(a) (or 0); add a, then memory for replace/residual (the order PyTorch adds them).
-            if let memory, memoryMode == .replace || memoryMode == .residual {
-                var memoryOut = [Float](repeating: 0, count: rows * d)
-                memoryOut.withUnsafeMutableBufferPointer { m in
-                    memory.forward(a, rows: rows, blockRows: sequence, addingInto: m.baseAddress!, traceIndices: traceIndices, traceWeights: traceWeights)
-                    if memoryMode == .replace {
-                        for i in 0..<(rows * d) { hidden[i] = m[i] + a[i] }
-                    } else {
-                        for i in 0..<(rows * d) { hidden[i] = (hidden[i] + m[i]) + a[i] }
-                    }
-                }
-                profile?.add("memory", since: &mark)
-            } else {
-                Compute.add(hidden, a, count: rows * d)
-            }
+            profile?.add("memory", since: &mark)
+        } else {
+            Compute.add(hidden, a, count: rows * d)
         }
         Compute.layerNorm(hidden, rows: rows, width: d, weight: outputNormWeight, bias: outputNormBias, epsilon: Float(config.layerNormEpsilon))
         profile?.add("feed_forward", since: &mark)
         if let memory, memoryMode == .after {
-            var memoryOut = [Float](repeating: 0, count: rows * d)
-            memoryOut.withUnsafeMutableBufferPointer { m in
-                memory.forward(hidden, rows: rows, blockRows: sequence, addingInto: m.baseAddress!, traceIndices: traceIndices, traceWeights: traceWeights)
-                Compute.add(hidden, m.baseAddress!, count: rows * d)
-            }
+            let m = workspace.zeroed(.memoryOutput, count: rows * d)
+            memory.forward(hidden, rows: rows, blockRows: sequence, addingInto: m, traceIndices: traceIndices, traceWeights: traceWeights,
+                           workspace: workspace)
+            Compute.add(hidden, m, count: rows * d)
             profile?.add("memory", since: &mark)
         }
     }

@@ -144,6 +144,7 @@ public struct PKMBertModel: Sendable {
         var hiddenStates: [[Float]] = collectHiddenStates ? [hidden] : []
         let mask: [Float] = (inputs.attentionMask ?? [Int](repeating: 1, count: rows)).map { $0 == 0 ? -Float.greatestFiniteMagnitude : 0 }
         var traces: [Int: MemoryTrace] = [:]
+        let workspace = ForwardWorkspace()
         for layer in layers {
             var indices: [Int32] = []
             var weights: [Float] = []
@@ -158,7 +159,7 @@ public struct PKMBertModel: Sendable {
                     weights.withUnsafeMutableBufferPointer { w in
                         layer.forward(h.baseAddress!, batch: batch, sequence: sequence, additiveMask: mask,
                                       traceIndices: trace ? i.baseAddress : nil, traceWeights: trace ? w.baseAddress : nil,
-                                      profile: profiler)
+                                      profile: profiler, workspace: workspace)
                     }
                 }
             }

@@ -73,35 +73,32 @@ public struct ProductKeyMemory: Sendable {
     /// When `trace` is given, stores per token and head the selected slot ids and softmax weights
     /// (`[rows, H, k]`, score-descending).
     func forward(_ x: UnsafePointer<Float>, rows: Int, blockRows: Int? = nil, addingInto output: UnsafeMutablePointer<Float>,
-                 traceIndices: UnsafeMutablePointer<Int32>?, traceWeights: UnsafeMutablePointer<Float>?) {
+                 traceIndices: UnsafeMutablePointer<Int32>?, traceWeights: UnsafeMutablePointer<Float>?,
+                 workspace: ForwardWorkspace = ForwardWorkspace()) {
         let h = config.headCount, n = config.keyCount, k = config.keyDimension, half = k / 2, knn = config.knn
         let v = config.valueDimension, width = h * k
-        var query = [Float](repeating: 0, count: rows * width)
-        query.withUnsafeMutableBufferPointer { q in
-            Compute.linear(x, rows: rows, inFeatures: inputWidth, weight: queryWeight, bias: queryBias, outFeatures: width, into: q.baseAddress!, blockRows: blockRows)
-            if let scale = batchNormScale, let mean = batchNormMean, let shift = batchNormShift {
-                for row in 0..<rows {
-                    let r = q.baseAddress! + row * width
-                    for i in 0..<width { r[i] = (r[i] - mean[i]) * scale[i] + shift[i] }
-                }
+        // Both buffers are fully overwritten (linear, then sgemm with beta 0) before they are read.
+        let query = workspace.buffer(.memoryQuery, count: rows * width)
+        Compute.linear(x, rows: rows, inFeatures: inputWidth, weight: queryWeight, bias: queryBias, outFeatures: width, into: query, blockRows: blockRows)
+        if let scale = batchNormScale, let mean = batchNormMean, let shift = batchNormShift {
+            for row in 0..<rows {
+                let r = query + row * width
+                for i in 0..<width { r[i] = (r[i] - mean[i]) * scale[i] + shift[i] }
             }
         }
         // Sub-key scores for every token: [rows, N] per head and half, through sgemm.
-        var scores = [Float](repeating: 0, count: h * 2 * rows * n)
-        query.withUnsafeBufferPointer { q in
-            keys.withUnsafeBufferPointer { keyBuffer in
-                scores.withUnsafeMutableBufferPointer { s in
-                    for head in 0..<h {
-                        for side in 0..<2 {
-                            Compute.gemmJobs(rows: rows, columns: n, depth: half, a: q.baseAddress! + head * k + side * half, lda: width,
-                                             b: keyBuffer.baseAddress! + (head * 2 + side) * n * half, ldb: half, beta: 0,
-                                             c: s.baseAddress! + (head * 2 + side) * rows * n, ldc: n, blockRows: blockRows)
-                        }
-                    }
+        let scoreBuffer = workspace.buffer(.memoryScores, count: h * 2 * rows * n)
+        keys.withUnsafeBufferPointer { keyBuffer in
+            for head in 0..<h {
+                for side in 0..<2 {
+                    Compute.gemmJobs(rows: rows, columns: n, depth: half, a: query + head * k + side * half, lda: width,
+                                     b: keyBuffer.baseAddress! + (head * 2 + side) * n * half, ldb: half, beta: 0,
+                                     c: scoreBuffer + (head * 2 + side) * rows * n, ldc: n, blockRows: blockRows)
                 }
             }
         }
-        scores.withUnsafeBufferPointer { s in
+        do {
+            let s = UnsafeBufferPointer(start: UnsafePointer(scoreBuffer), count: h * 2 * rows * n)
             values.withUnsafeBufferPointer { valueBuffer in
                 Compute.parallelChunks(rows, minimumChunk: 4) { start, end in
                     var first = TopK(capacity: knn), second = TopK(capacity: knn), grid = TopK(capacity: knn)
