@@ -32,10 +32,37 @@ struct CLITests {
         return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
     }
 
-    func temporaryFolder() throws -> URL {
-        let url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("pkm-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
+    func temporaryFolder() throws -> URL { try TestPaths.newFolder(prefix: "pkm-cli") }
+
+    @Test("outputs are bit-identical on one core and on all cores (run -o, then verify --atol 0 --rtol 0 under taskset)")
+    func threadCountIndependence() throws {
+        let taskset = "/usr/bin/taskset"
+        guard FileManager.default.isExecutableFile(atPath: taskset), ProcessInfo.processInfo.activeProcessorCount > 1 else {
+            print("THREADS: SKIPPED — needs taskset and more than one core")
+            return
+        }
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for fixture in ["bert_two_memories_f16", "roberta_after"] {
+            let model = try #require(try FileManager.default.contentsOfDirectory(atPath: "\(Self.repositoryRoot.path)/fixtures/models/\(fixture)")
+                .first { $0.hasPrefix("model.") }, "no model file in \(fixture)")
+            let checkpoint = "fixtures/models/\(fixture)/\(model)"
+            let allCores = folder.appendingPathComponent("\(fixture)-all-cores.h5").path
+            let run = try Self.run(["run", checkpoint, "--inputs", "fixtures/models/\(fixture)/reference.h5", "-o", allCores])
+            #expect(run.status == 0, "\(run.stderr)")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: taskset)
+            process.arguments = ["-c", "0", try #require(Self.binary).path, "verify", checkpoint, "--reference", allCores,
+                                 "--atol", "0", "--rtol", "0"]
+            process.currentDirectoryURL = Self.repositoryRoot
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = out
+            try process.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "\(fixture): one core differs from all cores:\n\(text)")
+        }
     }
 
     @Test("verify exits 0 on a matching reference and prints JSON with --json")
