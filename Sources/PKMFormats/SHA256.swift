@@ -60,39 +60,75 @@ public final class SHA256 {
 ///
 /// Writers that put provenance at the end of the file (pkmz) ask for it last, so hashing the
 /// source overlaps with compressing it; writers whose header comes first ask at the start.
+/// Releasing the value before the hash is done (a failed write) cancels it and waits for the
+/// thread to stop, so no hashing thread outlives its owner — in particular none is still inside
+/// libcrypto while the process exits and libcrypto's exit handler tears its locks down (found by
+/// ThreadSanitizer as a crash at exit after a failed convert).
 public final class PendingSHA256: @unchecked Sendable {
     /// The file being hashed.
     public let url: URL
-    private let done = DispatchSemaphore(value: 0)
-    private var result: Result<String, FormatError>?
-    private let lock = NSLock()
+    private let state: State
+
+    /// Shared by the owner and the hashing thread (which must not keep the owner alive).
+    private final class State: @unchecked Sendable {
+        let lock = NSLock()
+        let done = DispatchSemaphore(value: 0)
+        var result: Result<String, FormatError>?
+        var cancelled = false
+
+        var isCancelled: Bool { lock.withLock { cancelled } }
+    }
+
+    /// Bytes hashed between two checks for cancellation.
+    static let sliceBytes = 8 << 20
 
     /// Starts hashing `url` at once.
     public init(file url: URL) {
         self.url = url
-        let thread = Thread { [self] in
+        let state = State()
+        self.state = state
+        let thread = Thread {
             let outcome: Result<String, FormatError>
             do {
-                outcome = .success(try SHA256.hex(ofFile: url))
+                let data = try MappedFile.bytes(of: url)
+                let hasher = SHA256()
+                var offset = 0
+                var cancelled = false
+                data.withUnsafeBytes { bytes in
+                    while offset < bytes.count {
+                        if state.isCancelled { cancelled = true; return }
+                        let end = min(bytes.count, offset + Self.sliceBytes)
+                        hasher.update(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
+                        offset = end
+                    }
+                }
+                outcome = cancelled
+                    ? .failure(.io(path: url.path, operation: "read for SHA-256", message: "cancelled"))
+                    : .success(hasher.finalizeHex())
             } catch let error as FormatError {
                 outcome = .failure(error)
             } catch {
-                outcome = .failure(.io(path: url.path, operation: "read for SHA-256", message: "\(error)"))
+                outcome = .failure(.io(path: url.path, operation: "read for SHA-256", message: error.localizedDescription))
             }
-            lock.withLock { result = outcome }
-            done.signal()
+            state.lock.withLock { state.result = outcome }
+            state.done.signal()
         }
         thread.stackSize = 1 << 20
         thread.start()
     }
 
+    /// Cancels an unfinished hash and waits for its thread to stop.
+    deinit {
+        state.lock.withLock { state.cancelled = true }
+        state.done.wait()
+    }
+
     /// The lower-case hex digest, waiting for the hash to finish.
     /// - Throws: ``FormatError/io(path:operation:message:)`` when the file could not be read.
     public func hex() throws(FormatError) -> String {
-        let finished = lock.withLock { result }
-        if let finished { return try finished.get() }
-        done.wait()
-        done.signal()   // later callers return at once
-        return try lock.withLock { result! }.get()
+        if let finished = state.lock.withLock({ state.result }) { return try finished.get() }
+        state.done.wait()
+        state.done.signal()   // later callers, and deinit, return at once
+        return try state.lock.withLock { state.result! }.get()
     }
 }

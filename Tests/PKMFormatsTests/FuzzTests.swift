@@ -695,7 +695,9 @@ enum FuzzProcess {
     /// Whether `stderr` is a sanitizer's report of a fatal signal or memory error (the sanitized CLI
     /// then exits 1 instead of dying by the signal).
     static func isSanitizerCrash(_ stderr: String) -> Bool {
+        // ThreadSanitizer stops with "CHECK failed" in its allocator when libhdf5 frees a pointer it never allocated.
         stderr.contains("ERROR: AddressSanitizer") || stderr.contains("ThreadSanitizer: SEGV") || stderr.contains("DEADLYSIGNAL")
+            || stderr.contains("Sanitizer: CHECK failed")
     }
 
     /// "`what` in libhdf5 (function)" or "`what` in Swift or another library: frame", from a gdb

@@ -510,6 +510,15 @@ struct PKMZTests {
                                   progress: nil) { info in tensors.first { $0.0 == info.name }!.1 }
             #expect(try Checkpoints.open(url).provenance?.sourceSHA256 == expected, "\(format)")
         }
+        // Released before it finishes: the hash is cancelled and its thread stopped before deinit returns.
+        let large = folder.file("large.bin")
+        FileManager.default.createFile(atPath: large.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: large)
+        try handle.truncate(atOffset: 256 << 20)   // sparse: 256 MiB of zeros
+        try handle.close()
+        let started = Date()
+        do { _ = PendingSHA256(file: large) }
+        #expect(Date().timeIntervalSince(started) < 30)
         var failing = WriteOptions()
         failing.provenance = Provenance(sourceFile: "gone.bin", sourceSHA256: nil)
         failing.pendingSourceDigest = PendingSHA256(file: folder.file("gone.bin"))
