@@ -1,3 +1,4 @@
+import CSystemShims
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -51,9 +52,18 @@ public struct HDF5Probe: Sendable, Equatable {
     /// on stderr). Any other non-zero status, or a signal, means the child did not finish.
     public static let refusedStatus: Int32 = 2
 
+    /// Called first thing in the child: it is killed if the parent dies (a SIGKILLed `pkm-convert`
+    /// must not leave a probe spinning in a libhdf5 loop), and exits at once if the parent is
+    /// already gone.
+    /// - Parameter parent: the parent's pid as the parent passed it.
+    public static func bindToParent(_ parent: Int32?) {
+        _ = pkm_die_with_parent()
+        if let parent, getppid() != parent { exit(3) }
+    }
+
     /// The child's arguments for `path` under `limits` (the limits travel, the probe does not).
     func arguments(path: String, limits: ReaderLimits) -> [String] {
-        var arguments = [Self.subcommand, path,
+        var arguments = [Self.subcommand, path, "--parent", String(getpid()),
                          "--max-header-bytes", String(limits.maxHeaderBytes),
                          "--max-total-bytes", String(limits.maxTotalBytes),
                          "--max-tensor-count", String(limits.maxTensorCount),
@@ -151,6 +161,8 @@ enum ChildProcess {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, pipe[1], 2)
+        // Nothing else of this process leaks into the child (a caller's pipes stay closable).
+        _ = pkm_spawn_close_from(&actions, 3)
 
         var environment = ProcessInfo.processInfo.environment
         environment["SWIFT_BACKTRACE"] = "enable=no"

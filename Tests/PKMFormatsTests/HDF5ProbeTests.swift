@@ -1,4 +1,5 @@
 import Foundation
+import PKMTestSupport
 import PKMTensor
 import Testing
 @testable import PKMFormats
@@ -88,5 +89,49 @@ struct HDF5ProbeTests {
         } catch let FormatError.isolatedReadFailed(_, reason) {
             #expect(reason.contains("above the limit 0") && reason.contains("--max-rank"), "\(reason)")
         }
+    }
+
+    /// Pids whose command line contains `needle`.
+    static func processes(containing needle: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            return String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(needle)
+        }
+    }
+
+    @Test("a probe never outlives its parent: SIGKILL the CLI while its probe loops in libhdf5, the probe dies too")
+    func probeDiesWithParent() throws {
+        guard let cli = FuzzProcess.cli else {
+            print("HDF5 PROBE: SKIPPED — pkm-convert is not built next to the tests")
+            return
+        }
+        let folder = try TemporaryFolder(prefix: "pkm-probe-parent")
+        let input = folder.file("loops-\(UUID().uuidString).h5")
+        try FileManager.default.copyItem(at: Self.regressions.appendingPathComponent("libhdf5-hang-global-heap-1056.h5"), to: input)
+        let parent = Process()
+        parent.executableURL = cli
+        parent.arguments = ["inspect", input.path, "--hdf5-probe-timeout", "120"]
+        parent.standardError = FileHandle.nullDevice
+        parent.standardOutput = FileHandle.nullDevice
+        try parent.run()
+        // Wait for the probe to start (it then loops: libhdf5 never finishes this file).
+        var probes: [Int32] = []
+        for _ in 0..<100 where probes.isEmpty {
+            usleep(50_000)
+            probes = Self.processes(containing: "__probe-hdf5 \(input.path)")
+        }
+        try #require(!probes.isEmpty, "the probe did not start")
+        usleep(500_000)   // well past its start-up: it is inside libhdf5's loop now
+        kill(parent.processIdentifier, SIGKILL)
+        parent.waitUntilExit()
+        var left = probes
+        for _ in 0..<100 where !left.isEmpty {
+            usleep(50_000)
+            left = Self.processes(containing: "__probe-hdf5 \(input.path)")
+        }
+        print("HDF5 PROBE parent \(parent.processIdentifier): probes \(probes) before the kill, \(left) after")
+        #expect(left.isEmpty, "probe processes \(left) outlived their parent")
+        for pid in left { kill(pid, SIGKILL) }
     }
 }

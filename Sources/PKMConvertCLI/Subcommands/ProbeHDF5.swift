@@ -29,6 +29,9 @@ struct ProbeHDF5: ParsableCommand {
     @Flag(name: .long, help: "Also read every tensor.")
     var data = false
 
+    @Option(name: .long, help: "The process id of the pkm-convert that started this probe.")
+    var parent: Int32?
+
     @Option(name: .long) var maxHeaderBytes: Int
     @Option(name: .long) var maxTotalBytes: Int
     @Option(name: .long) var maxTensorCount: Int
@@ -50,6 +53,7 @@ struct ProbeHDF5: ParsableCommand {
     }
 
     func run() throws {
+        HDF5Probe.bindToParent(parent)
         // Deliberately no probe here: this process is the one that may crash.
         var limits = ReaderLimits()
         limits.maxHeaderBytes = maxHeaderBytes
