@@ -37,7 +37,7 @@ echo "== linking $scratch/pkm-fuzz"
 swiftc -sanitize=fuzzer,address -parse-as-library -g -Onone -suppress-warnings \
     -I "$debug/Modules" \
     -Xcc -fmodule-map-file=Sources/CHDF5/module.modulemap -Xcc -fmodule-map-file=Sources/CZstd/module.modulemap \
-    -Xcc -fmodule-map-file=Sources/COpenSSL/module.modulemap -Xcc -fmodule-map-file=Sources/CBLAS/module.modulemap \
+    -Xcc -fmodule-map-file=Sources/COpenSSL/module.modulemap -Xcc -fmodule-map-file=Sources/CBLAS/module.modulemap -Xcc -fmodule-map-file=Sources/CSystemShims/module.modulemap \
     -Xcc -I/usr/include/hdf5/serial -L "$hdf5_lib" \
     Tests/Fuzz/FuzzTarget.swift "$debug"/PKMTensor.build/*.swift.o "$debug"/PKMFormats.build/*.swift.o \
     "$debug"/PKMModel.build/*.swift.o -lhdf5_serial -lzstd -lcrypto -lopenblas \
