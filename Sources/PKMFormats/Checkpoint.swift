@@ -109,7 +109,7 @@ public struct ReaderLimits: Sendable, Equatable {
     /// When set, every HDF5 file is first read by a child process (``HDF5Probe``) and opened in this
     /// process only if the child read it cleanly, so a libhdf5 crash or hang on damaged metadata
     /// becomes an error instead of killing the caller. Default nil for the library (no child
-    /// process); the `pkm-convert` CLI sets it (`--hdf5-probe`, `--trust-hdf5` turns it off).
+    /// process); the `pkm-convert` CLI sets it (`--hdf5-probe data|metadata|off`).
     public var hdf5Probe: HDF5Probe?
 
     public init() {}

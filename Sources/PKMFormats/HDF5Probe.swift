@@ -89,7 +89,7 @@ public struct HDF5Probe: Sendable, Equatable {
                                            deadlineSeconds: seconds)
         } catch let ChildProcess.SpawnError.failed(code) {
             throw FormatError.io(path: path, operation: "start the isolated HDF5 reader \(executable.path)",
-                                 message: String(cString: strerror(code)) + "; pass --trust-hdf5 to read in process")
+                                 message: String(cString: strerror(code)) + "; pass --hdf5-probe off to read it in this process only")
         }
         switch outcome.ending {
         case .exited(0):

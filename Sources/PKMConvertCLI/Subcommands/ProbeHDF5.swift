@@ -17,7 +17,9 @@ struct ProbeHDF5: ParsableCommand {
     /// This executable, which implements the subcommand.
     static var executable: URL {
         #if os(Linux)
-        return URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        // Not resolved: /proc/self/exe still runs this program if its file was replaced or deleted
+        // since it started (a rebuild, a package upgrade).
+        return URL(fileURLWithPath: "/proc/self/exe")
         #else
         return Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])
         #endif
