@@ -54,7 +54,8 @@ public struct HDF5Probe: Sendable, Equatable {
 
     /// Called first thing in the child: it is killed if the parent dies (a SIGKILLed `pkm-convert`
     /// must not leave a probe spinning in a libhdf5 loop), and exits at once if the parent is
-    /// already gone.
+    /// already gone. (PR_SET_PDEATHSIG fires when the spawning *thread* ends; ``vet(path:fileSize:limits:)``
+    /// waits for the child on that thread, so the child always ends first.)
     /// - Parameter parent: the parent's pid as the parent passed it.
     public static func bindToParent(_ parent: Int32?) {
         _ = pkm_die_with_parent()
