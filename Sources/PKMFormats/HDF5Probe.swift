@@ -130,7 +130,12 @@ enum ChildProcess {
         }
     }
 
-    enum SpawnError: Error { case failed(Int32) }
+    enum SpawnError: Error, CustomStringConvertible {
+        case failed(Int32)
+        var description: String {
+            switch self { case .failed(let code): return String(cString: strerror(code)) }
+        }
+    }
 
     static func signalName(_ signal: Int32) -> String {
         switch signal {
@@ -156,27 +161,17 @@ enum ChildProcess {
         _ = fcntl(pipe[1], F_SETFD, FD_CLOEXEC)
         _ = fcntl(pipe[0], F_SETFL, O_NONBLOCK)
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, pipe[1], 2)
-        // Nothing else of this process leaks into the child (a caller's pipes stay closable).
-        _ = pkm_spawn_close_from(&actions, 3)
-
         var environment = ProcessInfo.processInfo.environment
         environment["SWIFT_BACKTRACE"] = "enable=no"
-        let argv = [executable] + arguments
-        let envp = environment.map { "\($0.key)=\($0.value)" }
-        var pid: pid_t = 0
-        let status = withCStrings(argv) { argvPointers in
-            withCStrings(envp) { envPointers in
-                posix_spawn(&pid, executable, &actions, nil, argvPointers, envPointers)
+        let spawned = Result { () throws(SpawnError) -> pid_t in
+            try spawn([executable] + arguments, environment: environment.map { "\($0.key)=\($0.value)" }) { actions in
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                posix_spawn_file_actions_adddup2(&actions, pipe[1], 2)
             }
         }
         close(pipe[1])
-        guard status == 0 else { throw SpawnError.failed(status) }
+        let pid = try spawned.get()
 
         // Collect stderr and watch the child until it ends or the deadline passes. The child's end
         // is decided by waitpid, not by EOF on the pipe: another thread's child could hold a copy
@@ -212,16 +207,44 @@ enum ChildProcess {
         drain()
         let stderr = String(decoding: captured, as: UTF8.self)
         if timedOut { return Outcome(ending: .timedOut, stderr: stderr) }
-        // WIFEXITED / WEXITSTATUS / WTERMSIG are macros Swift does not import.
-        let signal = waitStatus & 0x7f
-        if signal == 0 { return Outcome(ending: .exited((waitStatus >> 8) & 0xff), stderr: stderr) }
-        return Outcome(ending: .signalled(signal), stderr: stderr)
+        return Outcome(ending: ending(ofWaitStatus: waitStatus), stderr: stderr)
     }
 
-    private static func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
-        var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
-        pointers.append(nil)
-        defer { for pointer in pointers { free(pointer) } }
-        return body(pointers)
+    /// Starts `argv` (`argv[0]` is the program's path; no shell, no PATH search) with `environment`
+    /// (`NAME=value` strings) and the descriptors `configure` sets up on 0, 1 and 2; every other
+    /// descriptor of this process is closed in the child. The child starts with no blocked signals
+    /// and default dispositions: the spawning thread may be a libdispatch worker, which blocks
+    /// every signal, and a child inheriting that mask can hang or miss its own faults.
+    static func spawn(_ argv: [String], environment: [String],
+                      configure: (inout posix_spawn_file_actions_t) -> Void) throws(SpawnError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        configure(&actions)
+        // Nothing else of this process leaks into the child (a caller's pipes stay closable).
+        _ = pkm_spawn_close_from(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var argvPointers: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        var environmentPointers: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { (argvPointers + environmentPointers).forEach { free($0) } }
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, argv[0], &actions, &attributes, &argvPointers, &environmentPointers)
+        guard status == 0 else { throw .failed(status) }
+        return pid
+    }
+
+    /// How a `waitpid` status ended (WIFEXITED / WEXITSTATUS / WTERMSIG are macros Swift does not import).
+    static func ending(ofWaitStatus status: Int32) -> Ending {
+        let signal = status & 0x7f
+        return signal == 0 ? .exited((status >> 8) & 0xff) : .signalled(signal)
     }
 }

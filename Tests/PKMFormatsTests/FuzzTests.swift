@@ -30,18 +30,6 @@ import Glibc
 enum FuzzSettings {
     static let environment = ProcessInfo.processInfo.environment
 
-    /// Inputs per format: PKM_FUZZ_ITERATIONS, else `fallback`.
-    static func iterations(default fallback: Int) -> Int {
-        environment["PKM_FUZZ_ITERATIONS"].flatMap { Int($0) }.map { max(1, $0) } ?? fallback
-    }
-
-    /// The run's seed: PKM_FUZZ_SEED (decimal or 0x-hex), else 0x504B4D.
-    static var seed: UInt64 {
-        guard let text = environment["PKM_FUZZ_SEED"] else { return 0x504B4D }
-        if text.hasPrefix("0x") { return UInt64(text.dropFirst(2), radix: 16) ?? 0x504B4D }
-        return UInt64(text) ?? 0x504B4D
-    }
-
     /// Per-input time limit in seconds (in-process wall time; child CPU time for subprocesses).
     static let perInputLimit = 1.0
 
@@ -75,28 +63,6 @@ enum FuzzSettings {
     static var repositoryRoot: URL { TestPaths.repositoryRoot }
 }
 
-/// SplitMix64: small, fast, and the same sequence everywhere for one seed.
-struct FuzzRandom {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A value in `0..<bound` (0 when `bound` ≤ 0).
-    mutating func below(_ bound: Int) -> Int { bound <= 0 ? 0 : Int(next() % UInt64(bound)) }
-
-    /// True with probability `percent`/100.
-    mutating func percent(_ percent: Int) -> Bool { below(100) < percent }
-
-    mutating func pick<T>(_ values: [T]) -> T { values[below(values.count)] }
-}
 
 // MARK: - Mutations
 
@@ -125,12 +91,12 @@ enum FuzzMutator {
 
     /// Applies 1–4 random mutations to `bytes`; `focus`, when given, is where most of them land;
     /// `others` are inputs to splice from.
-    static func mutate(_ bytes: inout [UInt8], random: inout FuzzRandom, focus: Range<Int>? = nil, others: [[UInt8]] = []) {
+    static func mutate(_ bytes: inout [UInt8], random: inout SplitMix64, focus: Range<Int>? = nil, others: [[UInt8]] = []) {
         let count = 1 + random.below(4)
         for _ in 0..<count { mutateOnce(&bytes, random: &random, focus: focus, others: others) }
     }
 
-    private static func position(_ bytes: [UInt8], _ random: inout FuzzRandom, _ focus: Range<Int>?, inclusive: Bool = false) -> Int {
+    private static func position(_ bytes: [UInt8], _ random: inout SplitMix64, _ focus: Range<Int>?, inclusive: Bool = false) -> Int {
         let limit = bytes.count + (inclusive ? 1 : 0)
         guard limit > 0 else { return 0 }
         if let focus, random.percent(80) {
@@ -141,7 +107,7 @@ enum FuzzMutator {
         return random.below(limit)
     }
 
-    private static func mutateOnce(_ bytes: inout [UInt8], random: inout FuzzRandom, focus: Range<Int>?, others: [[UInt8]]) {
+    private static func mutateOnce(_ bytes: inout [UInt8], random: inout SplitMix64, focus: Range<Int>?, others: [[UInt8]]) {
         switch random.below(15) {
         case 0 where !bytes.isEmpty:  // flip one bit
             let index = position(bytes, &random, focus)
@@ -244,7 +210,7 @@ enum FuzzJSONTree {
     ]
 
     /// Mutates `bytes` (a JSON document) 1–3 times as a tree; nil when it does not parse.
-    static func mutate(_ bytes: [UInt8], random: inout FuzzRandom) -> [UInt8]? {
+    static func mutate(_ bytes: [UInt8], random: inout SplitMix64) -> [UInt8]? {
         guard var root = try? PKMZJSONParser.parse(bytes) else { return nil }
         for _ in 0..<(1 + random.below(3)) {
             var paths: [[Int]] = []
@@ -283,7 +249,7 @@ enum FuzzJSONTree {
         }
     }
 
-    private static func mutateValue(_ value: PKMZJSON, random: inout FuzzRandom) -> PKMZJSON {
+    private static func mutateValue(_ value: PKMZJSON, random: inout SplitMix64) -> PKMZJSON {
         switch value {
         case .number(let text) where random.percent(60):
             guard let number = Int(text) else { return .number(random.pick(FuzzMutator.interestingNumbers.filter { Int($0) != nil })) }
@@ -371,6 +337,21 @@ struct FuzzTally {
     }
 
     /// Records a failure, keeping the input under ``FuzzSettings/keepFolder``.
+    /// Times one in-process read of input `input` (`body` returns a problem or nil) and records it:
+    /// a problem, or a read over ``FuzzSettings/perInputLimit``, is a failure that keeps the input.
+    mutating func read(input: Int, bytes: [UInt8], fileExtension: String, _ body: (inout FuzzTally) -> String?) {
+        let start = fuzzNow()
+        let problem = body(&self)
+        let elapsed = fuzzNow() - start
+        tried += 1
+        time(elapsed, input: input)
+        if let problem { fail(problem, input: input, bytes: bytes, fileExtension: fileExtension) }
+        if elapsed > FuzzSettings.perInputLimit {
+            hangs += 1
+            fail("took \(elapsed) s", input: input, bytes: bytes, fileExtension: fileExtension)
+        }
+    }
+
     mutating func fail(_ message: String, input: Int, bytes: [UInt8], fileExtension: String) {
         let kept = FuzzSettings.keepFolder.appendingPathComponent("\(format)-\(input).\(fileExtension)")
         fuzzWrite(kept.path, bytes)
@@ -391,7 +372,7 @@ struct FuzzTally {
         func list(_ counts: [String: Int]) -> String {
             counts.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         }
-        return "FUZZ \(format): \(tried) inputs (seed 0x\(String(FuzzSettings.seed, radix: 16))), \(accepted) tables accepted"
+        return "FUZZ \(format): \(tried) inputs (seed 0x\(String(FuzzEnvironment.seed, radix: 16))), \(accepted) tables accepted"
             + " (\(dataRefused) of them then refused on reading data [\(list(dataRefusedBy))]), \(refused) refused on opening [\(list(refusedBy))], "
             + "\(crashes) crashes, \(hangs) hangs, \(failures.count) other failures, slowest "
             + String(format: "%.1f ms", slowest * 1000) + " (input #\(slowestInput))"
@@ -608,32 +589,15 @@ enum FuzzProcess {
     /// child is still running after `deadline` seconds, calls `whileHung` with its pid, then kills it.
     static func run(_ arguments: [String], stdoutPath: String = "/dev/null", stderrPath: String, environment: [String: String],
                     deadline: Double, whileHung: (pid_t) -> Void = { _ in }) -> Outcome {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
         let start = fuzzNow()
-        var pid: pid_t = 0
-        // Children start with no blocked signals and default dispositions: test-runner threads block
-        // signals (libdispatch workers block them all), and a child inheriting that mask can hang
-        // (gdb waits for a SIGCHLD it never receives).
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let spawned = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, envp)
-        guard spawned == 0 else {
-            return Outcome(ending: .exited(-1), cpuSeconds: 0, wallSeconds: 0, stderr: "posix_spawn failed: \(String(cString: strerror(spawned)))")
+        let pid: pid_t
+        do {
+            pid = try ChildProcess.spawn(arguments, environment: environment.map { "\($0.key)=\($0.value)" }) { actions in
+                posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+                posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            }
+        } catch {
+            return Outcome(ending: .exited(-1), cpuSeconds: 0, wallSeconds: 0, stderr: "posix_spawn failed: \(error)")
         }
         var status: Int32 = 0
         var usage = rusage()
@@ -641,8 +605,11 @@ enum FuzzProcess {
         while ending == nil {
             let waited = wait4(pid, &status, WNOHANG, &usage)
             if waited == pid {
-                let signal = status & 0x7F
-                ending = signal == 0 ? .exited((status >> 8) & 0xFF) : .signalled(signal)
+                ending = switch ChildProcess.ending(ofWaitStatus: status) {
+                case .exited(let code): .exited(code)
+                case .signalled(let signal): .signalled(signal)
+                case .timedOut: preconditionFailure("a wait status never reports a deadline")
+                }
             } else if waited < 0 && errno != EINTR {
                 ending = .exited(-1)
             } else if fuzzNow() - start > deadline {
@@ -733,12 +700,12 @@ struct FuzzTests {
     func safetensors() throws {
         let seeds = try FuzzSeeds.safetensors()
         try #require(!seeds.isEmpty, "no safetensors fixtures found")
-        let iterations = FuzzSettings.iterations(default: 1500)
+        let iterations = FuzzEnvironment.iterations(default: 1500)
         let scratch = try FuzzScratch("safetensors")
         let file = scratch.file("input.safetensors")
         var tally = FuzzTally(format: "safetensors")
         for input in 0..<iterations {
-            var random = FuzzRandom(seed: FuzzSettings.seed ^ (UInt64(input) &* 0x9E37_79B9_7F4A_7C15) ^ 0x5354)
+            var random = SplitMix64(seed: FuzzEnvironment.seed ^ (UInt64(input) &* 0x9E37_79B9_7F4A_7C15) ^ 0x5354)
             var bytes = random.pick(seeds)
             let mode = random.below(100)
             if mode < 40, let json = FuzzJSONTree.mutate(Array(bytes[FuzzFormats.safetensorsHeader(bytes)]), random: &random) {
@@ -763,15 +730,8 @@ struct FuzzTests {
                 bytes.replaceSubrange(0..<min(8, bytes.count), with: FuzzFormats.littleEndian(value))
             }
             fuzzWrite(file.path, bytes)
-            let start = fuzzNow()
-            let problem = FuzzReading.exercise(&tally, fileSize: bytes.count, maximumExpansion: 1) { try SafetensorsReader(url: file) }
-            let elapsed = fuzzNow() - start
-            tally.tried += 1
-            tally.time(elapsed, input: input)
-            if let problem { tally.fail(problem, input: input, bytes: bytes, fileExtension: "safetensors") }
-            if elapsed > FuzzSettings.perInputLimit {
-                tally.hangs += 1
-                tally.fail("took \(elapsed) s", input: input, bytes: bytes, fileExtension: "safetensors")
+            tally.read(input: input, bytes: bytes, fileExtension: "safetensors") { tally in
+                FuzzReading.exercise(&tally, fileSize: bytes.count, maximumExpansion: 1) { try SafetensorsReader(url: file) }
             }
         }
         print(tally.summary)
@@ -791,10 +751,10 @@ struct FuzzTests {
             try FileManager.default.copyItem(at: folder.appendingPathComponent(shard), to: scratch.file(shard))
         }
         let file = scratch.file("model.safetensors.index.json")
-        let iterations = max(1, FuzzSettings.iterations(default: 1500) / 5)
+        let iterations = max(1, FuzzEnvironment.iterations(default: 1500) / 5)
         var tally = FuzzTally(format: "sharded-index")
         for input in 0..<iterations {
-            var random = FuzzRandom(seed: FuzzSettings.seed ^ (UInt64(input) &* 0x9E37_79B9_7F4A_7C15) ^ 0x5348)
+            var random = SplitMix64(seed: FuzzEnvironment.seed ^ (UInt64(input) &* 0x9E37_79B9_7F4A_7C15) ^ 0x5348)
             var bytes = index
             FuzzMutator.mutate(&bytes, random: &random)
             if random.percent(10) {  // shard names that try to leave the folder
@@ -803,15 +763,8 @@ struct FuzzTests {
                 bytes = Array(text.utf8)
             }
             fuzzWrite(file.path, bytes)
-            let start = fuzzNow()
-            let problem = FuzzReading.exercise(&tally, fileSize: 1 << 20, maximumExpansion: 1) { try ShardedSafetensorsReader(indexURL: file) }
-            let elapsed = fuzzNow() - start
-            tally.tried += 1
-            tally.time(elapsed, input: input)
-            if let problem { tally.fail(problem, input: input, bytes: bytes, fileExtension: "index.json") }
-            if elapsed > FuzzSettings.perInputLimit {
-                tally.hangs += 1
-                tally.fail("took \(elapsed) s", input: input, bytes: bytes, fileExtension: "index.json")
+            tally.read(input: input, bytes: bytes, fileExtension: "index.json") { tally in
+                FuzzReading.exercise(&tally, fileSize: 1 << 20, maximumExpansion: 1) { try ShardedSafetensorsReader(indexURL: file) }
             }
         }
         print(tally.summary)
@@ -825,11 +778,11 @@ struct FuzzTests {
         let scratch = try FuzzScratch("pkmz")
         let seeds = try FuzzSeeds.pkmz(in: scratch)
         try #require(seeds.count >= 3, "could not write the pkmz seeds")
-        let iterations = FuzzSettings.iterations(default: 1500)
+        let iterations = FuzzEnvironment.iterations(default: 1500)
         let file = scratch.file("input.pkmz")
         var tally = FuzzTally(format: "pkmz")
         for input in 0..<iterations {
-            var random = FuzzRandom(seed: FuzzSettings.seed ^ (UInt64(input) &* 0x9E37_79B9_7F4A_7C15) ^ 0x504B)
+            var random = SplitMix64(seed: FuzzEnvironment.seed ^ (UInt64(input) &* 0x9E37_79B9_7F4A_7C15) ^ 0x504B)
             var bytes = random.pick(seeds)
             let mode = random.below(100)
             if var parts = FuzzFormats.split(pkmz: bytes), mode >= 20 {
@@ -865,17 +818,10 @@ struct FuzzTests {
             }
             fuzzWrite(file.path, bytes)
             let threads = 1 + random.below(2)
-            let start = fuzzNow()
-            let problem = FuzzReading.exercise(&tally, fileSize: bytes.count, maximumExpansion: PKMZLayout.maximumExpansion) {
-                try PKMZReader(url: file, threads: threads)
-            }
-            let elapsed = fuzzNow() - start
-            tally.tried += 1
-            tally.time(elapsed, input: input)
-            if let problem { tally.fail(problem, input: input, bytes: bytes, fileExtension: "pkmz") }
-            if elapsed > FuzzSettings.perInputLimit {
-                tally.hangs += 1
-                tally.fail("took \(elapsed) s", input: input, bytes: bytes, fileExtension: "pkmz")
+            tally.read(input: input, bytes: bytes, fileExtension: "pkmz") { tally in
+                FuzzReading.exercise(&tally, fileSize: bytes.count, maximumExpansion: PKMZLayout.maximumExpansion) {
+                    try PKMZReader(url: file, threads: threads)
+                }
             }
         }
         print(tally.summary)
@@ -898,7 +844,7 @@ struct FuzzTests {
             + ["bert_residual", "bert_two_memories_f16", "xlm_aliases"].map { "fixtures/models/\($0)/reference.h5" }
         let seeds = try paths.map(FuzzSeeds.bytes)
         try #require(!seeds.isEmpty)
-        let iterations = FuzzSettings.iterations(default: 80)
+        let iterations = FuzzEnvironment.iterations(default: 80)
         let scratch = try FuzzScratch("hdf5")
         let workers = 2
         let environment = FuzzSettings.childEnvironment
@@ -923,7 +869,7 @@ struct FuzzTests {
                     var item = worker
                     while item < iterations {
                         defer { item += workers }
-                        var random = FuzzRandom(seed: FuzzSettings.seed ^ (UInt64(item) &* 0x9E37_79B9_7F4A_7C15) ^ 0x4835)
+                        var random = SplitMix64(seed: FuzzEnvironment.seed ^ (UInt64(item) &* 0x9E37_79B9_7F4A_7C15) ^ 0x4835)
                         var bytes = random.pick(seeds)
                         // Most metadata sits in the first few KiB (superblock, root group, B-trees, heaps).
                         FuzzMutator.mutate(&bytes, random: &random, focus: random.percent(60) ? 0..<min(bytes.count, 4096) : nil)

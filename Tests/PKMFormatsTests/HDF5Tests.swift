@@ -31,17 +31,7 @@ enum HDF5Fixtures {
     }
 
     /// SplitMix64: the same seed gives the same bytes on every machine.
-    struct Generator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) } }
-    }
+    typealias Generator = SplitMix64
 
     /// Bit patterns every float type must keep: NaN payloads (quiet and signalling), ±0,
     /// subnormals, ±inf, extremes.

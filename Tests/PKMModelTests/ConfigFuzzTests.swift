@@ -9,29 +9,9 @@ import Testing
 // parameter table without trapping. PKM_FUZZ_ITERATIONS and PKM_FUZZ_SEED as in FuzzTests.swift;
 // RELIABILITY.md records the full run.
 
-/// SplitMix64 (the same generator as the readers' fuzz tests).
-private struct ConfigFuzzRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ bound: Int) -> Int { bound <= 0 ? 0 : Int(next() % UInt64(bound)) }
-    mutating func percent(_ value: Int) -> Bool { below(100) < value }
-    mutating func pick<T>(_ values: [T]) -> T { values[below(values.count)] }
-}
-
 private enum ConfigFuzz {
-    static let environment = ProcessInfo.processInfo.environment
-    static var iterations: Int { environment["PKM_FUZZ_ITERATIONS"].flatMap { Int($0) }.map { max(1, $0) } ?? 3000 }
-    static var seed: UInt64 {
-        guard let text = environment["PKM_FUZZ_SEED"] else { return 0x504B4D }
-        return text.hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) ?? 0x504B4D : UInt64(text) ?? 0x504B4D
-    }
+    static var iterations: Int { FuzzEnvironment.iterations(default: 3000) }
+    static var seed: UInt64 { FuzzEnvironment.seed }
 
     static var repositoryRoot: URL { TestPaths.repositoryRoot }
 
@@ -47,7 +27,7 @@ private enum ConfigFuzz {
     static let bytes: [UInt8] = Array("{}[],:\"\\0123456789-.eE tfn".utf8) + [0x00, 0xFF, 0xC3, 0xA9, 0xED, 0xA0, 0x80]
 
     /// One mutated config: as a JSON tree (valid JSON, wrong content) or as bytes.
-    static func mutate(_ seed: [UInt8], random: inout ConfigFuzzRandom) -> [UInt8] {
+    static func mutate(_ seed: [UInt8], random: inout SplitMix64) -> [UInt8] {
         if random.percent(65), var object = (try? JSONSerialization.jsonObject(with: Data(seed))) as? [String: Any] {
             for _ in 0..<(1 + random.below(3)) { mutateTree(&object, random: &random, depth: 0) }
             return Array(serialize(object).utf8)
@@ -68,7 +48,7 @@ private enum ConfigFuzz {
         return bytes
     }
 
-    private static func mutateTree(_ object: inout [String: Any], random: inout ConfigFuzzRandom, depth: Int) {
+    private static func mutateTree(_ object: inout [String: Any], random: inout SplitMix64, depth: Int) {
         let keys = object.keys.sorted()
         switch random.below(10) {
         case 0 where !keys.isEmpty:
@@ -139,7 +119,7 @@ struct ConfigFuzzTests {
         var failures: [String] = []
         var fields: [String: Int] = [:]
         for input in 0..<iterations {
-            var random = ConfigFuzzRandom(seed: ConfigFuzz.seed ^ (UInt64(input) &* 0x9E37_79B9_7F4A_7C15) ^ 0x4346)
+            var random = SplitMix64(seed: ConfigFuzz.seed ^ (UInt64(input) &* 0x9E37_79B9_7F4A_7C15) ^ 0x4346)
             let bytes = ConfigFuzz.mutate(random.pick(seeds), random: &random)
             let start = ConfigFuzz.now()
             do {

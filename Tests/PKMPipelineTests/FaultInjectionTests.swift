@@ -1,6 +1,6 @@
 import Foundation
 import PKMTestSupport
-import PKMFormats
+@testable import PKMFormats
 import PKMModel
 import PKMTensor
 import Testing
@@ -54,43 +54,28 @@ enum FaultProcess {
 
     /// Starts `arguments` with stdout to /dev/null and stderr to `stderrPath`.
     static func spawn(_ arguments: [String], stderrPath: String) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        let argv = arguments.map { strdup($0) } + [nil]
         // Sanitizer options pass through (scripts/sanitizers.sh runs this suite under ASan and TSan).
         let passed = ["ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"].compactMap { name in
             ProcessInfo.processInfo.environment[name].map { "\(name)=\($0)" }
         }
-        let variables: [String] = ["PATH=/usr/bin:/bin", "LANG=C", "SWIFT_BACKTRACE=enable=no"] + passed
-        let environment = variables.map { strdup($0) } + [nil]
-        defer { (argv + environment).forEach { free($0) } }
-        var pid: pid_t = 0
-        // Children start with no blocked signals and default dispositions: test-runner threads block
-        // signals (libdispatch workers block them all), and a child inheriting that mask can hang
-        // (gdb waits for a SIGCHLD it never receives).
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let result = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, environment)
-        guard result == 0 else { throw FaultFailure("posix_spawn \(arguments[0]): \(String(cString: strerror(result)))") }
-        return pid
+        do {
+            return try ChildProcess.spawn(arguments, environment: ["PATH=/usr/bin:/bin", "LANG=C", "SWIFT_BACKTRACE=enable=no"] + passed) { actions in
+                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            }
+        } catch let ChildProcess.SpawnError.failed(code) {
+            throw FaultFailure("posix_spawn \(arguments[0]): \(String(cString: strerror(code)))")
+        }
     }
 
     static func wait(_ pid: pid_t) -> Ending {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let signal = status & 0x7F
-        return signal == 0 ? .exited((status >> 8) & 0xFF) : .signalled(signal)
+        switch ChildProcess.ending(ofWaitStatus: status) {
+        case .exited(let code): return .exited(code)
+        case .signalled(let signal): return .signalled(signal)
+        case .timedOut: preconditionFailure("a wait status never reports a deadline")
+        }
     }
 
     /// Runs to completion; returns how it ended, its stderr and the wall time.
@@ -213,7 +198,7 @@ struct FaultInjectionTests {
         try Self.checkComplete(destination)
         try FileManager.default.removeItem(at: destination)
 
-        var random = SplitMix(seed: 0xFA17 ^ UInt64(command.label.utf8.count))
+        var random = SplitMix64(seed: 0xFA17 ^ UInt64(command.label.utf8.count))
         var outcomes: [String: Int] = [:]
         for trial in 0..<Self.trials {
             let withPrevious = trial % 2 == 1
@@ -316,18 +301,5 @@ struct StaleTemporaryTests {
         // Writing without a previous destination links the file straight to its name: no temporary ever.
         try Checkpoints.write(dict, to: folder.file("fresh.safetensors"), format: .safetensors)
         #expect(folder.contents.filter { $0.contains("fresh") } == ["fresh.safetensors"])
-    }
-}
-
-/// SplitMix64 for the kill delays.
-struct SplitMix {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

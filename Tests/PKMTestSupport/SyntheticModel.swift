@@ -4,21 +4,8 @@ import PKMTensor
 
 /// Builds small random models in tests (no fixtures needed): a config and a canonical state dict.
 public enum SyntheticModel {
-    /// A deterministic generator (SplitMix64) so tests are reproducible.
-    public struct Generator {
-        var state: UInt64
-        public init(seed: UInt64) { state = seed }
-        public mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        /// Uniform in [-1, 1).
-        public mutating func symmetric() -> Float { Float(next() >> 40) * 0x1p-23 - 1 }
-        public mutating func int(_ range: Range<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
-    }
+    /// A deterministic generator so tests are reproducible.
+    public typealias Generator = SplitMix64
 
     /// A tiny config: vocab 50, hidden 16, 2 heads, 3 layers, memory n_keys 8, 2 heads, knn 4, k_dim 8.
     public static func config(type: ModelConfig.ModelType = .bert, memoryLayers: [Int] = [], modes: [MemoryMode] = [],

@@ -34,10 +34,8 @@ struct ProbeHDF5: ParsableCommand {
     @Option(name: .long, help: "The process id of the pkm-convert that started this probe.")
     var parent: Int32?
 
-    @Option(name: .long) var maxHeaderBytes: Int
-    @Option(name: .long) var maxTotalBytes: Int
-    @Option(name: .long) var maxTensorCount: Int
-    @Option(name: .long) var maxRank: Int
+    /// The reader limits arrive as the usual `--max-…` flags.
+    @OptionGroup var global: GlobalOptions
 
     /// Sets RLIMIT_AS to the current virtual size plus `extra` bytes (Linux; elsewhere a no-op).
     static func limitAddressSpace(extra: Int) {
@@ -57,11 +55,8 @@ struct ProbeHDF5: ParsableCommand {
     func run() throws {
         HDF5Probe.bindToParent(parent)
         // Deliberately no probe here: this process is the one that may crash.
-        var limits = ReaderLimits()
-        limits.maxHeaderBytes = maxHeaderBytes
-        limits.maxTotalBytes = maxTotalBytes
-        limits.maxTensorCount = maxTensorCount
-        limits.maxRank = maxRank
+        var limits = global.limits
+        limits.hdf5Probe = nil
         do {
             let reader = try HDF5Reader(url: URL(fileURLWithPath: file), limits: limits)
             if data {

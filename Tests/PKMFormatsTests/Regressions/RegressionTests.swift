@@ -37,19 +37,27 @@ struct RegressionTests {
         #expect(Self.inputs("pkmz").contains("empty.pkmz"))
     }
 
+    /// Runs `command(cli, input)` on the regression input `name` with a `deadline`; nil (and a
+    /// message) when the CLI is not built.
+    static func runCLI(on name: String, deadline: Double, _ command: (_ cli: String, _ input: String) -> [String])
+        -> (input: String, outcome: FuzzProcess.Outcome)? {
+        guard let cli = FuzzProcess.cli else {
+            print("REGRESSION \(name): SKIPPED — pkm-convert is not built next to the tests")
+            return nil
+        }
+        let input = folder.appendingPathComponent(name).path
+        let errors = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-regression-\(getpid())-\(UUID().uuidString).txt").path
+        defer { unlink(errors) }
+        return (input, FuzzProcess.run(command(cli.path, input), stderrPath: errors, environment: FuzzSettings.childEnvironment, deadline: deadline))
+    }
+
     @Test("HDF5 regression inputs: the CLI's isolated probe turns every libhdf5 crash or hang into a one-line error",
           arguments: inputs("h5"))
     func hdf5(name: String) throws {
-        guard let cli = FuzzProcess.cli else {
-            print("REGRESSION \(name): SKIPPED — pkm-convert is not built next to the tests")
-            return
-        }
-        let input = Self.folder.appendingPathComponent(name).path
-        let errors = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-regression-\(getpid())-\(name).txt").path
-        defer { unlink(errors) }
         // The probe's deadline (2 s) is well inside the test's (20 s): a hang costs 2 s.
-        let outcome = FuzzProcess.run([cli.path, "inspect", "--verify-data", "--hdf5-probe-timeout", "2", input], stderrPath: errors,
-                                      environment: FuzzSettings.childEnvironment, deadline: 20)
+        guard let (input, outcome) = Self.runCLI(on: name, deadline: 20, { cli, input in
+            [cli, "inspect", "--verify-data", "--hdf5-probe-timeout", "2", input]
+        }) else { return }
         let lines = outcome.stderr.split(separator: "\n")
         #expect(outcome.ending == .exited(2) && lines.count == 1 && lines[0].hasPrefix("pkm-convert: error: \(input): "),
                 "\(name): \(outcome.ending): \(outcome.stderr.prefix(2000))")
@@ -59,17 +67,11 @@ struct RegressionTests {
     @Test("HDF5 regression inputs with the probe off: a one-line error, or the known libhdf5 crash or hang — never a Swift trap",
           arguments: inputs("h5"))
     func hdf5Unprobed(name: String) throws {
-        guard let cli = FuzzProcess.cli else {
-            print("REGRESSION \(name): SKIPPED — pkm-convert is not built next to the tests")
-            return
-        }
-        let input = Self.folder.appendingPathComponent(name).path
-        let errors = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-regression-off-\(getpid())-\(name).txt").path
-        defer { unlink(errors) }
         // A 1 GiB address-space cap (not under a sanitizer) ends libhdf5's runaway allocation quickly.
         let cap = FuzzSettings.sanitized ? "" : "ulimit -v 1048576; "
-        let outcome = FuzzProcess.run(["/bin/sh", "-c", cap + "exec \"$0\" inspect --verify-data --hdf5-probe off \"$1\"", cli.path, input],
-                                      stderrPath: errors, environment: FuzzSettings.childEnvironment, deadline: 3)
+        guard let (_, outcome) = Self.runCLI(on: name, deadline: 3, { cli, input in
+            ["/bin/sh", "-c", cap + "exec \"$0\" inspect --verify-data --hdf5-probe off \"$1\"", cli, input]
+        }) else { return }
         switch outcome.ending {
         case .exited(let code) where FuzzProcess.isSanitizerCrash(outcome.stderr):
             // Under AddressSanitizer the fault is reported with its stack instead of killing the process.
