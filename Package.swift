@@ -1,23 +1,32 @@
 // swift-tools-version: 6.1
 // pkm-convert: portable, verified Product Key Memory checkpoints.
 //
-// Dependency direction (one way):
-//   PKMTensor ← PKMFormats (+ CHDF5, CZstd, COpenSSL, CSystemShims) ← PKMModel (+ CBLAS) ← PKMPipeline ← pkm-convert
+// Dependency direction (one way; each arrow points at what a target depends on):
+//
+//   PKMTensor ← PKMFormats (+ CZstd, COpenSSL, CSystemShims, ZIPFoundation): safetensors, pkmz, PyTorch pickles, I/O
+//   PKMFormats ← PKMHDF5 (+ CHDF5): the only target linking libhdf5
+//   PKMFormats, PKMHDF5 ← PKMCheckpoints: picks the reader or writer for a path or model folder
+//   PKMTensor ← PKMModel (+ CBLAS): the Swift BERT/RoBERTa + PKM forward pass (knows no file format)
+//   PKMCheckpoints, PKMModel ← PKMPipeline: import, verify, run, graft, usage
+//   PKMPipeline ← pkm-convert (PKMConvertCLI, thin: arguments in, rendering out)
+//
+// No target uses unsafe build flags by default, so every library product can be depended on by
+// version (BENCHMARKS.md records what `-Ounchecked` on the kernels was measured to be worth).
 import PackageDescription
 
-let releaseFlags: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
-]
-let releaseCFlags: [CSetting] = [
-    .unsafeFlags(["-O3", "-march=x86-64-v3"], .when(configuration: .release)),
-]
+/// `PKM_BENCH_UNCHECKED=1 swift build -c release` builds the model's kernels (PKMModel, whose inputs
+/// are already validated) with `-Ounchecked`, to re-measure what it is worth (tools/bench_forward.sh).
+/// Off by default: the parsers always keep their checks, and the default build has no unsafe flags.
+let benchmarkUnchecked: [SwiftSetting] = Context.environment["PKM_BENCH_UNCHECKED"] == "1"
+    ? [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))] : []
 
 let package = Package(
     name: "pkm-convert",
-    platforms: [.macOS(.v13)],
     products: [
         .library(name: "PKMTensor", targets: ["PKMTensor"]),
         .library(name: "PKMFormats", targets: ["PKMFormats"]),
+        .library(name: "PKMHDF5", targets: ["PKMHDF5"]),
+        .library(name: "PKMCheckpoints", targets: ["PKMCheckpoints"]),
         .library(name: "PKMModel", targets: ["PKMModel"]),
         .library(name: "PKMPipeline", targets: ["PKMPipeline"]),
         .executable(name: "pkm-convert", targets: ["PKMConvertCLI"]),
@@ -27,24 +36,31 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
-        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
-        .systemLibrary(name: "CZstd", path: "Sources/CZstd"),
-        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
-        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSystemShims", path: "Sources/CSystemShims"),
-        .target(name: "PKMTensor", swiftSettings: releaseFlags),
-        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CHDF5", "CZstd", "COpenSSL", "CSystemShims"], swiftSettings: releaseFlags),
-        .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: releaseFlags),
-        .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMModel"], swiftSettings: releaseFlags),
+        .target(name: "PKMTensor"),
+        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CZstd", "COpenSSL", "CSystemShims"]),
+        .target(name: "PKMHDF5", dependencies: ["PKMTensor", "PKMFormats", "CHDF5", "CSystemShims"]),
+        .target(name: "PKMCheckpoints", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5"]),
+        .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: benchmarkUnchecked),
+        .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5", "PKMCheckpoints", "PKMModel"]),
         .executableTarget(
             name: "PKMConvertCLI",
-            dependencies: ["PKMPipeline", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: releaseFlags),
-        .executableTarget(name: "PKMScriptingExample", dependencies: ["PKMPipeline"]),
-        .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel"], path: "Tests/PKMTestSupport"),
+            dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMHDF5", "PKMFormats", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "PKMScriptingExample", dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMFormats", "PKMModel"]),
+        .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel", "PKMFormats"], path: "Tests/PKMTestSupport"),
         .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),
-        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "PKMTestSupport"], exclude: ["Regressions/Inputs", "Regressions/README.md"]),
-        .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMFormats", "PKMTestSupport"]),
+        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "PKMCheckpoints", "PKMTestSupport"],
+                    exclude: ["Regressions/Inputs", "Regressions/README.md"]),
+        .testTarget(name: "PKMHDF5Tests", dependencies: ["PKMHDF5", "PKMFormats", "PKMTestSupport"]),
+        .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMCheckpoints", "PKMTestSupport"]),
         .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline", "PKMTestSupport"]),
         // Depends on the executable so `swift test` builds `pkm-convert`, which these tests run as a process.
         .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMScriptingExample", "PKMPipeline", "PKMTestSupport"]),

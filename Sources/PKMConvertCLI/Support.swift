@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PKMFormats
+import PKMHDF5
 import PKMPipeline
 #if canImport(Glibc)
 import Glibc
@@ -47,7 +48,7 @@ struct GlobalOptions: ParsableArguments {
         if let maxTensorCount { limits.maxTensorCount = maxTensorCount }
         if let maxRank { limits.maxRank = maxRank }
         if let depth = hdf5Probe.depth {
-            limits.hdf5Probe = HDF5Probe(executable: ProbeHDF5.executable, depth: depth, timeoutSeconds: hdf5ProbeTimeout)
+            limits.hdf5Probe = HDF5Probe(command: ProbeHDF5.command, depth: depth, timeoutSeconds: hdf5ProbeTimeout)
         }
         return limits
     }
@@ -150,10 +151,42 @@ enum Console {
         } catch let exit as ExitCode {
             throw exit
         } catch {
-            let message = String(describing: error)
+            let message = ErrorText.render(error)
             if json { printJSON(["error": message]) }
             Console.error(message)
             throw ExitCode(2)
+        }
+    }
+}
+
+/// Error messages as the CLI prints them: the library's own text, with its generic remedy
+/// (a `ReaderLimits` property, an `HDF5Probe` field) replaced by the flag that does it here.
+enum ErrorText {
+    /// The `--max-…` flag that raises each reader limit.
+    static let limitFlags: [ReaderLimit: String] = [
+        .headerBytes: "--max-header-bytes", .tensorCount: "--max-tensor-count",
+        .rank: "--max-rank", .totalBytes: "--max-total-bytes",
+    ]
+
+    static func render(_ error: Error) -> String {
+        guard let format = error as? FormatError else { return String(describing: error) }
+        switch format {
+        case .limitExceeded(let path, let limit, let value, let maximum):
+            return "\(path): \(limit.rawValue) is \(value), above the limit \(maximum); if the file is trusted, raise it with \(limitFlags[limit] ?? "--max-…")"
+        case .isolatedReadTimedOut(let path, let seconds):
+            return "\(path): the isolated HDF5 reader did not finish within \(String(format: "%g", seconds)) s (killed): libhdf5 loops on damaged metadata, or the disk is very slow (then raise --hdf5-probe-timeout)"
+        case .isolatedReaderUnavailable(let path, _, let message):
+            return "\(path): could not start the isolated HDF5 reader: \(message); pass --hdf5-probe off to read it in this process only"
+        case .isolatedReadFailed:
+            // The child's refusal uses the library's wording; give it the CLI's remedies too.
+            var text = format.description
+            for limit in ReaderLimit.allCases {
+                text = text.replacingOccurrences(of: "raise the limit (ReaderLimits.\(limit.propertyName))",
+                                                 with: "raise it with \(limitFlags[limit] ?? "--max-…")")
+            }
+            return text
+        default:
+            return format.description
         }
     }
 }

@@ -1,5 +1,7 @@
 import Foundation
+import PKMCheckpoints
 import PKMFormats
+import PKMHDF5
 import PKMTensor
 
 /// What `--dtype` asks for: keep each tensor's dtype, or store floating-point tensors as one type.

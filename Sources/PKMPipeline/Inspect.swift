@@ -1,5 +1,7 @@
 import Foundation
+import PKMCheckpoints
 import PKMFormats
+import PKMHDF5
 import PKMTensor
 
 /// What `inspect` shows about a checkpoint.

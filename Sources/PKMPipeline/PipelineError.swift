@@ -1,5 +1,7 @@
 import Foundation
+import PKMCheckpoints
 import PKMFormats
+import PKMHDF5
 import PKMModel
 
 /// Errors from the conversion pipelines (import, verify, run, graft, usage).

@@ -1,5 +1,7 @@
 import Foundation
+import PKMCheckpoints
 import PKMFormats
+import PKMHDF5
 import PKMModel
 import PKMTensor
 
@@ -162,7 +164,7 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
               attributes[.type] as? FileAttributeType == .typeRegular else { return nil }
         let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
         if size > maxBytes {
-            throw FormatError.limitExceeded(path: url.path, limit: "header bytes", value: size, maximum: maxBytes)
+            throw FormatError.limitExceeded(path: url.path, limit: .headerBytes, value: size, maximum: maxBytes)
         }
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw FormatError.io(path: url.path, operation: "read", message: "cannot read the config file")

@@ -5,6 +5,7 @@
 //
 // The folder must hold a checkpoint (model.h5 / model.safetensors), config.json and reference.h5.
 import Foundation
+import PKMCheckpoints
 import PKMFormats
 import PKMModel
 import PKMPipeline

@@ -1,4 +1,5 @@
 import Foundation
+import PKMCheckpoints
 import PKMTestSupport
 import PKMTensor
 import Testing
@@ -1012,7 +1013,7 @@ struct ReaderLimitsTests {
                 _ = try Checkpoints.open(url, limits: limits)
                 Issue.record("\(label): a \(limit) limit of \(limit == "rank" ? 0 : 1) was not enforced")
             } catch let FormatError.limitExceeded(_, name, value, maximum) {
-                #expect(name == limit, "\(label)")
+                #expect(name.rawValue == limit, "\(label)")
                 #expect(value > maximum, "\(label)")
             } catch {
                 Issue.record("\(label): \(limit): threw \(error) instead of limitExceeded")
@@ -1028,7 +1029,7 @@ struct ReaderLimitsTests {
         #expect {
             _ = try SafetensorsReader(url: file)
         } throws: { error in
-            guard case FormatError.limitExceeded(_, "header bytes", _, _)? = error as? FormatError else { return false }
+            guard case FormatError.limitExceeded(_, .headerBytes, _, _)? = error as? FormatError else { return false }
             return true
         }
     }

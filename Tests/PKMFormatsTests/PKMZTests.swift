@@ -1,4 +1,5 @@
 import Foundation
+import PKMCheckpoints
 import PKMTestSupport
 import PKMTensor
 import Testing
@@ -729,7 +730,7 @@ struct PKMZTests {
                 _ = try PKMZReader(url: url, limits: limits)
                 return nil
             } catch FormatError.limitExceeded(_, let limit, _, _) {
-                return limit
+                return limit.rawValue
             } catch {
                 return "other: \(error)"
             }
@@ -752,7 +753,7 @@ struct PKMZTests {
         parts.header = header.encoded()
         try PKMZFixture.store(parts.assembled(), at: url)
         let error = #expect(throws: FormatError.self) { try PKMZReader(url: url) }
-        guard case .limitExceeded(_, "total bytes", _, _)? = error else {
+        guard case .limitExceeded(_, .totalBytes, _, _)? = error else {
             Issue.record("expected the total-bytes limit, got \(String(describing: error))")
             return
         }

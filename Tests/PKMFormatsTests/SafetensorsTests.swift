@@ -1,4 +1,5 @@
 import Foundation
+import PKMCheckpoints
 import PKMTestSupport
 import PKMTensor
 import Testing
@@ -181,7 +182,7 @@ struct MalformedSafetensors: Sendable, CustomTestStringConvertible {
     /// The tensor the error must name, if any.
     var tensor: String? = nil
     /// For `.limitExceeded`, which limit.
-    var limit: String? = nil
+    var limit: ReaderLimit? = nil
     var limits = ReaderLimits()
 
     var testDescription: String { label }
@@ -504,7 +505,7 @@ struct SafetensorsTests {
         small.maxHeaderBytes = 16
         let large = try error(limits: small)
         guard case .limitExceeded(_, let limit, _, _)? = large else { Issue.record("\(String(describing: large))"); return }
-        #expect(limit == "header bytes")
+        #expect(limit == .headerBytes)
         // A damaged shard reports the shard's path.
         let damaged = try error { folder in
             let url = folder.appendingPathComponent("b.safetensors")
@@ -540,10 +541,10 @@ struct SafetensorsTests {
             M(label: "5 bytes", bytes: Data([1, 0, 0, 0, 0]), expected: "truncated"),
             M(label: "header length beyond the file", bytes: SafetensorsFixtures.file(one, data: eight, declaredLength: 1000), expected: "truncated"),
             M(label: "header length above the 100 MiB cap", bytes: SafetensorsFixtures.file(one, data: eight, declaredLength: 200 << 20),
-              expected: "limitExceeded", limit: "header bytes"),
+              expected: "limitExceeded", limit: .headerBytes),
             M(label: "header length 2^64-1", bytes: SafetensorsFixtures.file(one, data: eight, declaredLength: UInt64.max),
-              expected: "limitExceeded", limit: "header bytes"),
-            M(label: "header above a lowered cap", bytes: file(one, eight), expected: "limitExceeded", limit: "header bytes", limits: tinyHeader),
+              expected: "limitExceeded", limit: .headerBytes),
+            M(label: "header above a lowered cap", bytes: file(one, eight), expected: "limitExceeded", limit: .headerBytes, limits: tinyHeader),
             M(label: "header length 0", bytes: SafetensorsFixtures.file("", data: eight), expected: "invalidHeader"),
             M(label: "header not starting with {", bytes: file(" " + one, eight), expected: "invalidHeader"),
             M(label: "header with a byte-order mark", bytes: file("\u{FEFF}" + one, eight), expected: "invalidHeader"),
@@ -569,12 +570,12 @@ struct SafetensorsTests {
             M(label: "shape product overflows", bytes: file("{" + e("w", "F32", [1 << 40, 1 << 40], 0, 8) + "}", eight), expected: "invalidOffsets", tensor: "w"),
             M(label: "shape × dtype size overflows", bytes: file("{" + e("w", "F64", [1 << 31, 1 << 31], 0, 8) + "}", eight), expected: "invalidOffsets", tensor: "w"),
             M(label: "petabytes declared", bytes: file("{" + e("w", "F32", [1 << 25, 1 << 25], 0, petabytes) + "}", eight),
-              expected: "limitExceeded", limit: "total bytes"),
+              expected: "limitExceeded", limit: .totalBytes),
             M(label: "petabytes declared, no total limit", bytes: file("{" + e("w", "F32", [1 << 25, 1 << 25], 0, petabytes) + "}", eight),
               expected: "truncated", limits: unlimited),
-            M(label: "rank above the limit", bytes: file("{" + e("w", "F32", [1, 1, 2], 0, 8) + "}", eight), expected: "limitExceeded", limit: "rank", limits: rankTwo),
+            M(label: "rank above the limit", bytes: file("{" + e("w", "F32", [1, 1, 2], 0, 8) + "}", eight), expected: "limitExceeded", limit: .rank, limits: rankTwo),
             M(label: "too many tensors", bytes: file("{" + e("a", "U8", [1], 0, 1) + "," + e("b", "U8", [1], 1, 2) + "," + e("c", "U8", [1], 2, 3) + "}", [1, 2, 3]),
-              expected: "limitExceeded", limit: "tensor count", limits: twoTensors),
+              expected: "limitExceeded", limit: .tensorCount, limits: twoTensors),
             M(label: "data_offsets not an array", bytes: file("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":8}}", eight), expected: "invalidTensor", tensor: "w"),
             M(label: "one data offset", bytes: file("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8]}}", eight), expected: "invalidTensor", tensor: "w"),
             M(label: "three data offsets", bytes: file("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,8]}}", eight), expected: "invalidTensor", tensor: "w"),

@@ -1,4 +1,5 @@
 import Foundation
+import PKMCheckpoints
 import PKMTestSupport
 @testable import PKMFormats
 import PKMModel
@@ -200,6 +201,7 @@ struct FaultInjectionTests {
 
         var random = SplitMix64(seed: 0xFA17 ^ UInt64(command.label.utf8.count))
         var outcomes: [String: Int] = [:]
+        var hiddenLeftovers = 0
         for trial in 0..<Self.trials {
             let withPrevious = trial % 2 == 1
             var previous: Data?
@@ -213,7 +215,14 @@ struct FaultInjectionTests {
             let context = "\(command.label), trial \(trial), kill after \(String(format: "%.3f", delay)) s of \(String(format: "%.3f", full.seconds)) s, \(ending)"
             #expect(ending == .signalled(SIGKILL) || ending == .exited(0), "\(context)")
             let leftovers = Self.leftovers(in: folder.url, expected: ["source.safetensors", command.output])
-            #expect(leftovers.isEmpty, "\(context): left \(leftovers)")
+            if format == .hdf5 {
+                // libhdf5 needs a named temporary (it cannot open an anonymous inode), which a SIGKILL
+                // can leave behind: only hidden `.out.h5.pkm-tmp-<pid>-…` names, removed by the next run.
+                #expect(leftovers.allSatisfy { $0.hasPrefix(".\(command.output).pkm-tmp-") }, "\(context): left \(leftovers)")
+                hiddenLeftovers += leftovers.count
+            } else {
+                #expect(leftovers.isEmpty, "\(context): left \(leftovers)")
+            }
             if FileManager.default.fileExists(atPath: destination.path) {
                 let now = try Data(contentsOf: destination)
                 if let previous, now == previous {
@@ -230,8 +239,14 @@ struct FaultInjectionTests {
                 outcomes["absent", default: 0] += 1
             }
         }
+        // The next undisturbed run to the same destination removes the temporaries of killed writers.
+        let cleanup = try FaultProcess.run(arguments, stderrPath: errors)
+        try #require(cleanup.ending == .exited(0), "the clean-up run failed: \(cleanup.stderr)")
+        let remaining = Self.leftovers(in: folder.url, expected: ["source.safetensors", command.output])
+        #expect(remaining.isEmpty, "\(command.label): the next run left \(remaining)")
         print("FAULT \(command.label): \(Self.trials) kills over \(String(format: "%.2f", full.seconds)) s runs → "
-              + outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "; no leftovers")
+              + outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+              + (hiddenLeftovers > 0 ? "; \(hiddenLeftovers) hidden temporaries of killed writers, removed by the next run" : "; no leftovers"))
     }
 
     @Test("a file-size limit (ulimit -f, SIGXFSZ ignored) gives exit 2, one error line, no output and the previous file intact",

@@ -1,4 +1,5 @@
 import Foundation
+import PKMCheckpoints
 import PKMTestSupport
 import PKMFormats
 import PKMModel

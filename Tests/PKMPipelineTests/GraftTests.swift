@@ -1,4 +1,5 @@
 import Foundation
+import PKMCheckpoints
 import PKMFormats
 import PKMModel
 import PKMTensor

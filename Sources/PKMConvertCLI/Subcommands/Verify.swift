@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PKMCheckpoints
 import PKMFormats
 import PKMPipeline
 

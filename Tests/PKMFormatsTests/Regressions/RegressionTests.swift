@@ -1,4 +1,6 @@
 import Foundation
+import PKMCheckpoints
+import PKMHDF5
 import PKMTensor
 import Testing
 @testable import PKMFormats

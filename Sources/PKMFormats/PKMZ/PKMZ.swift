@@ -136,7 +136,7 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
                                         needed: Int(exactly: rawLength) ?? Int.max, available: trailerStart - headerOffset)
         }
         guard headerLength <= limits.maxHeaderBytes else {
-            throw FormatError.limitExceeded(path: path, limit: "header bytes", value: headerLength, maximum: limits.maxHeaderBytes)
+            throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: headerLength, maximum: limits.maxHeaderBytes)
         }
         guard headerOffset + headerLength == trailerStart else {
             throw FormatError.invalidHeader(path: path, reason: "header at \(headerOffset) of \(headerLength) bytes ends at \(headerOffset + headerLength), not at the trailer (byte \(trailerStart)); the file is damaged")

@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import PKMFormats
 import PKMTensor
 
 /// Reads a PyTorch state dict exported with h5py (spec §4, `schemas/pkm-checkpoints.md`).
@@ -274,7 +275,7 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
                     try walk(group: child.id, components: childComponents, depth: depth + 1)
                 case H5O_TYPE_DATASET:
                     guard infos.count < limits.maxTensorCount else {
-                        throw FormatError.limitExceeded(path: site.path, limit: "tensor count", value: infos.count + 1, maximum: limits.maxTensorCount)
+                        throw FormatError.limitExceeded(path: site.path, limit: .tensorCount, value: infos.count + 1, maximum: limits.maxTensorCount)
                     }
                     guard entries[key] == nil else { throw FormatError.duplicateTensor(path: site.path, tensor: key) }
                     let dataset = HDF5Handle.dataset(try site.check(H5Dopen2(group, link.name, pkm_h5p_default()), objectPath, "H5Dopen2"))
@@ -322,7 +323,7 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
                 let rank = Int(H5Sget_simple_extent_ndims(space.id))
                 guard rank >= 0 else { throw site.failure(objectPath, "H5Sget_simple_extent_ndims") }
                 guard rank <= limits.maxRank else {
-                    throw FormatError.limitExceeded(path: site.path, limit: "rank", value: rank, maximum: limits.maxRank)
+                    throw FormatError.limitExceeded(path: site.path, limit: .rank, value: rank, maximum: limits.maxRank)
                 }
                 var dimensions = [hsize_t](repeating: 0, count: rank)
                 guard H5Sget_simple_extent_dims(space.id, &dimensions, nil) >= 0 else {
@@ -342,7 +343,7 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
             }
             let (total, overflow) = totalBytes.addingReportingOverflow(byteCount)
             guard !overflow, total <= limits.maxTotalBytes else {
-                throw FormatError.limitExceeded(path: site.path, limit: "total bytes", value: overflow ? Int.max : total, maximum: limits.maxTotalBytes)
+                throw FormatError.limitExceeded(path: site.path, limit: .totalBytes, value: overflow ? Int.max : total, maximum: limits.maxTotalBytes)
             }
             totalBytes = total
             try checkStorage(dataset: dataset, key: key, objectPath: objectPath, byteCount: byteCount)

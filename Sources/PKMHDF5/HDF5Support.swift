@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import PKMFormats
 import PKMTensor
 
 // Small helpers shared by ``HDF5Reader`` and ``HDF5Writer``: the process-wide lock, the
@@ -214,14 +215,14 @@ enum HDF5Attributes {
                 guard let pointer else { return "" }
                 let length = strlen(pointer)
                 guard length <= maxBytes else {
-                    throw FormatError.limitExceeded(path: site.path, limit: "header bytes", value: length, maximum: maxBytes)
+                    throw FormatError.limitExceeded(path: site.path, limit: .headerBytes, value: length, maximum: maxBytes)
                 }
                 return String(decoding: UnsafeRawBufferPointer(start: pointer, count: length), as: UTF8.self)
             }
             let size = H5Tget_size(type.id)
             guard size > 0 else { return "" }
             guard size <= maxBytes else {
-                throw FormatError.limitExceeded(path: site.path, limit: "header bytes", value: size, maximum: maxBytes)
+                throw FormatError.limitExceeded(path: site.path, limit: .headerBytes, value: size, maximum: maxBytes)
             }
             // Reading with the file's own type converts nothing: the raw padded bytes come back.
             let memoryType = HDF5Handle.datatype(try site.check(H5Tcopy(type.id), object, "H5Tcopy"))

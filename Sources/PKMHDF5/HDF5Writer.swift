@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import PKMFormats
 import PKMTensor
 
 /// Writes a state dict as an h5py-compatible HDF5 file (spec §4, `schemas/pkm-checkpoints.md`):
@@ -19,9 +20,9 @@ import PKMTensor
 /// stored unchanged (NaN payloads included). Metadata becomes variable-length UTF-8 root
 /// attributes (`config` etc.), and `options.provenance` the root attribute `pkm_provenance` (JSON).
 ///
-/// The file is written through ``AtomicOutputFile`` (into its open descriptor, see the
-/// descriptor driver in `Sources/CHDF5/shim.h`): nothing appears at `url` unless every tensor
-/// was written and the file closed, and an existing file there is untouched until then.
+/// The file is written through ``AtomicOutputFile`` (a hidden named temporary in the destination's
+/// folder, renamed into place): nothing appears at `url` unless every tensor was written and the
+/// file closed, and an existing file there is untouched until then.
 public enum HDF5Writer: CheckpointWriter {
     /// HDF5's maximum dataset rank.
     public static let maxRank = 32
@@ -51,8 +52,10 @@ public enum HDF5Writer: CheckpointWriter {
             throw FormatError.writeFailed(path: path, reason: "metadata key '\(key)' is empty or it or its value contains a NUL byte, which an HDF5 string attribute cannot hold")
         }
 
-        try AtomicOutputFile.write(to: url) { output in
-            let session = try HDF5Library.locked { try WriteSession(descriptor: output.fileDescriptor, site: site) }
+        // A named temporary file: libhdf5 opens files by name and resolves that name with
+        // realpath(), which fails for an anonymous O_TMPFILE inode.
+        try AtomicOutputFile.write(to: url, named: true) { output in
+            let session = try HDF5Library.locked { try WriteSession(path: output.pathForLibraries, site: site) }
             do {
                 try HDF5Library.locked { try session.writeRootAttributes(attributes) }
                 for (index, info) in tensorInfos.enumerated() {
@@ -72,12 +75,14 @@ public enum HDF5Writer: CheckpointWriter {
         }
     }
 
-    /// A failed write of the descriptor driver (full disk, file-size limit) as ``FormatError/writeFailed(path:reason:)``
-    /// rather than a libhdf5 error stack; other errors unchanged.
-    private static func writeFailure(_ error: Error, path: String) -> Error {
+    /// A failed write of libhdf5's sec2 driver (full disk, file-size limit) as
+    /// ``FormatError/writeFailed(path:reason:)`` rather than a libhdf5 error stack; other errors unchanged.
+    /// sec2 reports `file write failed: …, errno = 28, error message = 'No space left on device'`.
+    static func writeFailure(_ error: Error, path: String) -> Error {
         guard case FormatError.hdf5(_, let object, let message)? = error as? FormatError,
-              let start = message.range(of: "pkm_fd_write(): pwrite: ") else { return error }
-        let reason = message[start.upperBound...].prefix { $0 != "[" && $0 != ";" }.trimmingCharacters(in: .whitespaces)
+              message.contains("write failed"),
+              let start = message.range(of: "error message = '") else { return error }
+        let reason = message[start.upperBound...].prefix { $0 != "'" }
         return FormatError.writeFailed(path: path, reason: "\(reason) (while libhdf5 wrote \(object))")
     }
 
@@ -137,13 +142,9 @@ private final class WriteSession {
     /// Groups created so far, by path components (the root is `[]`).
     private var groups: [[String]: HDF5Handle] = [:]
 
-    /// Creates the HDF5 file in the open descriptor `descriptor` (truncating it).
-    ///
-    /// The descriptor is an ``AtomicOutputFile``'s anonymous `O_TMPFILE` inode. libhdf5 1.10 cannot
-    /// create a file at its `/proc/self/fd/N` path (it resolves symbolic links with `realpath`, which
-    /// fails for an inode with no name), so the file is written through the descriptor driver of the
-    /// `CHDF5` shim, which does sec2's positioned I/O on a duplicate of the descriptor.
-    init(descriptor: Int32, site: HDF5Site) throws {
+    /// Creates the HDF5 file at `path` (an ``AtomicOutputFile``'s named temporary, truncated) with
+    /// libhdf5's default sec2 driver.
+    init(path: String, site: HDF5Site) throws {
         self.site = site
         let object = "/"
         stringType = try HDF5Types.makeVariableUTF8(site: site)
@@ -163,13 +164,10 @@ private final class WriteSession {
         try site.check(status: H5Pset_obj_track_times(datasetCreation.id, false), object, "H5Pset_obj_track_times")
 
         let access = HDF5Handle.propertyList(try site.check(H5Pcreate(pkm_h5p_file_access()), object, "H5Pcreate"))
-        try site.check(status: pkm_h5p_set_fapl_fd(access.id), object, "selecting the descriptor driver (H5Pset_driver)")
         try site.check(status: H5Pset_fclose_degree(access.id, H5F_CLOSE_STRONG), object, "H5Pset_fclose_degree")
-        // The inode is private to this process until committed: no locking needed.
+        // The temporary file is private to this process until committed: no locking needed.
         try site.check(status: H5Pset_file_locking(access.id, false, true), object, "H5Pset_file_locking")
-        var name = [CChar](repeating: 0, count: 64)
-        _ = pkm_h5fd_fd_name(descriptor, &name, name.count)
-        file = try site.check(H5Fcreate(name, pkm_h5f_acc_trunc(), fileCreation.id, access.id), object, "creating the file (H5Fcreate)")
+        file = try site.check(H5Fcreate(path, pkm_h5f_acc_trunc(), fileCreation.id, access.id), object, "creating the file (H5Fcreate)")
         do {
             groups[[]] = HDF5Handle.group(try site.check(H5Gopen2(file, "/", pkm_h5p_default()), object, "H5Gopen2"))
         } catch {

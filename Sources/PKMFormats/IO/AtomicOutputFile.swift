@@ -21,10 +21,13 @@ import Darwin
 /// can leave one behind; the next output to the same destination removes those whose process
 /// is gone (RELIABILITY.md, fault injection).
 ///
-/// Writers that manage their own I/O write through ``fileDescriptor`` (the HDF5 writer installs
-/// a small libhdf5 file driver over it, because libhdf5 1.10 resolves `/proc/self/fd/N` with
-/// `realpath()` and fails on an anonymous inode). ``pathForLibraries`` names the same inode for
-/// tools that can open it.
+/// After the rename (or link) the folder itself is fsynced, so the new name survives a power
+/// loss too, not only the data.
+///
+/// Writers that manage their own I/O write through ``fileDescriptor`` or open
+/// ``pathForLibraries``. A C library that opens files by name and resolves them with `realpath()`
+/// (libhdf5 does) cannot open an anonymous inode's `/proc/self/fd/N`: such writers ask for a
+/// named temporary file (`init(destination:named: true)`).
 public final class AtomicOutputFile {
     /// Where the file will appear on commit.
     public let destination: URL
@@ -43,14 +46,21 @@ public final class AtomicOutputFile {
     static let writebackInterval = 32 << 20
 
     /// Creates the hidden output in the destination's folder.
+    /// - Parameter named: use a hidden named temporary file (removed on failure) instead of an
+    ///   anonymous inode, for libraries that must open ``pathForLibraries`` by a real name.
     /// - Throws: ``FormatError/io(path:operation:message:)`` when the folder is not writable.
-    public init(destination: URL) throws(FormatError) {
+    public init(destination: URL, named: Bool = false) throws(FormatError) {
         self.destination = destination
         let folder = destination.deletingLastPathComponent().path
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder.isEmpty ? "." : folder, isDirectory: &isFolder), isFolder.boolValue else {
+            throw .io(path: destination.path, operation: "create the output",
+                      message: "the folder \(folder) does not exist; create it first")
+        }
         Self.removeStaleTemporaries(of: destination)
         #if os(Linux)
         let oTmpFile: Int32 = 0o20200000  // O_TMPFILE | O_DIRECTORY, not importable as a macro
-        let anonymous = open(folder.isEmpty ? "." : folder, oTmpFile | O_RDWR | O_CLOEXEC, 0o644)
+        let anonymous = named ? -1 : open(folder.isEmpty ? "." : folder, oTmpFile | O_RDWR | O_CLOEXEC, 0o644)
         if anonymous >= 0 {
             fileDescriptor = anonymous
             pathForLibraries = "/proc/self/fd/\(anonymous)"
@@ -132,6 +142,7 @@ public final class AtomicOutputFile {
                 close(fileDescriptor)
                 fileDescriptor = -1
                 finished = true
+                try syncFolder()
                 return
             }
             let folder = destination.deletingLastPathComponent().path
@@ -163,6 +174,20 @@ public final class AtomicOutputFile {
         close(fileDescriptor)
         fileDescriptor = -1
         finished = true
+        try syncFolder()
+    }
+
+    /// fsyncs the destination's folder, so the entry naming the new file is on disk too.
+    /// - Throws: ``FormatError/writeFailed(path:reason:)``: the file is in place, but its name may
+    ///   not survive a power loss.
+    private func syncFolder() throws(FormatError) {
+        let folder = destination.deletingLastPathComponent().path
+        let descriptor = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }   // a folder we cannot open for reading: nothing to sync through
+        defer { close(descriptor) }
+        if fsync(descriptor) != 0, errno != EINVAL, errno != EROFS {
+            throw .writeFailed(path: destination.path, reason: "fsync of the folder \(folder): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// Removes `.<destination name>.pkm-tmp-<pid>-…` files in the destination's folder whose writing
@@ -190,8 +215,9 @@ public final class AtomicOutputFile {
 
     /// Runs `body` with a fresh output and commits it when `body` returns; discards it on error.
     /// - Throws: whatever `body` throws, or ``FormatError`` from creating or committing.
-    public static func write<Result>(to destination: URL, _ body: (AtomicOutputFile) throws -> Result) throws -> Result {
-        let output = try AtomicOutputFile(destination: destination)
+    public static func write<Result>(to destination: URL, named: Bool = false,
+                                     _ body: (AtomicOutputFile) throws -> Result) throws -> Result {
+        let output = try AtomicOutputFile(destination: destination, named: named)
         do {
             let result = try body(output)
             try output.commit()

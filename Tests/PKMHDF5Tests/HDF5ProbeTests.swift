@@ -1,4 +1,5 @@
 import Foundation
+@testable import PKMHDF5
 import PKMTestSupport
 import PKMTensor
 import Testing
@@ -9,11 +10,11 @@ import Glibc
 
 @Suite("HDF5 probe: damaged HDF5 files are read in a child process first")
 struct HDF5ProbeTests {
-    static let regressions = FuzzSettings.repositoryRoot.appendingPathComponent("Tests/PKMFormatsTests/Regressions/Inputs")
+    static let regressions = TestPaths.repositoryRoot.appendingPathComponent("Tests/PKMFormatsTests/Regressions/Inputs")
 
     @Test("the child runner reports exit status, signal, deadline and the last stderr line")
     func childProcess() throws {
-        let exited = try ChildProcess.run(executable: "/bin/sh", arguments: ["-c", "echo first >&2; echo 'pkm-convert: error: x: broken' >&2; exit 2"],
+        let exited = try ChildProcess.run(executable: "/bin/sh", arguments: ["-c", "echo first >&2; echo 'x: broken' >&2; exit 2"],
                                           deadlineSeconds: 5)
         #expect(exited.ending == .exited(2))
         #expect(exited.lastLine == "x: broken")
@@ -33,37 +34,38 @@ struct HDF5ProbeTests {
 
     @Test("the probe passes every limit to the child, scales its deadline, and a missing probe program is an I/O error")
     func arguments() throws {
-        let fixture = FuzzSettings.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5")
-        // The arguments the child receives: subcommand, file, every limit.
+        let fixture = TestPaths.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5")
+        // The request the child receives: depth, parent, every limit (in its environment).
         var custom = ReaderLimits()
         custom.maxRank = 5
-        let arguments = HDF5Probe(executable: URL(fileURLWithPath: "/x"), depth: .data).arguments(path: "/f.h5", limits: custom)
-        #expect(arguments.prefix(2) == ["__probe-hdf5", "/f.h5"])
-        #expect(arguments.contains("--data"))
-        #expect(arguments.joined(separator: " ").contains("--max-rank 5"))
-        #expect(HDF5Probe(executable: URL(fileURLWithPath: "/x")).deadline(fileSize: 1 << 30) == 20)
-        #expect(HDF5Probe(executable: URL(fileURLWithPath: "/x"), depth: .data).deadline(fileSize: 500_000_000) == 30)
+        let environment = HDF5Probe(command: ["/x"], depth: .data).requestEnvironment(limits: custom)
+        let text = try #require(environment[HDF5Probe.requestVariable])
+        let request = try JSONDecoder().decode(HDF5Probe.Request.self, from: Data(text.utf8))
+        #expect(request.depth == .data && request.parent == getpid())
+        #expect(request.limits == { var limits = custom; limits.hdf5Probe = nil; return limits }())
+        #expect(HDF5Probe(command: ["/x"]).deadline(fileSize: 1 << 30) == 20)
+        #expect(HDF5Probe(command: ["/x"], depth: .data).deadline(fileSize: 500_000_000) == 30)
 
         // A missing probe program is an I/O error naming it.
         var missing = ReaderLimits()
-        missing.hdf5Probe = HDF5Probe(executable: URL(fileURLWithPath: "/nonexistent/pkm-convert"))
+        missing.hdf5Probe = HDF5Probe(command: ["/nonexistent/pkm-convert", "__probe-hdf5"])
         #expect(throws: FormatError.self) { _ = try HDF5Reader(url: fixture, limits: missing) }
         do {
             _ = try HDF5Reader(url: fixture, limits: missing)
-        } catch let FormatError.io(path, operation, _) {
-            #expect(path == fixture.path && operation.contains("/nonexistent/pkm-convert"))
+        } catch let FormatError.isolatedReaderUnavailable(path, command, _) {
+            #expect(path == fixture.path && command.contains("/nonexistent/pkm-convert"))
         }
     }
 
     @Test("with the real CLI as probe: a good file opens, libhdf5-crashing and looping files are refused without touching this process")
     func withCLI() throws {
-        guard let cli = FuzzProcess.cli else {
+        guard let cli = TestPaths.cli else {
             print("HDF5 PROBE: SKIPPED — pkm-convert is not built next to the tests")
             return
         }
         var limits = ReaderLimits()
-        limits.hdf5Probe = HDF5Probe(executable: cli, depth: .data, timeoutSeconds: 2)
-        let good = try HDF5Reader(url: FuzzSettings.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits)
+        limits.hdf5Probe = HDF5Probe(command: [cli.path, "__probe-hdf5"], depth: .data, timeoutSeconds: 2)
+        let good = try HDF5Reader(url: TestPaths.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits)
         #expect(!good.tensorInfos.isEmpty)
         for info in good.tensorInfos { _ = try good.tensor(named: info.name) }
 
@@ -77,17 +79,20 @@ struct HDF5ProbeTests {
                 Issue.record("\(name) opened")
             } catch let FormatError.isolatedReadFailed(path, reason) {
                 #expect(path == url.path)
-                print("HDF5 PROBE \(name): \(reason)")
+                print("HDF5 PROBE \(name): contained as expected: \(reason)")
                 #expect(!reason.isEmpty)
+            } catch let FormatError.isolatedReadTimedOut(path, seconds) {
+                #expect(path == url.path && seconds == 2)
+                print("HDF5 PROBE \(name): contained as expected: the probe was killed at its \(seconds) s deadline")
             }
         }
         // The limits travel to the child: a rank limit of 0 is enforced there, with its own message.
         limits.maxRank = 0
         do {
-            _ = try HDF5Reader(url: FuzzSettings.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits)
+            _ = try HDF5Reader(url: TestPaths.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits)
             Issue.record("expected the rank limit")
         } catch let FormatError.isolatedReadFailed(_, reason) {
-            #expect(reason.contains("above the limit 0") && reason.contains("--max-rank"), "\(reason)")
+            #expect(reason.contains("above the limit 0") && reason.contains("ReaderLimits.maxRank"), "\(reason)")
         }
     }
 
@@ -102,7 +107,7 @@ struct HDF5ProbeTests {
 
     @Test("a probe never outlives its parent: SIGKILL the CLI while its probe loops in libhdf5, the probe dies too")
     func probeDiesWithParent() throws {
-        guard let cli = FuzzProcess.cli else {
+        guard let cli = TestPaths.cli else {
             print("HDF5 PROBE: SKIPPED — pkm-convert is not built next to the tests")
             return
         }

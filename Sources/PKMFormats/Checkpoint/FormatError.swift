@@ -27,7 +27,7 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     /// Shape × dtype size overflows, or data offsets are out of range, overlapping or not contiguous.
     case invalidOffsets(path: String, tensor: String, reason: String)
     /// A declared size exceeds a limit in ``ReaderLimits``.
-    case limitExceeded(path: String, limit: String, value: Int, maximum: Int)
+    case limitExceeded(path: String, limit: ReaderLimit, value: Int, maximum: Int)
     /// Stored and computed checksums differ: the file is damaged.
     case checksumMismatch(path: String, what: String, offset: Int)
     /// A compressed frame does not decode, or decodes to the wrong size.
@@ -50,13 +50,17 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     /// therefore never opened in this process. `reason` is the child's own error line or what
     /// happened to it.
     case isolatedReadFailed(path: String, reason: String)
+    /// The isolated reader did not finish within its deadline (``HDF5Probe/timeoutSeconds``).
+    case isolatedReadTimedOut(path: String, seconds: Double)
+    /// The isolated reader could not be started (``HDF5Probe/command``).
+    case isolatedReaderUnavailable(path: String, command: String, message: String)
 
     public var description: String {
         switch self {
         case .fileNotFound(let path):
             return "\(path): no such file or folder; check the path"
         case .unknownFormat(let path, let reason):
-            return "\(path): unrecognised checkpoint format (\(reason)); use .h5/.hdf5, .safetensors or .pkmz, or pass --format/--to"
+            return "\(path): unrecognised checkpoint format (\(reason)); pkm-convert reads HDF5 (.h5), safetensors, PyTorch pickles (.bin/.pt/.pth) and .pkmz"
         case .io(let path, let operation, let message):
             return "\(path): \(operation) failed: \(message)"
         case .truncated(let path, let what, let offset, let needed, let available):
@@ -74,7 +78,7 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
         case .invalidOffsets(let path, let tensor, let reason):
             return "\(path): tensor '\(tensor)': \(reason); the file is damaged or was not written by a conforming writer"
         case .limitExceeded(let path, let limit, let value, let maximum):
-            return "\(path): \(limit) is \(value), above the limit \(maximum); if the file is trusted, raise it with --max-\(limit.replacingOccurrences(of: " ", with: "-"))"
+            return "\(path): \(limit.rawValue) is \(value), above the limit \(maximum); if the file is trusted, raise the limit (ReaderLimits.\(limit.propertyName))"
         case .checksumMismatch(let path, let what, let offset):
             return "\(path): checksum mismatch in \(what) at byte \(offset); the file is corrupted, re-copy it"
         case .decompressionFailed(let path, let tensor, let offset, let reason):
@@ -96,6 +100,10 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
         case .isolatedReadFailed(let path, let reason):
             // A refusal from the child already starts with the path.
             return reason.hasPrefix(path + ":") ? reason : "\(path): \(reason)"
+        case .isolatedReadTimedOut(let path, let seconds):
+            return "\(path): the isolated HDF5 reader did not finish within \(String(format: "%g", seconds)) s (killed): libhdf5 loops on damaged metadata, or the disk is very slow (then raise the probe's deadline, HDF5Probe.timeoutSeconds)"
+        case .isolatedReaderUnavailable(let path, let command, let message):
+            return "\(path): could not start the isolated HDF5 reader \(command): \(message); without it the file can only be read unisolated (ReaderLimits.hdf5Probe = nil)"
         }
     }
 }

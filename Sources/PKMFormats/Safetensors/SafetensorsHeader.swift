@@ -72,7 +72,7 @@ struct SafetensorsHeader {
         }
         // The cap comes first, as in the reference reader: an absurd length is refused as such.
         guard let headerLength = Int(exactly: rawLength), headerLength <= limits.maxHeaderBytes else {
-            throw FormatError.limitExceeded(path: path, limit: "header bytes", value: Int(exactly: rawLength) ?? Int.max,
+            throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: Int(exactly: rawLength) ?? Int.max,
                                             maximum: limits.maxHeaderBytes)
         }
         guard headerLength <= size - 8 else {
@@ -140,7 +140,7 @@ struct SafetensorsHeader {
         // Tensor entries, visited in header order so that errors are deterministic.
         let names = scan.topLevelKeys.filter { $0 != SafetensorsNames.metadataKey }
         guard names.count <= limits.maxTensorCount else {
-            throw FormatError.limitExceeded(path: path, limit: "tensor count", value: names.count, maximum: limits.maxTensorCount)
+            throw FormatError.limitExceeded(path: path, limit: .tensorCount, value: names.count, maximum: limits.maxTensorCount)
         }
         var entries: [(entry: Entry, headerIndex: Int)] = []
         entries.reserveCapacity(names.count)
@@ -153,7 +153,7 @@ struct SafetensorsHeader {
             let entry = try parseEntry(name: name, value: value, path: path, limits: limits)
             let (newTotal, overflow) = totalBytes.addingReportingOverflow(entry.info.byteCount)
             guard !overflow, newTotal <= limits.maxTotalBytes else {
-                throw FormatError.limitExceeded(path: path, limit: "total bytes", value: overflow ? Int.max : newTotal, maximum: limits.maxTotalBytes)
+                throw FormatError.limitExceeded(path: path, limit: .totalBytes, value: overflow ? Int.max : newTotal, maximum: limits.maxTotalBytes)
             }
             totalBytes = newTotal
             entries.append((entry, headerIndex))
@@ -209,7 +209,7 @@ struct SafetensorsHeader {
         guard let rawShape = fields["shape"] else { throw invalid("its header entry has no 'shape'") }
         guard let shapeValues = rawShape as? [Any] else { throw invalid("'shape' is \(SafetensorsJSON.typeName(rawShape)), not an array") }
         guard shapeValues.count <= limits.maxRank else {
-            throw FormatError.limitExceeded(path: path, limit: "rank", value: shapeValues.count, maximum: limits.maxRank)
+            throw FormatError.limitExceeded(path: path, limit: .rank, value: shapeValues.count, maximum: limits.maxRank)
         }
         var shape: [Int] = []
         shape.reserveCapacity(shapeValues.count)

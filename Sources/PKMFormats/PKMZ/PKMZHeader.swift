@@ -147,7 +147,7 @@ struct PKMZHeader: Sendable {
 
         guard case .array(let tensorValues)? = fields["tensors"] else { throw invalid("\"tensors\" must be an array") }
         guard tensorValues.count <= limits.maxTensorCount else {
-            throw FormatError.limitExceeded(path: path, limit: "tensor count", value: tensorValues.count, maximum: limits.maxTensorCount)
+            throw FormatError.limitExceeded(path: path, limit: .tensorCount, value: tensorValues.count, maximum: limits.maxTensorCount)
         }
         var tensors: [PKMZTensorEntry] = []
         tensors.reserveCapacity(tensorValues.count)
@@ -239,7 +239,7 @@ struct PKMZHeader: Sendable {
         }
         guard case .array(let dimensions)? = fields["shape"] else { throw invalid("\"shape\" must be an array of integers") }
         guard dimensions.count <= limits.maxRank else {
-            throw FormatError.limitExceeded(path: path, limit: "rank", value: dimensions.count, maximum: limits.maxRank)
+            throw FormatError.limitExceeded(path: path, limit: .rank, value: dimensions.count, maximum: limits.maxRank)
         }
         var shape: [Int] = []
         for dimension in dimensions {
@@ -252,7 +252,7 @@ struct PKMZHeader: Sendable {
         }
         let (newTotal, totalOverflow) = totalBytes.addingReportingOverflow(byteCount)
         guard !totalOverflow, newTotal <= limits.maxTotalBytes else {
-            throw FormatError.limitExceeded(path: path, limit: "total bytes", value: totalOverflow ? Int.max : newTotal,
+            throw FormatError.limitExceeded(path: path, limit: .totalBytes, value: totalOverflow ? Int.max : newTotal,
                                             maximum: limits.maxTotalBytes)
         }
         totalBytes = newTotal

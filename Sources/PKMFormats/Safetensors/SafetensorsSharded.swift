@@ -73,11 +73,11 @@ public final class ShardedSafetensorsReader: CheckpointReader {
                 }
                 infos.append(info)
                 guard infos.count <= limits.maxTensorCount else {
-                    throw FormatError.limitExceeded(path: indexPath, limit: "tensor count", value: infos.count, maximum: limits.maxTensorCount)
+                    throw FormatError.limitExceeded(path: indexPath, limit: .tensorCount, value: infos.count, maximum: limits.maxTensorCount)
                 }
                 let (newTotal, overflow) = totalBytes.addingReportingOverflow(info.byteCount)
                 guard !overflow, newTotal <= limits.maxTotalBytes else {
-                    throw FormatError.limitExceeded(path: indexPath, limit: "total bytes", value: overflow ? Int.max : newTotal, maximum: limits.maxTotalBytes)
+                    throw FormatError.limitExceeded(path: indexPath, limit: .totalBytes, value: overflow ? Int.max : newTotal, maximum: limits.maxTotalBytes)
                 }
                 totalBytes = newTotal
             }
@@ -144,7 +144,7 @@ public final class ShardedSafetensorsReader: CheckpointReader {
             throw FormatError.io(path: path, operation: "stat", message: error.localizedDescription)
         }
         guard size <= limits.maxHeaderBytes else {
-            throw FormatError.limitExceeded(path: path, limit: "header bytes", value: size, maximum: limits.maxHeaderBytes)
+            throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: size, maximum: limits.maxHeaderBytes)
         }
         let bytes: Data
         do {
@@ -153,7 +153,7 @@ public final class ShardedSafetensorsReader: CheckpointReader {
             throw FormatError.io(path: path, operation: "read", message: error.localizedDescription)
         }
         guard bytes.count <= limits.maxHeaderBytes else {  // the file grew since it was measured
-            throw FormatError.limitExceeded(path: path, limit: "header bytes", value: bytes.count, maximum: limits.maxHeaderBytes)
+            throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: bytes.count, maximum: limits.maxHeaderBytes)
         }
         let object = try SafetensorsJSON.parseObject(bytes, path: path, what: "the index")
         let scan = bytes.withUnsafeBytes { SafetensorsJSONScan($0) }
@@ -170,7 +170,7 @@ public final class ShardedSafetensorsReader: CheckpointReader {
             throw FormatError.invalidHeader(path: path, reason: "'weight_map' is \(SafetensorsJSON.typeName(rawMap)), not an object")
         }
         guard map.count <= limits.maxTensorCount else {
-            throw FormatError.limitExceeded(path: path, limit: "tensor count", value: map.count, maximum: limits.maxTensorCount)
+            throw FormatError.limitExceeded(path: path, limit: .tensorCount, value: map.count, maximum: limits.maxTensorCount)
         }
         var weightMap: [String: String] = [:]
         weightMap.reserveCapacity(map.count)

@@ -106,13 +106,76 @@ public struct ReaderLimits: Sendable, Equatable {
     public var maxRank: Int = 16
     /// Largest total of declared tensor bytes (uncompressed). Default 1 TiB. CLI: `--max-total-bytes`.
     public var maxTotalBytes: Int = 1 << 40
-    /// When set, every HDF5 file is first read by a child process (``HDF5Probe``) and opened in this
-    /// process only if the child read it cleanly, so a libhdf5 crash or hang on damaged metadata
-    /// becomes an error instead of killing the caller. Default nil for the library (no child
-    /// process); the `pkm-convert` CLI sets it (`--hdf5-probe data|metadata|off`).
+    /// When set, every HDF5 file is first read by a child process (see ``HDF5Probe``; the vetting
+    /// itself lives in `PKMHDF5`) and opened in this process only if the child read it cleanly, so
+    /// a libhdf5 crash or hang on damaged metadata becomes an error instead of killing the caller.
+    /// Default nil for the library (no child process); the `pkm-convert` CLI sets it.
     public var hdf5Probe: HDF5Probe?
 
     public init() {}
+}
+
+/// Which limit of ``ReaderLimits`` a file exceeded (carried by ``FormatError/limitExceeded(path:limit:value:maximum:)``,
+/// so a front end can name its own way of raising it).
+public enum ReaderLimit: String, Sendable, CaseIterable, Codable {
+    /// ``ReaderLimits/maxHeaderBytes``.
+    case headerBytes = "header bytes"
+    /// ``ReaderLimits/maxTensorCount``.
+    case tensorCount = "tensor count"
+    /// ``ReaderLimits/maxRank``.
+    case rank
+    /// ``ReaderLimits/maxTotalBytes``.
+    case totalBytes = "total bytes"
+
+    /// The ``ReaderLimits`` property that sets this limit.
+    public var propertyName: String {
+        switch self {
+        case .headerBytes: return "maxHeaderBytes"
+        case .tensorCount: return "maxTensorCount"
+        case .rank: return "maxRank"
+        case .totalBytes: return "maxTotalBytes"
+        }
+    }
+}
+
+/// How HDF5 files are vetted in a child process before libhdf5 parses them in this one
+/// (settings only; `PKMHDF5` runs it).
+///
+/// libhdf5 (1.10.8 on Debian 12, and the CVEs of the 1.10–1.14 series) can crash, loop or corrupt
+/// its heap on damaged metadata before any validation sees a value (RELIABILITY.md §3), so the
+/// file is first read by a child: `command + [path]`, spawned with `posix_spawn`. The child must
+/// call `HDF5Probe.serveChild(path:)` from `PKMHDF5` (the `pkm-convert` executable does, in a
+/// hidden subcommand); the rest of the request travels in the environment.
+public struct HDF5Probe: Sendable, Equatable {
+    /// How much of the file the child reads.
+    public enum Depth: String, Sendable, CaseIterable, Codable {
+        /// Structure only: superblock, groups, links, dataset types and shapes, every attribute
+        /// (where every libhdf5 fault found so far happened).
+        case metadata
+        /// Structure and every tensor's data (chunk indexes and filters too).
+        case data
+    }
+
+    /// The program and leading arguments that start a child serving the request
+    /// (e.g. `["/proc/self/exe", "__probe-hdf5"]`); the file's path is appended.
+    public var command: [String]
+    /// What the child reads.
+    public var depth: Depth
+    /// Wall-clock deadline for the child, in seconds; nil picks 20 s plus 1 s per 50 MB of file in
+    /// ``Depth/data`` mode. A child still running at the deadline is killed.
+    public var timeoutSeconds: Double?
+
+    public init(command: [String], depth: Depth = .metadata, timeoutSeconds: Double? = nil) {
+        self.command = command
+        self.depth = depth
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    /// The deadline for a file of `fileSize` bytes.
+    public func deadline(fileSize: Int) -> Double {
+        if let timeoutSeconds { return timeoutSeconds }
+        return depth == .data ? 20 + Double(fileSize) / 50e6 : 20
+    }
 }
 
 /// Options for writers.

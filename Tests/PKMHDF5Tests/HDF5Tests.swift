@@ -1,4 +1,6 @@
 import Foundation
+import PKMCheckpoints
+@testable import PKMHDF5
 import PKMTestSupport
 import PKMTensor
 import Testing
@@ -419,7 +421,7 @@ struct HDF5Tests {
                 _ = try HDF5Reader(url: url, limits: limits)
                 return nil
             } catch FormatError.limitExceeded(_, let limit, let value, let maximum) {
-                return value > maximum ? limit : "value \(value) not above \(maximum)"
+                return value > maximum ? limit.rawValue : "value \(value) not above \(maximum)"
             } catch {
                 return "\(error)"
             }

@@ -1,0 +1,152 @@
+import CSystemShims
+import Foundation
+import PKMFormats
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Running ``HDF5Probe`` (its settings are declared in `PKMFormats`): the parent's vetting and the
+/// child's side.
+///
+/// Why a child process: libhdf5 can crash, loop or corrupt its heap on damaged metadata — in the
+/// global heap behind variable-length string attributes, in link and attribute table cleanup, on
+/// error paths — before our validation ever sees a value (RELIABILITY.md §3). No in-process check
+/// can prevent that: the public API gives no raw access to that metadata, and a signal handler
+/// cannot restore libhdf5's state. So the file is first read by a child (spawned with
+/// `posix_spawn`, never `fork`, since this process is multi-threaded), which opens it with
+/// ``HDF5Reader`` exactly as this process would, and in ``HDF5Probe/Depth/data`` mode also reads
+/// every tensor. Only when the child exits 0 does this process open the file itself.
+///
+/// The child is `command + [path]`; the rest of the request (depth, limits, the parent's pid)
+/// travels as JSON in the environment variable ``HDF5Probe/requestVariable``, so the program that
+/// serves it needs no knowledge of the request's fields: it calls ``HDF5Probe/serveChild(path:)``.
+///
+/// Cost: one extra process start and metadata walk (a few milliseconds for real checkpoints); in
+/// data mode one extra read of the data, mostly from the page cache afterwards.
+extension HDF5Probe {
+    /// The environment variable carrying the request to the child.
+    public static let requestVariable = "PKM_HDF5_PROBE_REQUEST"
+
+    /// Exit status of a child that refused the file with a typed error (its one-line message is
+    /// the last line on stderr). Any other non-zero status, or a signal, means the child did not finish.
+    public static let refusedStatus: Int32 = 2
+
+    /// What the child is asked to do.
+    struct Request: Codable, Equatable {
+        var depth: Depth
+        var parent: Int32
+        var maxHeaderBytes: Int
+        var maxTotalBytes: Int
+        var maxTensorCount: Int
+        var maxRank: Int
+
+        init(depth: Depth, parent: Int32, limits: ReaderLimits) {
+            self.depth = depth
+            self.parent = parent
+            maxHeaderBytes = limits.maxHeaderBytes
+            maxTotalBytes = limits.maxTotalBytes
+            maxTensorCount = limits.maxTensorCount
+            maxRank = limits.maxRank
+        }
+
+        /// The limits the child reads with: the parent's, with no probe of its own (the child is
+        /// the process that may crash).
+        var limits: ReaderLimits {
+            var limits = ReaderLimits()
+            limits.maxHeaderBytes = maxHeaderBytes
+            limits.maxTotalBytes = maxTotalBytes
+            limits.maxTensorCount = maxTensorCount
+            limits.maxRank = maxRank
+            return limits
+        }
+    }
+
+    /// The request for `limits`, as the child's environment entry.
+    func requestEnvironment(limits: ReaderLimits) -> [String: String] {
+        let request = Request(depth: depth, parent: getpid(), limits: limits)
+        let json = (try? JSONEncoder().encode(request)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return [Self.requestVariable: json]
+    }
+
+    /// Runs the child on `path`; returns when it read the file cleanly.
+    /// - Throws: ``FormatError/isolatedReadFailed(path:reason:)`` when the child refused the file
+    ///   or crashed; ``FormatError/isolatedReadTimedOut(path:seconds:)`` when it was killed at the
+    ///   deadline; ``FormatError/isolatedReaderUnavailable(path:command:message:)`` when it could
+    ///   not be started.
+    func vet(path: String, fileSize: Int, limits: ReaderLimits) throws(FormatError) {
+        let seconds = deadline(fileSize: fileSize)
+        guard let program = command.first else {
+            throw .isolatedReaderUnavailable(path: path, command: "(empty command)", message: "HDF5Probe.command is empty")
+        }
+        let outcome: ChildProcess.Outcome
+        do {
+            outcome = try ChildProcess.run(executable: program, arguments: Array(command.dropFirst()) + [path],
+                                           deadlineSeconds: seconds, environment: requestEnvironment(limits: limits))
+        } catch {
+            throw .isolatedReaderUnavailable(path: path, command: command.joined(separator: " "), message: error.description)
+        }
+        switch outcome.ending {
+        case .exited(0):
+            return
+        case .exited(Self.refusedStatus) where !outcome.lastLine.isEmpty:
+            throw .isolatedReadFailed(path: path, reason: outcome.lastLine)
+        case .exited(let status):
+            throw .isolatedReadFailed(
+                path: path, reason: "the isolated HDF5 reader ended with status \(status)\(outcome.lastLine.isEmpty ? "" : " (\(outcome.lastLine))"); the file is damaged or not an HDF5 checkpoint")
+        case .signalled(let signal):
+            throw .isolatedReadFailed(
+                path: path, reason: "the isolated HDF5 reader crashed (signal \(signal), \(ChildProcess.signalName(signal))) on this file: libhdf5 cannot read it safely, it is damaged; re-export it (nothing was read in this process)")
+        case .timedOut:
+            throw .isolatedReadTimedOut(path: path, seconds: seconds)
+        }
+    }
+
+    /// The child's side: reads `path` as the request in ``requestVariable`` asks, and returns the
+    /// exit status the process must end with (0 read cleanly, ``refusedStatus`` refused; the
+    /// refusal's one-line message is written to stderr). A libhdf5 crash or hang ends only this
+    /// process, which the parent reports.
+    ///
+    /// First of all the child binds itself to its parent: it is killed if the parent dies (a
+    /// SIGKILLed parent must not leave a probe spinning in a libhdf5 loop), and exits at once if
+    /// the parent is already gone. (PR_SET_PDEATHSIG fires when the spawning *thread* ends; the
+    /// parent waits for the child on that thread, so the child always ends first.)
+    public static func serveChild(path: String) -> Int32 {
+        _ = pkm_die_with_parent()
+        let environment = ProcessInfo.processInfo.environment[requestVariable]
+        guard let text = environment, let request = try? JSONDecoder().decode(Request.self, from: Data(text.utf8)) else {
+            FileHandle.standardError.write(Data("\(path): the HDF5 probe was started without a valid \(requestVariable) request\n".utf8))
+            return refusedStatus
+        }
+        if getppid() != request.parent { return 3 }
+        do {
+            let reader = try HDF5Reader(url: URL(fileURLWithPath: path), limits: request.limits)
+            if request.depth == .data {
+                // libhdf5 can allocate without bound while decoding damaged chunk indexes (one
+                // regression input grows by 500 MB/s until the OOM killer ends it): cap this process
+                // at what it holds now, plus twice the largest declared tensor, plus 512 MiB.
+                let largest = reader.tensorInfos.map(\.byteCount).max() ?? 0
+                limitAddressSpace(extra: 2 * largest + (512 << 20))
+                for info in reader.tensorInfos { _ = try reader.tensor(named: info.name) }
+            }
+            return 0
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            return refusedStatus
+        }
+    }
+
+    /// Sets RLIMIT_AS to the current virtual size plus `extra` bytes (Linux; elsewhere a no-op).
+    static func limitAddressSpace(extra: Int) {
+        #if os(Linux)
+        guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+              let pages = statm.split(separator: " ").first.flatMap({ Int($0) }) else { return }
+        let current = pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+        let (total, overflow) = current.addingReportingOverflow(extra)
+        guard !overflow else { return }
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit) == 0 else { return }
+        limit.rlim_cur = min(limit.rlim_cur, rlim_t(total))   // never above the inherited limit
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit)
+        #endif
+    }
+}
