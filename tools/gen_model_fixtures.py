@@ -134,6 +134,14 @@ CASES = [
          aliases=True,
          files=[dict(file="model.h5", kind="h5", layout="flat", compression="gzip", shuffle=False,
                      prefix=XLM_PREFIX, config_in_file=False, aliases=True)]),
+    dict(name="bert_exact_ties", seed=20240707, config=bert_config(pkm_config([1], ["residual"])),
+         integer_keys=True,
+         description="BERT, residual memory at layer 1 whose sub-keys are drawn from 3 integer-valued prototype "
+                     "vectors (entries in {-1, 0, 1}), so many sub-keys are identical and PyTorch's top-k meets "
+                     "exact ties (within halves and on the grid, at and inside the top-k boundary); safetensors, "
+                     "`bert.` prefix, __metadata__ config. Verification must count the different tie orders as "
+                     "ties and nothing else",
+         files=[dict(file="model.safetensors", kind="safetensors", prefix="bert.", config_in_file=True)]),
     dict(name="bert_base_plain", seed=20240706, config=bert_config(None),
          description="memory-free BERT (no pkm object) with pooler, for grafting tests; safetensors without "
                      "prefix (as `save_pretrained` of a BertModel writes it), __metadata__ {format: pt}",
@@ -540,6 +548,14 @@ def generate_case(case):
     config = case["config"]
     model = ref.build_model(config, add_pooling_layer=case.get("pooler", True))
     randomise(model, generator)
+    if case.get("integer_keys"):
+        with torch.no_grad():
+            for name, tensor in model.state_dict().items():
+                if name.endswith("memory.keys"):
+                    h, two, n, half = tensor.shape
+                    prototypes = torch.randint(-1, 2, (3, half), generator=generator).float()
+                    choice = torch.randint(0, 3, (h, two, n), generator=generator)
+                    tensor.copy_(prototypes[choice])
     if case.get("float16"):
         with torch.no_grad():
             for tensor in model.state_dict().values():
@@ -592,6 +608,9 @@ def generate_case(case):
     write_reference(os.path.join(case_dir, "reference.h5"), inputs, result, generator_text)
     stats = {str(layer): trace["stats"] for layer, trace in result["memory"].items()}
     for layer, layer_stats in stats.items():
+        if case.get("integer_keys"):
+            assert layer_stats["exact_ties_half"] > 0 and layer_stats["exact_ties_product"] > 0, (case["name"], layer, layer_stats)
+            continue
         assert layer_stats["exact_ties_half"] == 0 and layer_stats["exact_ties_product"] == 0, (case["name"], layer, layer_stats)
         assert min(layer_stats["half_boundary_gap"], layer_stats["product_gap"]) > MIN_GAP, \
             f"{case['name']}: memory {layer} has a near tie {layer_stats}; pick another seed"
@@ -643,6 +662,7 @@ def manifest_entry(case, info, checked):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only verify the committed fixtures")
+    parser.add_argument("--only", help="regenerate only this case (the others and their manifest entries stay as committed)")
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
@@ -663,13 +683,20 @@ def main():
                 "among the k+1 best of all N^2 product keys, exact_ties_* = rows with an exact tie there "
                 f"(the generator requires no exact tie and every gap > {MIN_GAP})",
                 "cases": {}}
+    if args.only:
+        with open(os.path.join(OUT, "MANIFEST.json")) as f:
+            committed = json.load(f)
+        manifest["cases"] = {name: entry for name, entry in committed["cases"].items() if name != args.only}
     for case in CASES:
+        if args.only and case["name"] != args.only:
+            continue
         info = generate_case(case)
         checked = verify_case(case)
         manifest["cases"][case["name"]] = manifest_entry(case, info, checked)
         manifest["cases"][case["name"]]["command"] = COMMAND
         manifest["cases"][case["name"]]["versions"] = versions()
         print(f"{case['name']}: spec diff {info['spec_diff']:.2e}, ties {info['stats']}, files {sorted(checked)}")
+    manifest["cases"] = dict(sorted(manifest["cases"].items()))
     with open(os.path.join(OUT, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -83,7 +83,7 @@ public struct EncoderLayer: Sendable {
 
     /// Runs the layer in place on `hidden` `[batch·sequence, d]`.
     func forward(_ hidden: UnsafeMutablePointer<Float>, batch: Int, sequence: Int, additiveMask: [Float],
-                 traceIndices: UnsafeMutablePointer<Int32>?, traceWeights: UnsafeMutablePointer<Float>?,
+                 trace: ProductKeyMemory.Trace?,
                  profile: ForwardProfile? = nil, workspace: ForwardWorkspace = ForwardWorkspace()) {
         var mark = ForwardProfile.now()
         let d = config.hiddenSize, rows = batch * sequence
@@ -136,7 +136,7 @@ public struct EncoderLayer: Sendable {
         // hidden = FFN(a) (or 0); add a, then memory for replace/residual (the order PyTorch adds them).
         if let memory, memoryMode == .replace || memoryMode == .residual {
             let m = workspace.zeroed(.memoryOutput, count: rows * d)
-            memory.forward(a, rows: rows, blockRows: sequence, addingInto: m, traceIndices: traceIndices, traceWeights: traceWeights,
+            memory.forward(a, rows: rows, blockRows: sequence, addingInto: m, trace: trace,
                            workspace: workspace)
             if memoryMode == .replace {
                 for i in 0..<(rows * d) { hidden[i] = m[i] + a[i] }
@@ -151,7 +151,7 @@ public struct EncoderLayer: Sendable {
         profile?.add("feed_forward", since: &mark)
         if let memory, memoryMode == .after {
             let m = workspace.zeroed(.memoryOutput, count: rows * d)
-            memory.forward(hidden, rows: rows, blockRows: sequence, addingInto: m, traceIndices: traceIndices, traceWeights: traceWeights,
+            memory.forward(hidden, rows: rows, blockRows: sequence, addingInto: m, trace: trace,
                            workspace: workspace)
             Compute.add(hidden, m, count: rows * d)
             profile?.add("memory", since: &mark)

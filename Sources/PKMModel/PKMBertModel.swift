@@ -39,12 +39,24 @@ public struct ModelInputs: Sendable, Equatable {
 public struct MemoryTrace: Sendable {
     /// Encoder layer index.
     public var layer: Int
-    /// `[batch, sequence, heads, knn]` slot ids.
-    public var indices: [Int32]
+    /// `[batch, sequence, heads, knn]` slot ids (int64, as spec §5 stores them).
+    public var indices: [Int64]
     /// `[batch, sequence, heads, knn]` softmax weights.
     public var weights: [Float]
     /// Shape of both arrays.
     public var shape: [Int]
+    /// `[batch, sequence, heads · k_dim]` queries after the optional batchnorm.
+    public var queries: [Float]
+    /// The memory that made the trace, to score any slot for a traced token.
+    public var memory: ProductKeyMemory
+
+    /// This memory's score of `slot` for the token at flat position `token` (`batch · sequence`
+    /// order) and `head`; nil when any of them is out of range.
+    public func score(token: Int, head: Int, slot: Int64) -> Float? {
+        let width = memory.config.headCount * memory.config.keyDimension
+        guard token >= 0, (token + 1) * width <= queries.count else { return nil }
+        return queries.withUnsafeBufferPointer { memory.slotScore(query: $0.baseAddress! + token * width, head: head, slot: slot) }
+    }
 }
 
 /// Results of a forward pass.
@@ -146,26 +158,31 @@ public struct PKMBertModel: Sendable {
         var traces: [Int: MemoryTrace] = [:]
         let workspace = ForwardWorkspace()
         for layer in layers {
-            var indices: [Int32] = []
+            var indices: [Int64] = []
             var weights: [Float] = []
+            var queries: [Float] = []
             let trace = collectMemoryTraces && layer.memory != nil
             if trace, let memory = layer.memory {
                 let count = rows * memory.config.headCount * memory.config.knn
-                indices = [Int32](repeating: -1, count: count)
+                indices = [Int64](repeating: -1, count: count)
                 weights = [Float](repeating: 0, count: count)
+                queries = [Float](repeating: 0, count: rows * memory.config.headCount * memory.config.keyDimension)
             }
             hidden.withUnsafeMutableBufferPointer { h in
                 indices.withUnsafeMutableBufferPointer { i in
                     weights.withUnsafeMutableBufferPointer { w in
-                        layer.forward(h.baseAddress!, batch: batch, sequence: sequence, additiveMask: mask,
-                                      traceIndices: trace ? i.baseAddress : nil, traceWeights: trace ? w.baseAddress : nil,
-                                      profile: profiler, workspace: workspace)
+                        queries.withUnsafeMutableBufferPointer { q in
+                            let pointers = trace ? ProductKeyMemory.Trace(indices: i.baseAddress!, weights: w.baseAddress!, queries: q.baseAddress!) : nil
+                            layer.forward(h.baseAddress!, batch: batch, sequence: sequence, additiveMask: mask,
+                                          trace: pointers, profile: profiler, workspace: workspace)
+                        }
                     }
                 }
             }
             if trace, let memory = layer.memory {
                 traces[layer.index] = MemoryTrace(layer: layer.index, indices: indices, weights: weights,
-                                                  shape: [batch, sequence, memory.config.headCount, memory.config.knn])
+                                                  shape: [batch, sequence, memory.config.headCount, memory.config.knn],
+                                                  queries: queries, memory: memory)
             }
             if collectHiddenStates { hiddenStates.append(hidden) }
         }

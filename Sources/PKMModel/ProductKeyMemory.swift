@@ -16,7 +16,7 @@ public struct ProductKeyMemory: Sendable {
     public let config: MemoryConfig
     let inputWidth: Int
     let keys: [Float]          // [H, 2, N, K/2]
-    let values: [Float]        // [N·N, V]
+    let values: FloatStorage   // [N·N, V], used in place when the checkpoint's bytes allow it
     let queryWeight: [Float]   // [H·K, d]
     let queryBias: [Float]?    // [H·K]
     let batchNormScale: [Float]?  // γ / sqrt(var + eps)
@@ -50,7 +50,7 @@ public struct ProductKeyMemory: Sendable {
         self.inputWidth = inputWidth
         let h = config.headCount, n = config.keyCount, k = config.keyDimension
         keys = try loader.floats(prefix + ParameterNames.Memory.keys, [h, 2, n, k / 2])
-        values = try loader.floats(prefix + ParameterNames.Memory.values, [n * n, config.valueDimension])
+        values = try loader.floatStorage(prefix + ParameterNames.Memory.values, [n * n, config.valueDimension])
         queryWeight = try loader.floats(prefix + ParameterNames.Memory.queryWeight, [h * k, inputWidth])
         queryBias = config.queryBias ? try loader.floats(prefix + ParameterNames.Memory.queryBias, [h * k]) : nil
         if config.queryBatchNorm {
@@ -69,12 +69,36 @@ public struct ProductKeyMemory: Sendable {
         }
     }
 
+    /// The score of `slot` for one head's query (`query` points at the token's `[H·K]` query):
+    /// `keys[h,0,slot / N] · q1 + keys[h,1,slot mod N] · q2`, summed in order (so it may differ from
+    /// the forward pass's sgemm in the last bits). Verification uses it to decide whether a slot
+    /// the reference kept and this run did not is a genuine tie at the top-k boundary.
+    /// - Returns: nil for a slot outside `0..<N²` or a head outside `0..<H`.
+    public func slotScore(query: UnsafePointer<Float>, head: Int, slot: Int64) -> Float? {
+        let h = config.headCount, n = config.keyCount, k = config.keyDimension, half = k / 2
+        guard (0..<h).contains(head), slot >= 0, slot < Int64(n) * Int64(n) else { return nil }
+        let first = Int(slot / Int64(n)), second = Int(slot % Int64(n))
+        var score: Float = 0
+        for j in 0..<half { score += keys[((head * 2) * n + first) * half + j] * query[head * k + j] }
+        for j in 0..<half { score += keys[((head * 2 + 1) * n + second) * half + j] * query[head * k + half + j] }
+        return score
+    }
+
+    /// Pointers a forward pass fills for verification, each per token and head, score-descending.
+    struct Trace {
+        /// `[rows, H, k]` slot ids (64-bit: N² exceeds `Int32` from N = 46,341).
+        var indices: UnsafeMutablePointer<Int64>
+        /// `[rows, H, k]` softmax weights.
+        var weights: UnsafeMutablePointer<Float>
+        /// `[rows, H·K]` queries after the optional batchnorm (to score any slot afterwards).
+        var queries: UnsafeMutablePointer<Float>
+    }
+
     /// Applies the memory to `rows` tokens of width d, adding `M(x)` into `output` (`[rows, V]`).
     /// When `trace` is given, stores per token and head the selected slot ids and softmax weights
-    /// (`[rows, H, k]`, score-descending).
+    /// (`[rows, H, k]`, score-descending), and the queries.
     func forward(_ x: UnsafePointer<Float>, rows: Int, blockRows: Int? = nil, addingInto output: UnsafeMutablePointer<Float>,
-                 traceIndices: UnsafeMutablePointer<Int32>?, traceWeights: UnsafeMutablePointer<Float>?,
-                 workspace: ForwardWorkspace = ForwardWorkspace()) {
+                 trace: Trace?, workspace: ForwardWorkspace = ForwardWorkspace()) {
         let h = config.headCount, n = config.keyCount, k = config.keyDimension, half = k / 2, knn = config.knn
         let v = config.valueDimension, width = h * k
         // Both buffers are fully overwritten (linear, then sgemm with beta 0) before they are read.
@@ -86,6 +110,7 @@ public struct ProductKeyMemory: Sendable {
                 for i in 0..<width { r[i] = (r[i] - mean[i]) * scale[i] + shift[i] }
             }
         }
+        if let trace { trace.queries.update(from: query, count: rows * width) }
         // Sub-key scores for every token: [rows, N] per head and half, through sgemm.
         let scoreBuffer = workspace.buffer(.memoryScores, count: h * 2 * rows * n)
         keys.withUnsafeBufferPointer { keyBuffer in
@@ -99,7 +124,7 @@ public struct ProductKeyMemory: Sendable {
         }
         do {
             let s = UnsafeBufferPointer(start: UnsafePointer(scoreBuffer), count: h * 2 * rows * n)
-            values.withUnsafeBufferPointer { valueBuffer in
+            values.withFloats { valueBuffer in
                 Compute.parallelChunks(rows, minimumChunk: 4) { start, end in
                     var first = TopK(capacity: knn), second = TopK(capacity: knn), grid = TopK(capacity: knn)
                     var weights = [Float](repeating: 0, count: knn)
@@ -109,12 +134,12 @@ public struct ProductKeyMemory: Sendable {
                             first.reset(); second.reset(); grid.reset()
                             let s1 = s.baseAddress! + (head * 2) * rows * n + row * n
                             let s2 = s.baseAddress! + (head * 2 + 1) * rows * n + row * n
-                            for i in 0..<n { first.offer(score: s1[i], index: Int32(i)) }
-                            for i in 0..<n { second.offer(score: s2[i], index: Int32(i)) }
+                            for i in 0..<n { first.offer(score: s1[i], index: i) }
+                            for i in 0..<n { second.offer(score: s2[i], index: i) }
                             // Both lists are score-descending, so each inner scan stops at the first
                             // sum that cannot enter the grid's top k.
                             for a in 0..<first.count {
-                                let scoreA = first.scores[a], slotBase = first.indices[a] * Int32(n)
+                                let scoreA = first.scores[a], slotBase = first.indices[a] * n
                                 if grid.isFull && scoreA + second.scores[0] < grid.minimumScore { break }
                                 for b in 0..<second.count {
                                     let score = scoreA + second.scores[b]
@@ -128,13 +153,13 @@ public struct ProductKeyMemory: Sendable {
                             for j in 0..<grid.count { weights[j] = expf(grid.scores[j] - maximum); total += weights[j] }
                             for j in 0..<grid.count { weights[j] /= total }
                             for j in 0..<grid.count {
-                                let slot = Int(grid.indices[j])
+                                let slot = grid.indices[j]
                                 let w = weights[j]
                                 let valueRow = valueBuffer.baseAddress! + slot * v
                                 for i in 0..<v { out[i] += w * valueRow[i] }
-                                if let traceIndices, let traceWeights {
-                                    traceIndices[(row * h + head) * knn + j] = Int32(slot)
-                                    traceWeights[(row * h + head) * knn + j] = w
+                                if let trace {
+                                    trace.indices[(row * h + head) * knn + j] = Int64(slot)
+                                    trace.weights[(row * h + head) * knn + j] = w
                                 }
                             }
                         }
@@ -146,16 +171,19 @@ public struct ProductKeyMemory: Sendable {
 }
 
 /// A bounded list of the best (score, index) pairs, kept sorted by score descending then index ascending.
+///
+/// NaN ranks above every number, as in PyTorch's `topk` (which sorts NaN as the largest value);
+/// NaNs among themselves by index. So a NaN query selects the same slots here as in PyTorch.
 struct TopK {
     let capacity: Int
     var scores: [Float]
-    var indices: [Int32]
+    var indices: [Int]
     var count = 0
 
     init(capacity: Int) {
         self.capacity = capacity
         scores = [Float](repeating: 0, count: capacity)
-        indices = [Int32](repeating: 0, count: capacity)
+        indices = [Int](repeating: 0, count: capacity)
     }
 
     mutating func reset() { count = 0 }
@@ -164,13 +192,16 @@ struct TopK {
     var minimumScore: Float { scores[count - 1] }
 
     @inline(__always)
-    static func precedes(_ scoreA: Float, _ indexA: Int32, _ scoreB: Float, _ indexB: Int32) -> Bool {
-        scoreA > scoreB || (scoreA == scoreB && indexA < indexB)
+    static func precedes(_ scoreA: Float, _ indexA: Int, _ scoreB: Float, _ indexB: Int) -> Bool {
+        if scoreA > scoreB { return true }
+        if scoreA == scoreB { return indexA < indexB }
+        if scoreA.isNaN { return !scoreB.isNaN || indexA < indexB }
+        return false
     }
 
     /// Inserts the pair if it ranks among the best `capacity`; returns whether it was kept.
     @discardableResult
-    mutating func offer(score: Float, index: Int32) -> Bool {
+    mutating func offer(score: Float, index: Int) -> Bool {
         if count == capacity {
             if !TopK.precedes(score, index, scores[count - 1], indices[count - 1]) { return false }
             count -= 1

@@ -88,33 +88,59 @@ enum Compare {
                                 beyondTolerance: beyond, ties: 0, passed: beyond == 0)
     }
 
-    /// Slot-id comparison. Rows are `[…, k]`, score-descending.
+    /// Slot-id comparison. Rows are `[…, heads, k]`, score-descending; row r is head `r % heads`
+    /// of token `r / heads`.
     ///
-    /// A differing id at rank j counts as a tie (not a failure) only when the two results agree on
-    /// the weight at rank j and that weight is tied in the reference: either with another rank of
-    /// the same row (equal scores listed in another order) or with every rank from j to the last
-    /// (equal scores at the top-k boundary, where the reference kept a slot this run did not).
-    /// PyTorch's top-k gives no order among equal scores; this run breaks ties by lower slot id.
-    static func indices(name: String, actual: [Int32], expected: [Int64], actualWeights: [Float], expectedWeights: [Float]?,
-                        shape: [Int], tolerance: Tolerance) -> OutputComparison {
+    /// Ties are exact. Within a row, ranks whose reference weights are exactly equal form a tie
+    /// group (without reference weights every rank is its own group). A group passes when this
+    /// run selected the same set of slot ids at those ranks, in any order (PyTorch's top-k gives
+    /// no order among equal scores; this run breaks ties by lower slot id): each id in another
+    /// position counts as a tie. A group may hold different members only when this model scores
+    /// each reference-only slot the same (within `tolerance`) as each slot it chose instead:
+    /// equal scores where the reference kept a slot this run did not. That happens at the top-k
+    /// boundary, and also inside the list when two sub-keys tie at a half's top-k boundary (the
+    /// XLM search keeps one of the twins, so the grid holds (a, b) here and (a', b) there).
+    /// Everything else is a mismatch, whatever the weights: a slot id the model does not score
+    /// like the reference's weights say is never excused.
+    /// - Parameter score: this model's score of a slot for (token, head), or nil when unknown
+    ///   (out of range): then a boundary difference is a mismatch.
+    static func indices(name: String, actual: [Int64], expected: [Int64], expectedWeights: [Float]?,
+                        shape: [Int], heads: Int, tolerance: Tolerance,
+                        score: (_ token: Int, _ head: Int, _ slot: Int64) -> Float?) -> OutputComparison {
         let k = max(shape.last ?? 1, 1)
         var mismatches = 0, ties = 0, firstBad = -1
         let count = min(actual.count, expected.count)
+        let weights = expectedWeights.flatMap { $0.count >= count ? $0 : nil }
+        func sameWeight(_ a: Float, _ b: Float) -> Bool { a == b || (a.isNaN && b.isNaN) }
         var rowStart = 0
         while rowStart < count {
             let rowEnd = min(count, rowStart + k)
-            for i in rowStart..<rowEnd where Int64(actual[i]) != expected[i] {
-                var tied = false
-                if let weights = expectedWeights, rowEnd <= weights.count, rowEnd <= actualWeights.count,
-                   tolerance.accepts(actualWeights[i], weights[i]) {
-                    let withinRow = (rowStart..<rowEnd).contains { $0 != i && tolerance.accepts(weights[$0], weights[i]) }
-                    let atBoundary = (i..<rowEnd).allSatisfy { tolerance.accepts(weights[$0], weights[i]) }
-                    tied = withinRow || atBoundary
+            let row = rowStart / k, token = row / max(heads, 1), head = row % max(heads, 1)
+            var groupStart = rowStart
+            while groupStart < rowEnd {
+                var groupEnd = groupStart + 1
+                if let weights {
+                    while groupEnd < rowEnd, sameWeight(weights[groupEnd], weights[groupStart]) { groupEnd += 1 }
                 }
-                if tied { ties += 1 } else {
-                    mismatches += 1
-                    if firstBad < 0 { firstBad = i }
+                let group = groupStart..<groupEnd
+                let differing = group.filter { actual[$0] != expected[$0] }
+                if !differing.isEmpty {
+                    var referenceOnly = expected[group].sorted(), chosenOnly = actual[group].sorted()
+                    Self.removeCommon(&referenceOnly, &chosenOnly)
+                    var tied = referenceOnly.isEmpty
+                    if !tied {
+                        // Every slot on either side must score alike under this model.
+                        let scores = (referenceOnly + chosenOnly).map { score(token, head, $0) }
+                        if let first = scores.first ?? nil, scores.allSatisfy({ $0 != nil }) {
+                            tied = scores.allSatisfy { tolerance.accepts($0!, first) }
+                        }
+                    }
+                    if tied { ties += differing.count } else {
+                        mismatches += differing.count
+                        if firstBad < 0 { firstBad = differing[0] }
+                    }
                 }
+                groupStart = groupEnd
             }
             rowStart = rowEnd
         }
@@ -126,5 +152,18 @@ enum Compare {
                                 worstActual: firstBad >= 0 && worst < actual.count ? Double(actual[worst]) : nil,
                                 worstExpected: firstBad >= 0 && worst < expected.count ? Double(expected[worst]) : nil,
                                 beyondTolerance: mismatches, ties: ties, passed: mismatches == 0)
+    }
+
+    /// Removes the elements two sorted arrays share (as multisets), leaving each side's own.
+    static func removeCommon(_ left: inout [Int64], _ right: inout [Int64]) {
+        var onlyLeft: [Int64] = [], onlyRight: [Int64] = []
+        var i = 0, j = 0
+        while i < left.count || j < right.count {
+            if j == right.count || (i < left.count && left[i] < right[j]) { onlyLeft.append(left[i]); i += 1 }
+            else if i == left.count || right[j] < left[i] { onlyRight.append(right[j]); j += 1 }
+            else { i += 1; j += 1 }
+        }
+        left = onlyLeft
+        right = onlyRight
     }
 }

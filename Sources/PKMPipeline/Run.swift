@@ -49,7 +49,7 @@ public enum Runner {
             try dict.insert(Tensor(float32: state, shape: [b, t, d]), named: "outputs/hidden_states/\(n)")
         }
         for (layer, trace) in outputs.memoryTraces.sorted(by: { $0.key < $1.key }) {
-            try dict.insert(Tensor(int64: trace.indices.map(Int64.init), shape: trace.shape), named: "outputs/memory/\(layer)/indices")
+            try dict.insert(Tensor(int64: trace.indices, shape: trace.shape), named: "outputs/memory/\(layer)/indices")
             try dict.insert(Tensor(float32: trace.weights, shape: trace.shape), named: "outputs/memory/\(layer)/scores")
         }
         dict.metadata["generator"] = "\(PKMVersion.toolName) run (Swift, float32)"

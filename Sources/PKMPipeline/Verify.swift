@@ -142,7 +142,9 @@ public enum Verifier {
                     throw PipelineError.invalidReference(path: reference.url.path, reason: "/\(slashed(indicesName)) has shape \(tensor.shape), expected \(trace.shape)")
                 }
                 comparisons.append(Compare.indices(name: slashed(indicesName), actual: trace.indices, expected: tensor.int64Values(),
-                                                   actualWeights: trace.weights, expectedWeights: expectedWeights, shape: trace.shape, tolerance: tolerance))
+                                                   expectedWeights: expectedWeights, shape: trace.shape,
+                                                   heads: trace.memory.config.headCount, tolerance: tolerance,
+                                                   score: trace.score(token:head:slot:)))
             } else {
                 skipped.append("/\(slashed(indicesName)) (not in reference)")
             }
