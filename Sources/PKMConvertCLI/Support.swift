@@ -127,13 +127,14 @@ enum Console {
     }
 
     /// A progress callback writing one updating line to stderr, only when stderr is a terminal.
-    static func progress(_ label: String, enabled: Bool = true) -> ((Int, Int) -> Void)? {
+    static func progress(_ label: String, unit: String = "tensors", enabled: Bool = true) -> ((Int, Int) -> Void)? {
         guard enabled, stderrIsTerminal else { return nil }
         let start = Date()
         return { done, total in
             let elapsed = Date().timeIntervalSince(start)
-            let line = "\r\(label): \(done)/\(total) tensors, \(String(format: "%.1f", elapsed)) s"
-            FileHandle.standardError.write(Data((line + (done == total ? "\n" : "")).utf8))
+            let remaining = done > 0 && done < total ? String(format: ", ETA %.0f s", elapsed / Double(done) * Double(total - done)) : ""
+            let line = "\r\u{1B}[2K\(label): \(done)/\(total) \(unit), \(String(format: "%.1f", elapsed)) s\(remaining)"
+            FileHandle.standardError.write(Data((done == total ? "\r\u{1B}[2K" : line).utf8))
         }
     }
 

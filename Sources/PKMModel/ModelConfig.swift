@@ -145,6 +145,44 @@ public struct ModelConfig: Sendable, Codable, Equatable {
         padTokenId = try container.decodeIfPresent(Int.self, forKey: .padTokenId) ?? (type == .roberta ? 1 : 0)
         hiddenActivation = try container.decodeIfPresent(String.self, forKey: .hiddenActivation) ?? "gelu"
         memory = try container.decodeIfPresent(MemoryConfig.self, forKey: .memory)
+        try Self.checkMathFields(try decoder.container(keyedBy: FieldKey.self))
+    }
+
+    /// A config key by name.
+    struct FieldKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// HF config fields that change the forward math, with the only value(s) this model implements.
+    /// A checkpoint setting any other value is refused: running it as plain BERT would produce
+    /// confident, wrong outputs.
+    static let mathFields: [(field: String, accepted: [String], meaning: String)] = [
+        ("position_embedding_type", ["\"absolute\""], "relative position embeddings are not implemented; only \"absolute\" is"),
+        ("is_decoder", ["false"], "a causal (decoder) attention mask is not implemented"),
+        ("add_cross_attention", ["false"], "cross-attention layers are not implemented"),
+    ]
+
+    /// Refuses ``mathFields`` with values other than the accepted ones; `embedding_size` must equal `hidden_size`.
+    static func checkMathFields(_ container: KeyedDecodingContainer<FieldKey>) throws {
+        for (field, accepted, meaning) in mathFields {
+            let key = FieldKey(stringValue: field)
+            guard container.contains(key), !(try container.decodeNil(forKey: key)) else { continue }
+            let text: String
+            if let value = try? container.decode(Bool.self, forKey: key) { text = value ? "true" : "false" }
+            else if let value = try? container.decode(String.self, forKey: key) { text = "\"\(value)\"" }
+            else if let value = try? container.decode(Double.self, forKey: key) { text = "\(value)" }
+            else { text = "(a non-scalar value)" }
+            guard accepted.contains(text) else {
+                throw ModelError.invalidConfig(field: field, reason: "is \(text): \(meaning), so the checkpoint cannot be run faithfully")
+            }
+        }
+        let embedding = FieldKey(stringValue: "embedding_size"), hidden = FieldKey(stringValue: "hidden_size")
+        if let size = try? container.decode(Int.self, forKey: embedding), let width = try? container.decode(Int.self, forKey: hidden), size != width {
+            throw ModelError.invalidConfig(field: "embedding_size", reason: "is \(size) but hidden_size is \(width): factorised embeddings (an embedding projection) are not implemented")
+        }
     }
 
     /// Decodes a config from JSON bytes and validates it.

@@ -35,6 +35,19 @@ public struct ModelInputs: Sendable, Equatable {
     }
 }
 
+extension ModelInputs {
+    /// The sequences `range` (a sub-batch; `range` must lie within `0..<batchSize` and not be empty).
+    public func sequences(_ range: Range<Int>) -> ModelInputs {
+        let span = (range.lowerBound * sequenceLength)..<(range.upperBound * sequenceLength)
+        var part = self
+        part.batchSize = range.count
+        part.inputIds = Array(inputIds[span])
+        part.attentionMask = attentionMask.map { Array($0[span]) }
+        part.tokenTypeIds = tokenTypeIds.map { Array($0[span]) }
+        return part
+    }
+}
+
 /// What one memory layer selected: per token and head, slot ids and softmax weights, score-descending.
 public struct MemoryTrace: Sendable {
     /// Encoder layer index.

@@ -32,60 +32,44 @@ public struct UsageReport: Sendable, Codable {
     public var layers: [LayerUsage]
 }
 
-/// `usage`: accumulates per slot the summed weight and pick count over inputs.
-public enum UsageAnalyzer {
-    /// Runs the inputs (spec §5 `/inputs`) through the model and measures every memory layer.
-    /// Padding positions (attention mask 0) are excluded from the statistics.
-    /// - Throws: ``PipelineError``, ``FormatError``.
-    public static func run(checkpoint url: URL, inputs inputsURL: URL, configURL: URL? = nil,
-                           limits: ReaderLimits = ReaderLimits()) throws -> UsageReport {
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
-        let model = try checkpoint.makeModel()
-        guard let memory = model.config.memory else {
-            throw PipelineError.invalidArgument(name: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
-        }
-        let reader = try Checkpoints.open(inputsURL, limits: limits)
-        let inputs = try ReferenceLayout.readInputs(from: reader)
-        let outputs: ModelOutputs
-        do {
-            outputs = try model.forward(inputs, collectMemoryTraces: true)
-        } catch let error as ModelError {
-            throw PipelineError.model(checkpoint: url.path, underlying: error)
-        }
-        var layers: [LayerUsage] = []
-        for (layer, trace) in outputs.memoryTraces.sorted(by: { $0.key < $1.key }) {
-            layers.append(measure(trace: trace, mask: inputs.attentionMask, slots: memory.slotCount, mode: memory.mode(ofLayer: layer) ?? .residual))
-        }
-        return UsageReport(checkpoint: url.path, inputs: inputsURL.path, batchSize: inputs.batchSize,
-                           sequenceLength: inputs.sequenceLength, layers: layers)
+/// Per-slot statistics of one memory layer, accumulated batch by batch (memory bounded by the
+/// slot table, not by the number of inputs).
+public struct UsageAccumulator: Sendable {
+    public let layer: Int
+    public let mode: MemoryMode
+    public let slots: Int
+    /// Summed softmax weight per slot.
+    public private(set) var weights: [Double]
+    /// Pick count per slot.
+    public private(set) var counts: [Double]
+    /// Token positions seen (padding excluded).
+    public private(set) var tokens = 0
+
+    public init(layer: Int, mode: MemoryMode, slots: Int) {
+        self.layer = layer
+        self.mode = mode
+        self.slots = slots
+        weights = [Double](repeating: 0, count: slots)
+        counts = [Double](repeating: 0, count: slots)
     }
 
-    /// The spec §8 statistics of one trace.
-    public static func measure(trace: MemoryTrace, mask: [Int]?, slots: Int, mode: MemoryMode) -> LayerUsage {
+    /// Adds one batch's trace; `mask` (`[batch · sequence]`, 0 = padding) excludes positions.
+    public mutating func add(_ trace: MemoryTrace, mask: [Int]?) {
         let perToken = trace.shape[2] * trace.shape[3]
-        let tokens = trace.shape[0] * trace.shape[1]
-        var weights = [Double](repeating: 0, count: slots)
-        var counts = [Double](repeating: 0, count: slots)
-        var used = 0
-        for token in 0..<tokens where (mask?[token] ?? 1) != 0 {
-            used += 1
+        let positions = trace.shape[0] * trace.shape[1]
+        for token in 0..<positions where (mask?[token] ?? 1) != 0 {
+            tokens += 1
             for j in 0..<perToken {
-                let slot = Int(trace.indices[token * perToken + j])
-                guard slot >= 0, slot < slots else { continue }
-                weights[slot] += Double(trace.weights[token * perToken + j])
-                counts[slot] += 1
+                let slot = trace.indices[token * perToken + j]
+                guard slot >= 0, slot < Int64(slots) else { continue }
+                weights[Int(slot)] += Double(trace.weights[token * perToken + j])
+                counts[Int(slot)] += 1
             }
         }
-        func kl(_ values: [Double]) -> Double {
-            let total = values.reduce(0, +)
-            guard total > 0 else { return 0 }
-            var sum = log(Double(slots))
-            for value in values where value > 0 {
-                let p = value / total
-                sum += p * log(p)
-            }
-            return sum
-        }
+    }
+
+    /// The spec §8 statistics of everything added so far.
+    public var usage: LayerUsage {
         let sorted = weights.sorted(by: >)
         let total = sorted.reduce(0, +)
         func slotsHolding(_ share: Double) -> Int {
@@ -98,8 +82,68 @@ public enum UsageAnalyzer {
             return sorted.count
         }
         let picked = counts.filter { $0 > 0 }.count
-        return LayerUsage(layer: trace.layer, mode: mode, slots: slots, tokens: used,
-                          usagePercent: 100 * Double(picked) / Double(slots), klWeights: kl(weights), klCounts: kl(counts),
+        return LayerUsage(layer: layer, mode: mode, slots: slots, tokens: tokens,
+                          usagePercent: slots > 0 ? 100 * Double(picked) / Double(slots) : 0,
+                          klWeights: Self.klToUniform(weights), klCounts: Self.klToUniform(counts),
                           slotsFor50Percent: slotsHolding(0.5), slotsFor90Percent: slotsHolding(0.9), slotsFor99Percent: slotsHolding(0.99))
+    }
+
+    /// KL(p ‖ uniform) = log n + Σ p log p, for p = `values` normalised (0 when they sum to 0).
+    public static func klToUniform(_ values: [Double]) -> Double {
+        let total = values.reduce(0, +)
+        guard total > 0, !values.isEmpty else { return 0 }
+        var sum = log(Double(values.count))
+        for value in values where value > 0 {
+            let p = value / total
+            sum += p * log(p)
+        }
+        return sum
+    }
+}
+
+/// `usage`: accumulates per slot the summed weight and pick count over inputs.
+public enum UsageAnalyzer {
+    /// Sequences per forward pass by default.
+    public static let defaultBatchSize = 32
+
+    /// Runs the inputs (spec §5 `/inputs`) through the model in batches of `batchSize` sequences
+    /// and measures every memory layer. Padding positions (attention mask 0) are excluded.
+    /// - Parameter progress: called after each batch with (sequences done, total).
+    /// - Throws: ``PipelineError``, ``FormatError``.
+    public static func run(checkpoint url: URL, inputs inputsURL: URL, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
+                           limits: ReaderLimits = ReaderLimits(), progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
+        guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let model = try checkpoint.makeModel()
+        guard let memory = model.config.memory else {
+            throw PipelineError.invalidArgument(name: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
+        }
+        let reader = try Checkpoints.open(inputsURL, limits: limits)
+        let inputs = try ReferenceLayout.readInputs(from: reader)
+        var accumulators = memory.layers.sorted().map {
+            UsageAccumulator(layer: $0, mode: memory.mode(ofLayer: $0) ?? .residual, slots: memory.slotCount)
+        }
+        for start in stride(from: 0, to: inputs.batchSize, by: batchSize) {
+            let batch = inputs.sequences(start..<min(inputs.batchSize, start + batchSize))
+            let outputs: ModelOutputs
+            do {
+                outputs = try model.forward(batch, collectMemoryTraces: true)
+            } catch let error as ModelError {
+                throw PipelineError.model(checkpoint: url.path, underlying: error)
+            }
+            for index in accumulators.indices {
+                if let trace = outputs.memoryTraces[accumulators[index].layer] { accumulators[index].add(trace, mask: batch.attentionMask) }
+            }
+            progress?(start + batch.batchSize, inputs.batchSize)
+        }
+        return UsageReport(checkpoint: url.path, inputs: inputsURL.path, batchSize: inputs.batchSize,
+                           sequenceLength: inputs.sequenceLength, layers: accumulators.map(\.usage))
+    }
+
+    /// The spec §8 statistics of one trace.
+    public static func measure(trace: MemoryTrace, mask: [Int]?, slots: Int, mode: MemoryMode) -> LayerUsage {
+        var accumulator = UsageAccumulator(layer: trace.layer, mode: mode, slots: slots)
+        accumulator.add(trace, mask: mask)
+        return accumulator.usage
     }
 }

@@ -28,6 +28,29 @@ public enum HalfConversion {
     public static func float16(from value: Float) -> UInt16 {
         Float16(value).bitPattern
     }
+
+    /// Narrows a float64 to IEEE binary16, rounding once (not through float32, whose own rounding
+    /// could move a value onto a binary16 halfway point and round it the wrong way).
+    @inlinable
+    public static func float16(fromDouble value: Double) -> UInt16 {
+        Float16(value).bitPattern
+    }
+
+    /// Narrows a float64 to bfloat16, rounding once: the float64 is first cut to float32 toward zero
+    /// with a sticky last bit for any discarded bits (round-to-odd), which bfloat16's
+    /// round-to-nearest-even then rounds exactly as a direct rounding would.
+    @inlinable
+    public static func bfloat16(fromDouble value: Double) -> UInt16 {
+        guard value.isFinite else { return bfloat16(from: Float(value)) }
+        var single = Float(value)
+        if single.isInfinite || abs(Double(single)) > abs(value) {
+            // Rounded away from zero (or overflowed): step back toward zero.
+            single = value > 0 ? single.nextDown : single.nextUp
+            if single.isInfinite { single = value > 0 ? .greatestFiniteMagnitude : -.greatestFiniteMagnitude }
+        }
+        if Double(single) != value { single = Float(bitPattern: single.bitPattern | 1) }
+        return bfloat16(from: single)
+    }
 }
 
 extension Tensor {
@@ -95,9 +118,15 @@ extension Tensor {
         var data = Data(count: count * target.byteSize)
         data.withUnsafeMutableBytes { (out: UnsafeMutableRawBufferPointer) in
             storage.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-                if dtype == .float64, target == .float32 {
+                if dtype == .float64, target != .float64 {
+                    // Straight from float64: one rounding to the target.
                     for i in 0..<count {
-                        out.storeBytes(of: Float(raw.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)), toByteOffset: 4 * i, as: Float.self)
+                        let wide = raw.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
+                        switch target {
+                        case .float16: out.storeBytes(of: HalfConversion.float16(fromDouble: wide), toByteOffset: 2 * i, as: UInt16.self)
+                        case .bfloat16: out.storeBytes(of: HalfConversion.bfloat16(fromDouble: wide), toByteOffset: 2 * i, as: UInt16.self)
+                        default: out.storeBytes(of: Float(wide), toByteOffset: 4 * i, as: Float.self)
+                        }
                     }
                     return
                 }

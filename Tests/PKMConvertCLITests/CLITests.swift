@@ -34,13 +34,11 @@ struct CLITests {
 
     func temporaryFolder() throws -> URL { try TestPaths.newFolder(prefix: "pkm-cli") }
 
-    @Test("outputs are bit-identical on one core and on all cores (run -o, then verify --atol 0 --rtol 0 under taskset)")
+    @Test("outputs are bit-identical on one core and on all cores (run -o, then verify --atol 0 --rtol 0 under taskset)",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/taskset") && ProcessInfo.processInfo.activeProcessorCount > 1,
+                   "needs /usr/bin/taskset and more than one core"))
     func threadCountIndependence() throws {
         let taskset = "/usr/bin/taskset"
-        guard FileManager.default.isExecutableFile(atPath: taskset), ProcessInfo.processInfo.activeProcessorCount > 1 else {
-            print("THREADS: SKIPPED — needs taskset and more than one core")
-            return
-        }
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
         for fixture in ["bert_two_memories_f16", "roberta_after"] {

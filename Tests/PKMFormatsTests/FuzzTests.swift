@@ -837,10 +837,7 @@ struct FuzzTests {
 
     @Test("HDF5 reader in a subprocess: no Swift crash, no hang, every refusal a one-line error; libhdf5 crashes counted")
     func hdf5() throws {
-        guard let cli = FuzzProcess.cli else {
-            print("FUZZ hdf5: SKIPPED — pkm-convert is not built next to the tests (run `swift build --product pkm-convert` with the same scratch path)")
-            return
-        }
+        let cli = try #require(FuzzProcess.cli, "pkm-convert is not built next to the tests (run `swift build --product pkm-convert` with the same scratch path)")
         let paths = FuzzSeeds.files(in: "fixtures/hdf5", extension: "h5")
             + ["bert_residual", "bert_two_memories_f16", "xlm_aliases"].map { "fixtures/models/\($0)/reference.h5" }
         let seeds = try paths.map(FuzzSeeds.bytes)

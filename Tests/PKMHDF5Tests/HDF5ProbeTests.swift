@@ -59,10 +59,7 @@ struct HDF5ProbeTests {
 
     @Test("with the real CLI as probe: a good file opens, libhdf5-crashing and looping files are refused without touching this process")
     func withCLI() throws {
-        guard let cli = TestPaths.cli else {
-            print("HDF5 PROBE: SKIPPED — pkm-convert is not built next to the tests")
-            return
-        }
+        let cli = try #require(TestPaths.cli, "pkm-convert is not built next to the tests (swift test builds it)")
         var limits = ReaderLimits()
         limits.hdf5Probe = HDF5Probe(command: [cli.path, "__probe-hdf5"], depth: .data, timeoutSeconds: 2)
         let good = try HDF5Reader(url: TestPaths.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits)
@@ -107,10 +104,7 @@ struct HDF5ProbeTests {
 
     @Test("a probe never outlives its parent: SIGKILL the CLI while its probe loops in libhdf5, the probe dies too")
     func probeDiesWithParent() throws {
-        guard let cli = TestPaths.cli else {
-            print("HDF5 PROBE: SKIPPED — pkm-convert is not built next to the tests")
-            return
-        }
+        let cli = try #require(TestPaths.cli, "pkm-convert is not built next to the tests (swift test builds it)")
         let folder = try TemporaryFolder(prefix: "pkm-probe-parent")
         let input = folder.file("loops-\(UUID().uuidString).h5")
         try FileManager.default.copyItem(at: Self.regressions.appendingPathComponent("libhdf5-hang-global-heap-1056.h5"), to: input)

@@ -16,6 +16,10 @@ struct ModelTests {
         (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"pkm":{"layers":[1],"modes":["residual"],"n_keys":4,"heads":1,"knn":2,"k_dim":4,"v_dim":6}}"#, "pkm.v_dim"),
         (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"pkm":{"layers":[2],"modes":["residual"],"n_keys":4,"heads":1,"knn":2,"k_dim":4,"v_dim":8}}"#, "pkm.layers"),
         (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"pkm":{"layers":[1],"modes":["sideways"],"n_keys":4,"heads":1,"knn":2,"k_dim":4,"v_dim":8}}"#, "pkm"),
+        (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"position_embedding_type":"relative_key"}"#, "position_embedding_type"),
+        (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"is_decoder":true}"#, "is_decoder"),
+        (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"add_cross_attention":true}"#, "add_cross_attention"),
+        (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"embedding_size":4}"#, "embedding_size"),
         ("not json", "(json)"),
     ])
     func configErrors(json: String, field: String) {
@@ -29,21 +33,28 @@ struct ModelTests {
         }
     }
 
+    @Test("config fields at the values the model implements are accepted")
+    func mathFieldsAccepted() throws {
+        let config = try ModelConfig.decode(json: Data(#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"position_embedding_type":"absolute","is_decoder":false,"add_cross_attention":false,"embedding_size":8,"hidden_act":"gelu"}"#.utf8))
+        #expect(config.hiddenSize == 8)
+    }
+
     @Test("a missing or mis-shaped tensor is named")
     func missingAndMisshaped() throws {
         let config = SyntheticModel.config(memoryLayers: [1], modes: [.residual])
         var dict = try SyntheticModel.stateDict(for: config)
         dict.remove("encoder.layer.1.memory.keys")
-        #expect(throws: ModelError.self) { try PKMBertModel(config: config, stateDict: dict) }
-        do { _ = try PKMBertModel(config: config, stateDict: dict) } catch let ModelError.missingTensor(name) {
-            #expect(name == "encoder.layer.1.memory.keys")
-        }
+        let missing = try #require(throws: ModelError.self) { try PKMBertModel(config: config, stateDict: dict) }
+        guard case .missingTensor(let name) = missing else { Issue.record("expected missingTensor, got \(missing)"); return }
+        #expect(name == "encoder.layer.1.memory.keys")
         dict.set(try Tensor(float32: [Float](repeating: 0, count: 10), shape: [10]), named: "encoder.layer.1.memory.keys")
-        do { _ = try PKMBertModel(config: config, stateDict: dict) } catch let ModelError.shapeMismatch(name, expected, actual) {
-            #expect(name == "encoder.layer.1.memory.keys")
-            #expect(expected == [2, 2, 8, 4])
-            #expect(actual == [10])
+        let misshaped = try #require(throws: ModelError.self) { try PKMBertModel(config: config, stateDict: dict) }
+        guard case .shapeMismatch(let shapeName, let expected, let actual) = misshaped else {
+            Issue.record("expected shapeMismatch, got \(misshaped)"); return
         }
+        #expect(shapeName == "encoder.layer.1.memory.keys")
+        #expect(expected == [2, 2, 8, 4])
+        #expect(actual == [10])
     }
 
     @Test("outputs do not depend on what else is in the batch", arguments: [ModelConfig.ModelType.bert, .roberta])

@@ -180,10 +180,7 @@ struct FaultInjectionTests {
 
     @Test("SIGKILL at random moments leaves the destination absent, previous or complete, and no temporary files", arguments: commands)
     func sigkill(command: Command) throws {
-        guard let cli = FaultProcess.cli else {
-            print("FAULT \(command.label): SKIPPED — pkm-convert is not built next to the tests")
-            return
-        }
+        let cli = try #require(FaultProcess.cli, "pkm-convert is not built next to the tests (swift test builds it)")
         let folder = try TemporaryFolder()
         let source = folder.file("source.safetensors")
         try FaultCheckpoint.write(to: source)
@@ -253,10 +250,7 @@ struct FaultInjectionTests {
           arguments: [("out.pkmz", false, 4096), ("out.pkmz", true, 1), ("out.safetensors", true, 4096), ("out.safetensors", false, 64),
                       ("out.h5", false, 4096), ("out.h5", true, 64), ("out.h5", false, 1), ("imported.pkmz", true, 4096)])
     func fileSizeLimit(output: String, withPrevious: Bool, limitKiB: Int) throws {
-        guard let cli = FaultProcess.cli else {
-            print("FAULT file-size limit: SKIPPED — pkm-convert is not built next to the tests")
-            return
-        }
+        let cli = try #require(FaultProcess.cli, "pkm-convert is not built next to the tests (swift test builds it)")
         if FaultProcess.threadSanitized, limitKiB < 4096 {
             print("FAULT file-size limit \(limitKiB) KiB → \(output): SKIPPED under ThreadSanitizer (its runtime faults under small RLIMIT_FSIZE even for --version)")
             return

@@ -71,4 +71,24 @@ struct HalfConversionTests {
         #expect(throws: TensorError.unsupportedConversion(from: .int64, to: .float16)) { try tensor.converted(to: .float16) }
         #expect(try tensor.converted(to: .int64).isBitwiseEqual(to: tensor))
     }
+
+    /// 1 + 2^-8 + 2^-40 is just above bfloat16's halfway point 1 + 2^-8 between 1 and 1 + 2^-7:
+    /// one rounding gives 1 + 2^-7, but float32 first rounds it to exactly 1 + 2^-8, a tie that
+    /// then goes to even (1.0). The same trap exists for float16 at 1 + 2^-11 + 2^-40.
+    @Test("float64 narrows to bfloat16 and float16 with one rounding, not two")
+    func float64RoundsOnce() throws {
+        let bfloatTrap = 1 + 0x1p-8 + 0x1p-40
+        #expect(HalfConversion.bfloat16(from: Float(bfloatTrap)) == 0x3F80)          // double rounding: wrong
+        #expect(HalfConversion.bfloat16(fromDouble: bfloatTrap) == 0x3F81)           // once: right
+        #expect(HalfConversion.bfloat16(fromDouble: 1 + 0x1p-8) == 0x3F80)           // an exact tie stays even
+        #expect(HalfConversion.bfloat16(fromDouble: -(1 + 0x1p-8 + 0x1p-40)) == 0xBF81)
+        #expect(HalfConversion.bfloat16(fromDouble: 1e300) == 0x7F80)
+        #expect(HalfConversion.bfloat16(fromDouble: -1e300) == 0xFF80)
+        #expect(HalfConversion.float(fromBFloat16: HalfConversion.bfloat16(fromDouble: .nan)).isNaN)
+        let halfTrap = 1 + 0x1p-11 + 0x1p-40
+        #expect(HalfConversion.float16(fromDouble: halfTrap) == 0x3C01)
+        let tensor = try Tensor(dtype: .float64, shape: [2], storage: [bfloatTrap, halfTrap].withUnsafeBytes { Data($0) })
+        #expect(try tensor.converted(to: .bfloat16).storage == Data([0x81, 0x3F, 0x80, 0x3F]))
+        #expect(try tensor.converted(to: .float16).storage == Data([0x04, 0x3C, 0x01, 0x3C]))
+    }
 }

@@ -2,7 +2,7 @@ import Foundation
 
 /// SplitMix64: small, fast, and the same sequence on every machine for one seed. Every test that
 /// needs seeded randomness (synthetic models, format round trips, fuzzing, fault injection) uses it.
-public struct SplitMix64 {
+public struct SplitMix64: RandomNumberGenerator {
     private var state: UInt64
 
     public init(seed: UInt64) { state = seed }
