@@ -57,6 +57,18 @@ public struct ByteCursor: Sendable {
         return value
     }
 
+    /// Reads a little-endian unsigned integer at an absolute offset, without moving the cursor.
+    public func littleEndian<T: FixedWidthInteger & UnsignedInteger>(at position: Int, as _: T.Type = T.self) throws(ByteCursorError) -> T {
+        let size = MemoryLayout<T>.size
+        guard position >= 0, position <= bytes.count, size <= bytes.count - position else {
+            throw .truncated(offset: position, needed: size, available: max(0, bytes.count - max(position, 0)))
+        }
+        var value: T = 0
+        let start = bytes.startIndex + position
+        for index in 0..<size { value |= T(bytes[start + index]) << (8 * index) }
+        return value
+    }
+
     /// Reads a little-endian UInt64 length and converts it to `Int`.
     public mutating func readLength() throws(ByteCursorError) -> Int {
         let at = offset

@@ -6,8 +6,6 @@ public enum TensorError: Error, Sendable, Equatable, CustomStringConvertible {
     case sizeOverflow(shape: [Int], dtype: DType)
     /// The storage holds a different number of bytes than shape × dtype size requires.
     case byteCountMismatch(name: String?, expected: Int, actual: Int)
-    /// An operation needs a floating-point tensor.
-    case notFloatingPoint(name: String?, dtype: DType)
     /// A conversion is not defined for this pair of types.
     case unsupportedConversion(from: DType, to: DType)
     /// A tensor name appears twice in one state dict.
@@ -21,8 +19,6 @@ public enum TensorError: Error, Sendable, Equatable, CustomStringConvertible {
             return "shape \(shape) of \(dtype) overflows the addressable size"
         case .byteCountMismatch(let name, let expected, let actual):
             return "tensor \(name.map { "'\($0)' " } ?? "")holds \(actual) bytes but its shape and dtype need \(expected)"
-        case .notFloatingPoint(let name, let dtype):
-            return "tensor \(name.map { "'\($0)' " } ?? "")is \(dtype), a floating-point tensor is required"
         case .unsupportedConversion(let from, let to):
             return "cannot convert \(from) to \(to): only floating-point types convert among themselves"
         case .duplicateName(let name):

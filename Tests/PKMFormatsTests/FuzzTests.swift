@@ -202,7 +202,7 @@ enum FuzzMutator {
 /// off-by-one offsets, swapped offsets, extra or missing dimensions, wrong types, unknown and
 /// duplicate keys, renamed tensors, duplicated entries.
 enum FuzzJSONTree {
-    static let replacements: [PKMZJSON] = [
+    static let replacements: [StrictJSON] = [
         .null, .bool(true), .bool(false), .string(""), .string("F32"), .string("BF16"), .string("BOOL"), .string("I64"),
         .string("F8_E5M2"), .string("../x"), .string("\u{0}"), .array([]), .object([]), .array([.number("0")]),
         .array([.number("0"), .number("0")]), .array(Array(repeating: .number("1"), count: 17)),
@@ -212,7 +212,7 @@ enum FuzzJSONTree {
 
     /// Mutates `bytes` (a JSON document) 1–3 times as a tree; nil when it does not parse.
     static func mutate(_ bytes: [UInt8], random: inout SplitMix64) -> [UInt8]? {
-        guard var root = try? PKMZJSONParser.parse(bytes) else { return nil }
+        guard var root = try? StrictJSONParser.parse(bytes) else { return nil }
         for _ in 0..<(1 + random.below(3)) {
             var paths: [[Int]] = []
             collect(root, prefix: [], into: &paths)
@@ -223,7 +223,7 @@ enum FuzzJSONTree {
         return Array(serialize(root).utf8)
     }
 
-    private static func collect(_ value: PKMZJSON, prefix: [Int], into paths: inout [[Int]]) {
+    private static func collect(_ value: StrictJSON, prefix: [Int], into paths: inout [[Int]]) {
         guard paths.count < 50_000 else { return }
         paths.append(prefix)
         switch value {
@@ -236,7 +236,7 @@ enum FuzzJSONTree {
         }
     }
 
-    private static func transform(_ value: PKMZJSON, at path: ArraySlice<Int>, _ change: (PKMZJSON) -> PKMZJSON) -> PKMZJSON {
+    private static func transform(_ value: StrictJSON, at path: ArraySlice<Int>, _ change: (StrictJSON) -> StrictJSON) -> StrictJSON {
         guard let first = path.first else { return change(value) }
         switch value {
         case .array(var elements) where first < elements.count:
@@ -250,7 +250,7 @@ enum FuzzJSONTree {
         }
     }
 
-    private static func mutateValue(_ value: PKMZJSON, random: inout SplitMix64) -> PKMZJSON {
+    private static func mutateValue(_ value: StrictJSON, random: inout SplitMix64) -> StrictJSON {
         switch value {
         case .number(let text) where random.percent(60):
             guard let number = Int(text) else { return .number(random.pick(FuzzMutator.interestingNumbers.filter { Int($0) != nil })) }
@@ -277,7 +277,7 @@ enum FuzzJSONTree {
             case 1:  // a duplicate key (the readers must refuse it, not pick one)
                 members.insert(members[random.below(members.count)], at: random.below(members.count + 1))
             case 2: members[index].key = random.pick(["", "dtype", "shape", "data_offsets", "__metadata__", "name", "frames", "extra", members[random.below(members.count)].key + "x"])
-            case 3: members.append(PKMZJSON.Member(key: "unknown_\(random.below(3))", value: random.pick(replacements), range: 0..<0))
+            case 3: members.append(StrictJSON.Member(key: "unknown_\(random.below(3))", value: random.pick(replacements), range: 0..<0))
             default:  // two members trade values (e.g. two tensors' entries)
                 let other = random.below(members.count)
                 (members[index].value, members[other].value) = (members[other].value, members[index].value)
@@ -290,15 +290,15 @@ enum FuzzJSONTree {
         }
     }
 
-    static func serialize(_ value: PKMZJSON) -> String {
+    static func serialize(_ value: StrictJSON) -> String {
         switch value {
         case .null: return "null"
         case .bool(let flag): return flag ? "true" : "false"
         case .number(let text): return text
-        case .string(let text): return SafetensorsJSON.quoted(text)
+        case .string(let text): return JSONText.quoted(text)
         case .array(let elements): return "[" + elements.map(serialize).joined(separator: ",") + "]"
         case .object(let members):
-            return "{" + members.map { SafetensorsJSON.quoted($0.key) + ":" + serialize($0.value) }.joined(separator: ",") + "}"
+            return "{" + members.map { JSONText.quoted($0.key) + ":" + serialize($0.value) }.joined(separator: ",") + "}"
         }
     }
 }
@@ -549,7 +549,7 @@ enum FuzzFormats {
 
     /// Re-hashes every frame of a pkmz header against `data` (frames whose ranges no longer fit keep their hash).
     static func rehashFrames(_ parts: inout PKMZParts) {
-        guard let root = try? PKMZJSONParser.parse(parts.header), let members = root.members,
+        guard let root = try? StrictJSONParser.parse(parts.header), let members = root.members,
               case .array(let tensors)? = members.first(where: { $0.key == "tensors" })?.value else { return }
         var text = String(decoding: parts.header, as: UTF8.self)
         for tensor in tensors {

@@ -1,24 +1,25 @@
 import Foundation
 
-/// A JSON value as the pkmz header reader sees it (internal).
+/// A JSON value as the strict readers see it: the pkmz header, the safetensors header and the
+/// sharded safetensors index (package-internal; one parser for every JSON header we read).
 ///
 /// Unlike `JSONSerialization`, numbers keep their source text (so a 64-bit offset is read exactly
 /// and `1.0` is not mistaken for an integer), object members keep their order and the byte range
 /// of their value (so the header's `config` object is handed out verbatim), duplicate keys are
 /// refused, and nesting is capped so hostile input cannot exhaust the stack.
-indirect enum PKMZJSON: Equatable {
+indirect enum StrictJSON: Equatable {
     case null
     case bool(Bool)
     /// The number's text exactly as written (validated against the JSON grammar).
     case number(String)
     case string(String)
-    case array([PKMZJSON])
+    case array([StrictJSON])
     case object([Member])
 
     /// One object member.
     struct Member: Equatable {
         var key: String
-        var value: PKMZJSON
+        var value: StrictJSON
         /// Byte range of the value's text in the parsed document.
         var range: Range<Int>
     }
@@ -40,31 +41,70 @@ indirect enum PKMZJSON: Equatable {
         if case .object(let members) = self { return members }
         return nil
     }
+
+    /// The value of member `key` of an object (nil for a missing key or a non-object).
+    subscript(key: String) -> StrictJSON? {
+        members?.first { $0.key == key }?.value
+    }
+
+    /// A JSON number read as an integer.
+    enum Integer: Equatable {
+        case value(Int)
+        /// An integer beyond `Int`'s range.
+        case tooLarge
+        /// Not a number, or a number written with a fraction or exponent.
+        case notInteger
+    }
+
+    /// The value as an integer the way serde reads `usize`/`i64`: JSON integers only, so `2.0`,
+    /// `1e3` and `true` are not integers.
+    var integer: Integer {
+        guard case .number(let text) = self else { return .notInteger }
+        guard !text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }) else { return .notInteger }
+        return Int(text).map(Integer.value) ?? .tooLarge
+    }
+
+    /// The value's text for error messages (numbers as written, strings quoted, containers by type).
+    var shortText: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let value): return value ? "true" : "false"
+        case .number(let text): return text
+        case .string(let text): return JSONText.quoted(String(text.prefix(64)))
+        case .array: return "[…]"
+        case .object: return "{…}"
+        }
+    }
 }
 
 /// Why a JSON document did not parse, and at which byte.
-struct PKMZJSONError: Error, Equatable {
+struct StrictJSONError: Error, Equatable {
     var message: String
     var offset: Int
+    /// For a repeated key: the keys leading to it from the top, the repeated key last
+    /// (e.g. `["w"]` for a top-level duplicate, `["w", "dtype"]` for a field repeated inside `w`).
+    var duplicateKeyPath: [String]? = nil
 }
 
-/// A strict RFC 8259 parser over UTF-8 bytes (internal to the pkmz reader).
-struct PKMZJSONParser {
+/// A strict RFC 8259 parser over UTF-8 bytes.
+struct StrictJSONParser {
     /// Deepest nesting of arrays and objects accepted.
     static let maxDepth = 128
 
     private let bytes: [UInt8]
     private var position = 0
     private var depth = 0
+    /// Keys of the members whose values are being parsed, outermost first.
+    private var keyPath: [String] = []
 
     /// Parses one complete document (a value surrounded by optional whitespace).
-    static func parse(_ bytes: [UInt8]) throws(PKMZJSONError) -> PKMZJSON {
-        var parser = PKMZJSONParser(bytes: bytes)
+    static func parse(_ bytes: [UInt8]) throws(StrictJSONError) -> StrictJSON {
+        var parser = StrictJSONParser(bytes: bytes)
         parser.skipWhitespace()
         let value = try parser.parseValue()
         parser.skipWhitespace()
         guard parser.position == bytes.count else {
-            throw PKMZJSONError(message: "unexpected text after the JSON value", offset: parser.position)
+            throw StrictJSONError(message: "unexpected text after the JSON value", offset: parser.position)
         }
         return value
     }
@@ -82,11 +122,11 @@ struct PKMZJSONParser {
         }
     }
 
-    private func fail(_ message: String) -> PKMZJSONError {
-        PKMZJSONError(message: message, offset: position)
+    private func fail(_ message: String) -> StrictJSONError {
+        StrictJSONError(message: message, offset: position)
     }
 
-    private mutating func parseValue() throws(PKMZJSONError) -> PKMZJSON {
+    private mutating func parseValue() throws(StrictJSONError) -> StrictJSON {
         guard position < bytes.count else { throw fail("unexpected end of JSON") }
         switch bytes[position] {
         case UInt8(ascii: "{"): return try parseObject()
@@ -104,7 +144,7 @@ struct PKMZJSONParser {
         (0x21...0x7E).contains(byte) ? "'\(Character(Unicode.Scalar(byte)))'" : String(format: "0x%02X", byte)
     }
 
-    private mutating func expectLiteral(_ literal: StaticString) throws(PKMZJSONError) {
+    private mutating func expectLiteral(_ literal: StaticString) throws(StrictJSONError) {
         let count = literal.utf8CodeUnitCount
         guard count <= bytes.count - position else { throw fail("unexpected end of JSON") }
         let start = literal.utf8Start
@@ -114,15 +154,15 @@ struct PKMZJSONParser {
         position += count
     }
 
-    private mutating func enter() throws(PKMZJSONError) {
+    private mutating func enter() throws(StrictJSONError) {
         depth += 1
         guard depth <= Self.maxDepth else { throw fail("nesting deeper than \(Self.maxDepth) levels") }
     }
 
-    private mutating func parseObject() throws(PKMZJSONError) -> PKMZJSON {
+    private mutating func parseObject() throws(StrictJSONError) -> StrictJSON {
         try enter()
         position += 1
-        var members: [PKMZJSON.Member] = []
+        var members: [StrictJSON.Member] = []
         var seen = Set<String>()
         skipWhitespace()
         if position < bytes.count, bytes[position] == UInt8(ascii: "}") {
@@ -138,15 +178,17 @@ struct PKMZJSONParser {
             let keyOffset = position
             let key = try parseString()
             guard seen.insert(key).inserted else {
-                throw PKMZJSONError(message: "duplicate key \"\(key)\"", offset: keyOffset)
+                throw StrictJSONError(message: "duplicate key \"\(key)\"", offset: keyOffset, duplicateKeyPath: keyPath + [key])
             }
             skipWhitespace()
             guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw fail("expected ':'") }
             position += 1
             skipWhitespace()
             let start = position
+            keyPath.append(key)
             let value = try parseValue()
-            members.append(PKMZJSON.Member(key: key, value: value, range: start..<position))
+            keyPath.removeLast()
+            members.append(StrictJSON.Member(key: key, value: value, range: start..<position))
             skipWhitespace()
             guard position < bytes.count else { throw fail("unexpected end of JSON inside an object") }
             if bytes[position] == UInt8(ascii: ",") { position += 1; continue }
@@ -157,10 +199,10 @@ struct PKMZJSONParser {
         return .object(members)
     }
 
-    private mutating func parseArray() throws(PKMZJSONError) -> PKMZJSON {
+    private mutating func parseArray() throws(StrictJSONError) -> StrictJSON {
         try enter()
         position += 1
-        var elements: [PKMZJSON] = []
+        var elements: [StrictJSON] = []
         skipWhitespace()
         if position < bytes.count, bytes[position] == UInt8(ascii: "]") {
             position += 1
@@ -180,9 +222,9 @@ struct PKMZJSONParser {
         return .array(elements)
     }
 
-    private mutating func parseNumber() throws(PKMZJSONError) -> String {
+    private mutating func parseNumber() throws(StrictJSONError) -> String {
         let start = position
-        func digits(_ parser: inout PKMZJSONParser) -> Int {
+        func digits(_ parser: inout StrictJSONParser) -> Int {
             let first = parser.position
             while parser.position < parser.bytes.count,
                   (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(parser.bytes[parser.position]) {
@@ -211,7 +253,7 @@ struct PKMZJSONParser {
         return String(decoding: bytes[start..<position], as: UTF8.self)
     }
 
-    private mutating func parseHex4() throws(PKMZJSONError) -> UInt32 {
+    private mutating func parseHex4() throws(StrictJSONError) -> UInt32 {
         guard bytes.count - position >= 4 else { throw fail("incomplete \\u escape") }
         var value: UInt32 = 0
         for _ in 0..<4 {
@@ -229,14 +271,14 @@ struct PKMZJSONParser {
         return value
     }
 
-    private mutating func parseString() throws(PKMZJSONError) -> String {
+    private mutating func parseString() throws(StrictJSONError) -> String {
         let open = position
         position += 1
         var decoded: [UInt8] = []
         var runStart = position
         while true {
             guard position < bytes.count else {
-                throw PKMZJSONError(message: "unterminated string", offset: open)
+                throw StrictJSONError(message: "unterminated string", offset: open)
             }
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") {
@@ -285,14 +327,14 @@ struct PKMZJSONParser {
             runStart = position
         }
         guard let text = String(bytes: decoded, encoding: .utf8) else {
-            throw PKMZJSONError(message: "string is not valid UTF-8", offset: open)
+            throw StrictJSONError(message: "string is not valid UTF-8", offset: open)
         }
         return text
     }
 }
 
-/// JSON text output for the pkmz header writer (internal).
-enum PKMZJSONWriter {
+/// JSON text output for the header writers (pkmz, safetensors).
+enum JSONText {
     /// `text` as a JSON string literal: quotes, backslashes and control characters escaped,
     /// everything else as UTF-8.
     static func quoted(_ text: String) -> String {

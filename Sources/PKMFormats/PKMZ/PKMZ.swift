@@ -112,22 +112,28 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
             throw FormatError.badMagic(path: path, expected: "\(hex(PKMZLayout.endMagic)) (\"PKMZ\") in the last 4 bytes",
                                        found: "\(hex(Array(trailer[28..<32]))); the file is truncated or damaged")
         }
-        let version = Int(readLittleEndian(head, 8, as: UInt32.self))
-        let trailerVersion = Int(readLittleEndian(trailer, 24, as: UInt32.self))
+        let prologue = ByteCursor(Data(head)), ending = ByteCursor(Data(trailer))
+        func field<T: FixedWidthInteger & UnsignedInteger>(_ cursor: ByteCursor, _ offset: Int, _ what: String, as type: T.Type) throws -> T {
+            do { return try cursor.littleEndian(at: offset, as: type) } catch {
+                throw FormatError.truncated(path: path, what: what, offset: offset, needed: MemoryLayout<T>.size, available: 0)
+            }
+        }
+        let version = Int(try field(prologue, 8, "prologue version", as: UInt32.self))
+        let trailerVersion = Int(try field(ending, 24, "trailer version", as: UInt32.self))
         guard version == trailerVersion else {
             throw FormatError.invalidHeader(path: path, reason: "the prologue says format version \(version) but the trailer says \(trailerVersion); the file is damaged")
         }
         guard PKMZLayout.supportedVersions.contains(version) else {
             throw FormatError.unsupportedVersion(path: path, found: version, supported: PKMZLayout.supportedVersions)
         }
-        let flags = readLittleEndian(head, 12, as: UInt32.self)
+        let flags = try field(prologue, 12, "prologue flags", as: UInt32.self)
         guard flags == 0 else {
             throw FormatError.invalidHeader(path: path, reason: "prologue flags are 0x\(String(flags, radix: 16)); version 1 defines none (the file is damaged)")
         }
 
         let trailerStart = size - trailerCount
-        let rawOffset = readLittleEndian(trailer, 0, as: UInt64.self)
-        let rawLength = readLittleEndian(trailer, 8, as: UInt64.self)
+        let rawOffset = try field(ending, 0, "trailer header offset", as: UInt64.self)
+        let rawLength = try field(ending, 8, "trailer header length", as: UInt64.self)
         guard let headerOffset = Int(exactly: rawOffset), headerOffset >= prologueCount, headerOffset <= trailerStart else {
             throw FormatError.invalidHeader(path: path, reason: "the trailer puts the header at byte \(rawOffset), outside \(prologueCount)…\(trailerStart); the file is truncated or damaged")
         }
@@ -146,16 +152,10 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
         var hasher = XXHash64(seed: PKMZLayout.checksumSeed)
         hasher.update(head)
         hasher.update(headerBytes)
-        guard hasher.finalize() == readLittleEndian(trailer, 16, as: UInt64.self) else {
+        guard hasher.finalize() == (try field(ending, 16, "trailer checksum", as: UInt64.self)) else {
             throw FormatError.checksumMismatch(path: path, what: "prologue and header (XXH64 in the trailer)", offset: headerOffset)
         }
         return (version, headerOffset, headerBytes)
-    }
-
-    private static func readLittleEndian<T: FixedWidthInteger & UnsignedInteger>(_ bytes: [UInt8], _ offset: Int, as: T.Type) -> T {
-        var value: T = 0
-        for index in 0..<MemoryLayout<T>.size { value |= T(bytes[offset + index]) << (8 * index) }
-        return value
     }
 
     private static func hex(_ bytes: [UInt8]) -> String {

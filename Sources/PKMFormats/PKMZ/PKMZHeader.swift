@@ -77,7 +77,7 @@ struct PKMZHeader: Sendable {
         text += ",\"tensors\":["
         for (index, tensor) in tensors.enumerated() {
             text += index == 0 ? "\n" : ",\n"
-            text += "{\"name\":\(PKMZJSONWriter.quoted(tensor.info.name))"
+            text += "{\"name\":\(JSONText.quoted(tensor.info.name))"
             text += ",\"dtype\":\"\(tensor.info.dtype.rawValue)\""
             text += ",\"shape\":[\(tensor.info.shape.map(String.init).joined(separator: ","))]"
             text += ",\"byte_grouping\":\(tensor.byteGrouping)"
@@ -90,15 +90,15 @@ struct PKMZHeader: Sendable {
         text += tensors.isEmpty ? "]" : "\n]"
         text += ",\n\"config\":\(configJSON ?? "null")"
         text += ",\n\"metadata\":{"
-        text += metadata.keys.sorted().map { "\(PKMZJSONWriter.quoted($0)):\(PKMZJSONWriter.quoted(metadata[$0] ?? ""))" }
+        text += metadata.keys.sorted().map { "\(JSONText.quoted($0)):\(JSONText.quoted(metadata[$0] ?? ""))" }
             .joined(separator: ",")
         text += "}"
         if let provenance {
-            func optional(_ value: String?) -> String { value.map(PKMZJSONWriter.quoted) ?? "null" }
+            func optional(_ value: String?) -> String { value.map(JSONText.quoted) ?? "null" }
             text += ",\n\"provenance\":{\"source_file\":\(optional(provenance.sourceFile))"
             text += ",\"source_sha256\":\(optional(provenance.sourceSHA256))"
-            text += ",\"tool\":\(PKMZJSONWriter.quoted(provenance.tool))"
-            text += ",\"created\":\(PKMZJSONWriter.quoted(provenance.created))"
+            text += ",\"tool\":\(JSONText.quoted(provenance.tool))"
+            text += ",\"created\":\(JSONText.quoted(provenance.created))"
             text += ",\"operation\":\(optional(provenance.operation))}"
         } else {
             text += ",\n\"provenance\":null"
@@ -115,9 +115,9 @@ struct PKMZHeader: Sendable {
     /// - Throws: ``FormatError`` naming `path` and, where it applies, the tensor.
     static func decode(_ bytes: [UInt8], path: String, limits: ReaderLimits,
                        dataStart: Int, dataEnd: Int) throws -> PKMZHeader {
-        let root: PKMZJSON
+        let root: StrictJSON
         do {
-            root = try PKMZJSONParser.parse(bytes)
+            root = try StrictJSONParser.parse(bytes)
         } catch {
             throw FormatError.invalidHeader(path: path, reason: "\(error.message) at byte \(error.offset) of the header JSON")
         }
@@ -220,7 +220,7 @@ struct PKMZHeader: Sendable {
                           configJSON: configJSON, metadata: metadata, provenance: provenance)
     }
 
-    private static func decodeTensor(_ value: PKMZJSON, index: Int, path: String, limits: ReaderLimits, frameBytes: Int,
+    private static func decodeTensor(_ value: StrictJSON, index: Int, path: String, limits: ReaderLimits, frameBytes: Int,
                                      nextOffset: inout Int, dataEnd: Int, totalBytes: inout Int) throws -> PKMZTensorEntry {
         guard let members = value.members else {
             throw FormatError.invalidHeader(path: path, reason: "tensors[\(index)] is \(value.typeName), expected an object")
@@ -317,7 +317,7 @@ struct PKMZHeader: Sendable {
     }
 
     /// A JSON number that is an integer fitting `Int` (no fraction, no exponent).
-    private static func integer(_ value: PKMZJSON?, _ what: String, fail: (String) -> FormatError) throws -> Int {
+    private static func integer(_ value: StrictJSON?, _ what: String, fail: (String) -> FormatError) throws -> Int {
         guard case .number(let text)? = value else {
             throw fail("\(what) must be an integer, found \(value?.typeName ?? "nothing")")
         }
@@ -328,9 +328,9 @@ struct PKMZHeader: Sendable {
 
 /// The members of one header object, with unknown keys refused.
 private struct Fields {
-    private var values: [String: PKMZJSON.Member] = [:]
+    private var values: [String: StrictJSON.Member] = [:]
 
-    init(_ members: [PKMZJSON.Member], allowed: Set<String>, context: String, fail: (String) -> FormatError) throws {
+    init(_ members: [StrictJSON.Member], allowed: Set<String>, context: String, fail: (String) -> FormatError) throws {
         for member in members {
             guard allowed.contains(member.key) else {
                 throw fail("unknown key \"\(member.key)\" in \(context) (this build reads pkmz version \(PKMZLayout.version))")
@@ -339,7 +339,7 @@ private struct Fields {
         }
     }
 
-    subscript(key: String) -> PKMZJSON? { values[key]?.value }
+    subscript(key: String) -> StrictJSON? { values[key]?.value }
 
     func range(of key: String) -> Range<Int>? { values[key]?.range }
 }

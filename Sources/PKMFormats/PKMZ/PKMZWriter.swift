@@ -110,7 +110,7 @@ public enum PKMZWriter: CheckpointWriter {
     /// The config's text when it is a JSON object nestable in the header, trimmed of surrounding whitespace.
     static func configObjectText(_ config: String) -> String? {
         let bytes = Array(config.utf8)
-        guard let value = try? PKMZJSONParser.parse(bytes), case .object = value else { return nil }
+        guard let value = try? StrictJSONParser.parse(bytes), case .object = value else { return nil }
         let whitespace: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D]
         guard let first = bytes.firstIndex(where: { !whitespace.contains($0) }),
               let last = bytes.lastIndex(where: { !whitespace.contains($0) }) else { return nil }

@@ -155,38 +155,38 @@ public final class ShardedSafetensorsReader: CheckpointReader {
         guard bytes.count <= limits.maxHeaderBytes else {  // the file grew since it was measured
             throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: bytes.count, maximum: limits.maxHeaderBytes)
         }
-        let object = try SafetensorsJSON.parseObject(bytes, path: path, what: "the index")
-        let scan = bytes.withUnsafeBytes { SafetensorsJSONScan($0) }
-        if let duplicate = scan.firstDuplicate {
-            if duplicate.count == 2, duplicate[0] == "weight_map" {
-                throw FormatError.duplicateTensor(path: path, tensor: duplicate[1])
-            }
-            throw FormatError.invalidHeader(path: path, reason: "key '\(duplicate.joined(separator: "."))' appears twice")
+        let document = try SafetensorsHeader.parseJSON(bytes, path: path, what: "the index") { duplicate in
+            if duplicate.count == 2, duplicate[0] == "weight_map" { return FormatError.duplicateTensor(path: path, tensor: duplicate[1]) }
+            return FormatError.invalidHeader(path: path, reason: "key '\(duplicate.joined(separator: "."))' appears twice")
         }
-        guard let rawMap = object["weight_map"] else {
+        guard document.members != nil else {
+            throw FormatError.invalidHeader(path: path, reason: "the index is \(document.typeName), not a JSON object")
+        }
+        guard let rawMap = document["weight_map"] else {
             throw FormatError.invalidHeader(path: path, reason: "the index has no 'weight_map'")
         }
-        guard let map = rawMap as? [String: Any] else {
-            throw FormatError.invalidHeader(path: path, reason: "'weight_map' is \(SafetensorsJSON.typeName(rawMap)), not an object")
+        guard let map = rawMap.members else {
+            throw FormatError.invalidHeader(path: path, reason: "'weight_map' is \(rawMap.typeName), not an object")
         }
         guard map.count <= limits.maxTensorCount else {
             throw FormatError.limitExceeded(path: path, limit: .tensorCount, value: map.count, maximum: limits.maxTensorCount)
         }
         var weightMap: [String: String] = [:]
         weightMap.reserveCapacity(map.count)
-        for (tensor, value) in map {
-            guard let shard = value as? String else {
-                throw FormatError.invalidHeader(path: path, reason: "weight_map entry '\(tensor)' is \(SafetensorsJSON.typeName(value)), not a shard file name")
+        for member in map {
+            guard case .string(let shard) = member.value else {
+                throw FormatError.invalidHeader(path: path, reason: "weight_map entry '\(member.key)' is \(member.value.typeName), not a shard file name")
             }
-            weightMap[tensor] = shard
+            weightMap[member.key] = shard
         }
         var metadata: [String: String] = [:]
-        if let rawMetadata = object["metadata"], !(rawMetadata is NSNull) {
-            guard let map = rawMetadata as? [String: Any] else {
-                throw FormatError.invalidHeader(path: path, reason: "'metadata' is \(SafetensorsJSON.typeName(rawMetadata)), not an object")
+        if let rawMetadata = document["metadata"], rawMetadata != .null {
+            guard let entries = rawMetadata.members else {
+                throw FormatError.invalidHeader(path: path, reason: "'metadata' is \(rawMetadata.typeName), not an object")
             }
-            for (key, value) in map {
-                if let text = value as? String { metadata[key] = text }
+            // HF writes {"total_size": N}: only string values are metadata here.
+            for member in entries {
+                if case .string(let text) = member.value { metadata[member.key] = text }
             }
         }
         return (weightMap, metadata)

@@ -73,9 +73,9 @@ public enum SafetensorsWriter: CheckpointWriter {
         var json = "{"
         var first = true
         if !fullMetadata.isEmpty {
-            json += SafetensorsJSON.quoted(SafetensorsNames.metadataKey) + ":{"
+            json += JSONText.quoted(SafetensorsNames.metadataKey) + ":{"
             json += fullMetadata.sorted { $0.key < $1.key }
-                .map { SafetensorsJSON.quoted($0.key) + ":" + SafetensorsJSON.quoted($0.value) }
+                .map { JSONText.quoted($0.key) + ":" + JSONText.quoted($0.value) }
                 .joined(separator: ",")
             json += "}"
             first = false
@@ -99,7 +99,7 @@ public enum SafetensorsWriter: CheckpointWriter {
             }
             if !first { json += "," }
             first = false
-            json += SafetensorsJSON.quoted(info.name)
+            json += JSONText.quoted(info.name)
             json += ":{\"dtype\":\"\(info.dtype.rawValue)\",\"shape\":[\(info.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
             byteCounts.append(byteCount)
             offset = end
