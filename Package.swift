@@ -2,7 +2,7 @@
 // pkm-convert: portable, verified Product Key Memory checkpoints.
 //
 // Dependency direction (one way):
-//   PKMTensor ← PKMFormats (+ CHDF5, CZstd, COpenSSL, CSystemShims) ← PKMModel (+ CBLAS) ← PKMPipeline ← pkm-convert
+//   PKMTensor ← PKMFormats (+ CHDF5, CZstd, COpenSSL, CSystemShims, ZIPFoundation) ← PKMModel (+ CBLAS) ← PKMPipeline ← pkm-convert
 import PackageDescription
 
 let releaseFlags: [SwiftSetting] = [
@@ -25,6 +25,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5"),
@@ -33,7 +34,7 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL"),
         .systemLibrary(name: "CSystemShims", path: "Sources/CSystemShims"),
         .target(name: "PKMTensor", swiftSettings: releaseFlags),
-        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CHDF5", "CZstd", "COpenSSL", "CSystemShims"], swiftSettings: releaseFlags),
+        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CHDF5", "CZstd", "COpenSSL", "CSystemShims", .product(name: "ZIPFoundation", package: "ZIPFoundation")], swiftSettings: releaseFlags),
         .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: releaseFlags),
         .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMModel"], swiftSettings: releaseFlags),
         .executableTarget(

@@ -50,6 +50,7 @@ public enum Checkpoints {
         case .hdf5: return try HDF5Reader(url: url, limits: limits)
         case .safetensors: return try SafetensorsReader(url: url, limits: limits)
         case .pkmz: return try PKMZReader(url: url, limits: limits)
+        case .pytorch: return try TorchCheckpointReader(url: url, limits: limits)
         }
     }
 
@@ -76,6 +77,7 @@ public enum Checkpoints {
         case .hdf5: return HDF5Writer.self
         case .safetensors: return SafetensorsWriter.self
         case .pkmz: return PKMZWriter.self
+        case .pytorch: return TorchCheckpointWriter.self
         }
     }
 

@@ -50,6 +50,13 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     /// therefore never opened in this process. `reason` is the child's own error line or what
     /// happened to it.
     case isolatedReadFailed(path: String, reason: String)
+    /// A PyTorch pickle names a class or function outside the allow-list (`posix.system`,
+    /// `builtins.eval`, a model class): refused before anything was built; nothing is ever executed.
+    case refusedGlobal(path: String, global: String)
+    /// A PyTorch pickle is malformed, uses an unsupported protocol or opcode, or exceeds a pickle
+    /// limit; `offset` is the opcode's byte offset (in the file for the legacy stream, in `data.pkl`
+    /// for the zip container, which `reason` names).
+    case pickle(path: String, offset: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -96,6 +103,10 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
         case .isolatedReadFailed(let path, let reason):
             // A refusal from the child already starts with the path.
             return reason.hasPrefix(path + ":") ? reason : "\(path): \(reason)"
+        case .refusedGlobal(let path, let global):
+            return "\(path): the pickle tries to call \(global), which a checkpoint never needs, so the file was refused and nothing was executed; if you trust it, load it in Python and re-save the state dict as .safetensors"
+        case .pickle(let path, let offset, let reason):
+            return "\(path): invalid PyTorch pickle at byte \(offset) of \(reason)"
         }
     }
 }
