@@ -32,6 +32,9 @@ public enum CheckpointFormat: String, Sendable, CaseIterable, Codable {
         case .pytorch: return "bin"
         }
     }
+
+    /// Whether pkm-convert can write this format (``pytorch`` is read only).
+    public var isWritable: Bool { self != .pytorch }
 }
 
 /// Name, dtype and shape of one stored tensor, known without reading its data.
