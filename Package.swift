@@ -34,6 +34,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
@@ -46,7 +47,8 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSystemShims", path: "Sources/CSystemShims"),
         .target(name: "PKMTensor"),
-        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CZstd", "COpenSSL", "CSystemShims"]),
+        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CZstd", "COpenSSL", "CSystemShims",
+                                            .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "PKMHDF5", dependencies: ["PKMTensor", "PKMFormats", "CHDF5", "CSystemShims"]),
         .target(name: "PKMCheckpoints", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5"]),
         .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: benchmarkUnchecked),
@@ -57,7 +59,7 @@ let package = Package(
         .executableTarget(name: "PKMScriptingExample", dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMFormats", "PKMModel"]),
         .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel", "PKMFormats"], path: "Tests/PKMTestSupport"),
         .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),
-        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "PKMCheckpoints", "PKMTestSupport"],
+        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "PKMCheckpoints", "PKMTestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
                     exclude: ["Regressions/Inputs", "Regressions/README.md"]),
         .testTarget(name: "PKMHDF5Tests", dependencies: ["PKMHDF5", "PKMFormats", "PKMTestSupport"]),
         .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMCheckpoints", "PKMTestSupport"]),

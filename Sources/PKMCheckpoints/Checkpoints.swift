@@ -36,6 +36,7 @@ public enum Checkpoints {
         case .hdf5: return try HDF5Reader(url: url, limits: limits)
         case .safetensors: return try SafetensorsReader(url: url, limits: limits)
         case .pkmz: return try PKMZReader(url: url, limits: limits)
+        case .pytorch: return try TorchCheckpointReader(url: url, limits: limits)
         }
     }
 
@@ -56,23 +57,28 @@ public enum Checkpoints {
         throw FormatError.unknownFormat(path: folder.path, reason: "several checkpoint files (\(candidates.joined(separator: ", "))); name one")
     }
 
-    /// The writer type for a format.
-    public static func writer(for format: CheckpointFormat) -> any CheckpointWriter.Type {
+    /// The writer type for a format, or nil for a format pkm-convert reads but does not write
+    /// (``CheckpointFormat/pytorch``: a pickle would have to be unpickled, that is executed, to load).
+    public static func writer(for format: CheckpointFormat) -> (any CheckpointWriter.Type)? {
         switch format {
         case .hdf5: return HDF5Writer.self
         case .safetensors: return SafetensorsWriter.self
         case .pkmz: return PKMZWriter.self
+        case .pytorch: return nil
         }
     }
 
     /// Writes a checkpoint in `format` atomically; see ``CheckpointWriter``.
-    /// - Throws: ``FormatError`` or whatever `tensor` throws; nothing is left at `url` on failure.
+    /// - Throws: ``FormatError/writeFailed(path:reason:)`` for a format that is read only;
+    ///   ``FormatError`` or whatever `tensor` throws; nothing is left at `url` on failure.
     public static func write(to url: URL, format: CheckpointFormat, tensorInfos: [TensorInfo],
                              metadata: [String: String], options: WriteOptions = WriteOptions(),
                              progress: ((Int, Int) -> Void)? = nil,
                              tensor: (TensorInfo) throws -> Tensor) throws {
-        try writer(for: format).write(to: url, tensorInfos: tensorInfos, metadata: metadata,
-                                      options: options, progress: progress, tensor: tensor)
+        guard let writer = writer(for: format) else {
+            throw FormatError.writeFailed(path: url.path, reason: "pkm-convert reads PyTorch pickles but never writes them (loading one means unpickling, which can run code); write .safetensors or .pkmz")
+        }
+        try writer.write(to: url, tensorInfos: tensorInfos, metadata: metadata, options: options, progress: progress, tensor: tensor)
     }
 
     /// Writes a whole in-memory state dict; see ``write(to:format:tensorInfos:metadata:options:progress:tensor:)``.

@@ -142,6 +142,7 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
             case .hdf5: origin = "HDF5 root attribute 'config'"
             case .safetensors: origin = "safetensors __metadata__[\"config\"]"
             case .pkmz: origin = "pkmz header config"
+            case .pytorch: origin = "PyTorch checkpoint metadata"
             }
             return (Data(embedded.utf8), "\(reader.url.path) (\(origin))")
         }

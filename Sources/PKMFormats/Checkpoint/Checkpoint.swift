@@ -9,6 +9,8 @@ public enum CheckpointFormat: String, Sendable, CaseIterable, Codable {
     case safetensors
     /// pkm-convert's native zstd format (`schemas/pkmz.md`).
     case pkmz
+    /// A PyTorch `torch.save` checkpoint (zip or legacy pickle; `schemas/pytorch-pickle.md`). Read only.
+    case pytorch
 
     /// The format implied by a file name's extension, if any.
     public init?(pathExtension: String) {
@@ -16,6 +18,7 @@ public enum CheckpointFormat: String, Sendable, CaseIterable, Codable {
         case "h5", "hdf5", "he5": self = .hdf5
         case "safetensors": self = .safetensors
         case "pkmz": self = .pkmz
+        case "bin", "pt", "pth", "ckpt": self = .pytorch
         default: return nil
         }
     }
@@ -26,8 +29,12 @@ public enum CheckpointFormat: String, Sendable, CaseIterable, Codable {
         case .hdf5: return "h5"
         case .safetensors: return "safetensors"
         case .pkmz: return "pkmz"
+        case .pytorch: return "bin"
         }
     }
+
+    /// Whether pkm-convert can write this format (``pytorch`` is read only).
+    public var isWritable: Bool { self != .pytorch }
 }
 
 /// Name, dtype and shape of one stored tensor, known without reading its data.
@@ -209,7 +216,8 @@ public struct WriteOptions: Sendable {
 
 /// Reads a checkpoint's tensor table up front and tensor data on demand.
 ///
-/// Conformers: ``HDF5Reader``, ``SafetensorsReader``, ``ShardedSafetensorsReader``, ``PKMZReader``.
+/// Conformers: ``HDF5Reader``, ``SafetensorsReader``, ``ShardedSafetensorsReader``, ``PKMZReader``,
+/// ``TorchCheckpointReader``.
 /// Opening validates the whole table (names, dtypes, shapes, byte ranges) against the file, so
 /// `tensor(named:)` only fails for damage in the data itself (checksums, compression).
 public protocol CheckpointReader: AnyObject, Sendable {

@@ -54,6 +54,13 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     case isolatedReadTimedOut(path: String, seconds: Double)
     /// The isolated reader could not be started (``HDF5Probe/command``).
     case isolatedReaderUnavailable(path: String, command: String, message: String)
+    /// A PyTorch pickle names a class or function outside the allow-list (`posix.system`,
+    /// `builtins.eval`, a model class): refused before anything was built; nothing is ever executed.
+    case refusedGlobal(path: String, global: String)
+    /// A PyTorch pickle is malformed, uses an unsupported protocol or opcode, or exceeds a pickle
+    /// limit; `offset` is the opcode's byte offset (in the file for the legacy stream, in `data.pkl`
+    /// for the zip container, which `reason` names).
+    case pickle(path: String, offset: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -104,6 +111,10 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
             return "\(path): the isolated HDF5 reader did not finish within \(String(format: "%g", seconds)) s (killed): libhdf5 loops on damaged metadata, or the disk is very slow (then raise the probe's deadline, HDF5Probe.timeoutSeconds)"
         case .isolatedReaderUnavailable(let path, let command, let message):
             return "\(path): could not start the isolated HDF5 reader \(command): \(message); without it the file can only be read unisolated (ReaderLimits.hdf5Probe = nil)"
+        case .refusedGlobal(let path, let global):
+            return "\(path): the pickle tries to call \(global), which a checkpoint never needs, so the file was refused and nothing was executed; if you trust it, load it in Python and re-save the state dict as .safetensors"
+        case .pickle(let path, let offset, let reason):
+            return "\(path): invalid PyTorch pickle at byte \(offset) of \(reason)"
         }
     }
 }
