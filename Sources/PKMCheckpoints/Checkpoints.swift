@@ -5,21 +5,23 @@ import PKMTensor
 
 /// Entry points that pick the reader or writer for a path.
 public enum Checkpoints {
-    /// Detects the format from the first bytes, falling back to the extension.
+    /// Detects the format from the first bytes (HDF5 and pkmz magic, a `torch.save` zip or legacy
+    /// pickle, a safetensors header length followed by `{`), falling back to the extension.
     /// - Throws: ``FormatError/fileNotFound(path:)``, ``FormatError/unknownFormat(path:reason:)``.
     public static func detectFormat(of url: URL) throws -> CheckpointFormat {
         guard let handle = FileHandle(forReadingAtPath: url.path) else { throw FormatError.fileNotFound(path: url.path) }
         defer { try? handle.close() }
-        let head = (try? handle.read(upToCount: 16)) ?? Data()
+        let head = (try? handle.read(upToCount: 512)) ?? Data()
         if head.count >= 8, Array(head.prefix(8)) == [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] { return .hdf5 }
         if head.count >= 8, Array(head.prefix(8)) == PKMZLayout.magic { return .pkmz }
+        if TorchCheckpointReader.looksLikeTorchCheckpoint(head) { return .pytorch }
         if head.count >= 9, head[head.startIndex + 8] == UInt8(ascii: "{") { return .safetensors }
         if let byExtension = CheckpointFormat(pathExtension: url.pathExtension) { return byExtension }
         throw FormatError.unknownFormat(path: url.path, reason: head.isEmpty ? "the file is empty" : "no known magic bytes")
     }
 
-    /// Opens a checkpoint file, a sharded safetensors index (`*.index.json`), or a folder holding one
-    /// (`model.safetensors.index.json`, `model.safetensors`, or a single `.pkmz`/`.h5`/`.safetensors`).
+    /// Opens a checkpoint file, a sharded index (`*.index.json`, safetensors or `torch.save` shards),
+    /// or a model folder holding one (see ``checkpointFile(inFolder:)``).
     /// - Throws: ``FormatError``.
     public static func open(_ url: URL, format: CheckpointFormat? = nil, limits: ReaderLimits = ReaderLimits()) throws -> any CheckpointReader {
         var isDirectory: ObjCBool = false
@@ -30,29 +32,47 @@ public enum Checkpoints {
             return try open(try checkpointFile(inFolder: url), format: format, limits: limits)
         }
         if url.lastPathComponent.hasSuffix(".index.json") {
-            return try ShardedSafetensorsReader(indexURL: url, limits: limits)
+            return try ShardedCheckpointReader(indexURL: url, limits: limits)
         }
         switch try format ?? detectFormat(of: url) {
         case .hdf5: return try HDF5Reader(url: url, limits: limits)
         case .safetensors: return try SafetensorsReader(url: url, limits: limits)
         case .pkmz: return try PKMZReader(url: url, limits: limits)
-        case .pytorch: return try TorchCheckpointReader(url: url, limits: limits)
+        case .pytorch: return try TorchCheckpointReader(url: url, limits: limits, stateDictKey: limits.stateDictKey)
         }
     }
 
-    /// The weights file inside an HF-style model folder.
-    /// - Throws: ``FormatError/fileNotFound(path:)`` when the folder holds none, or
-    ///   ``FormatError/unknownFormat(path:reason:)`` when it holds several candidates.
+    /// Weights files of a model folder, most preferred first: safetensors over `torch.save`
+    /// pickles (as transformers prefers them), sharded indexes before single files.
+    public static let preferredFolderFiles = [
+        "model.safetensors.index.json", "model.safetensors", "model.pkmz", "model.h5",
+        "pytorch_model.bin.index.json", "pytorch_model.bin",
+    ]
+
+    /// Files HF's Trainer and training loops keep next to the weights: never the model.
+    public static let trainingStateFiles: Set<String> = [
+        "training_args.bin", "optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state.pth",
+    ]
+
+    /// The weights file inside an HF-style model folder: the first of ``preferredFolderFiles``
+    /// present, else the folder's only checkpoint file (shards of an index, training state such as
+    /// `optimizer.pt` and `rng_state_N.pth` are not candidates).
+    /// - Throws: ``FormatError/fileNotFound(path:)`` when the folder holds none (the message lists
+    ///   what it does hold), or ``FormatError/unknownFormat(path:reason:)`` when it holds several.
     public static func checkpointFile(inFolder folder: URL) throws -> URL {
-        for preferred in ["model.safetensors.index.json", "model.safetensors", "model.pkmz", "model.h5"] {
+        for preferred in preferredFolderFiles {
             let candidate = folder.appendingPathComponent(preferred)
             if FileManager.default.fileExists(atPath: candidate.path) { return candidate }
         }
-        let contents = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
-        let candidates = contents.filter { CheckpointFormat(pathExtension: ($0 as NSString).pathExtension) != nil }.sorted()
+        let contents = ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { !$0.hasPrefix(".") }
+        let candidates = contents.filter { name in
+            guard CheckpointFormat(pathExtension: (name as NSString).pathExtension) != nil || name.hasSuffix(".index.json") else { return false }
+            return !trainingStateFiles.contains(name) && !name.hasPrefix("rng_state")
+        }.sorted()
         if candidates.count == 1 { return folder.appendingPathComponent(candidates[0]) }
         if candidates.isEmpty {
-            throw FormatError.fileNotFound(path: folder.appendingPathComponent("model.safetensors").path)
+            let shown = contents.sorted().prefix(12).joined(separator: ", ")
+            throw FormatError.noCheckpointInFolder(path: folder.path, found: contents.isEmpty ? "it is empty" : "it holds \(shown)\(contents.count > 12 ? ", …" : "")")
         }
         throw FormatError.unknownFormat(path: folder.path, reason: "several checkpoint files (\(candidates.joined(separator: ", "))); name one")
     }

@@ -29,6 +29,9 @@ struct GlobalOptions: ParsableArguments {
         discussion: "data (default): a child process reads the whole file first (structure, attributes, every tensor, under a memory cap), so a libhdf5 crash, hang or runaway allocation on a damaged file becomes an error; metadata: the child reads the structure and attributes only (faster on large trusted files); off: read in this process only."))
     var hdf5Probe: HDF5ProbeMode = .data
 
+    @Option(name: .long, help: "PyTorch pickles: the top-level key holding the state dict (default: detect state_dict, model_state_dict, model, module).")
+    var stateDictKey: String?
+
     @Option(name: .long, help: "Deadline of the HDF5 probe in seconds (default 20, plus 1 s per 50 MB of file with --hdf5-probe data).")
     var hdf5ProbeTimeout: Double?
 
@@ -47,6 +50,7 @@ struct GlobalOptions: ParsableArguments {
         if let maxTotalBytes { limits.maxTotalBytes = maxTotalBytes }
         if let maxTensorCount { limits.maxTensorCount = maxTensorCount }
         if let maxRank { limits.maxRank = maxRank }
+        limits.stateDictKey = stateDictKey
         if let depth = hdf5Probe.depth {
             limits.hdf5Probe = HDF5Probe(command: ProbeHDF5.command, depth: depth, timeoutSeconds: hdf5ProbeTimeout)
         }

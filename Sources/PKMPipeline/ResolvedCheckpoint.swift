@@ -87,10 +87,24 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
         } catch let error as ModelError {
             throw PipelineError.invalidConfig(source: configSource, underlying: error)
         }
+        var notes: [String] = []
+        if config.memory == nil, let params = reader.metadata["xlm_params"],
+           let (memory, filled) = try XLMParams.memoryConfig(fromJSON: params, hiddenSize: config.hiddenSize, source: "\(url.path) (XLM params)") {
+            config.memory = memory
+            do { try config.validate() } catch let error as ModelError {
+                throw PipelineError.invalidConfig(source: "\(url.path) (XLM params)", underlying: error)
+            }
+            notes.append("the config has no pkm object: filled pkm.\(filled.joined(separator: ", pkm.")) from the checkpoint's XLM params")
+        }
+        if let torch = reader as? TorchCheckpointReader {
+            notes += torch.sharedStorages.map { "tensors \($0.map { "'\($0)'" }.joined(separator: ", ")) share one storage (tied weights): each is kept under its own name" }
+            notes += torch.diagnostics
+        }
         let mapping = ResolvedCheckpoint.map(reader: reader, config: &config)
         self.config = config
         var report = mapping.report
         report.configSource = configSource
+        report.warnings = notes + report.warnings
         self.report = report
         sourceByCanonical = mapping.sources
     }

@@ -765,7 +765,7 @@ struct FuzzTests {
             }
             fuzzWrite(file.path, bytes)
             tally.read(input: input, bytes: bytes, fileExtension: "index.json") { tally in
-                FuzzReading.exercise(&tally, fileSize: 1 << 20, maximumExpansion: 1) { try ShardedSafetensorsReader(indexURL: file) }
+                FuzzReading.exercise(&tally, fileSize: 1 << 20, maximumExpansion: 1) { try ShardedCheckpointReader(indexURL: file) }
             }
         }
         print(tally.summary)

@@ -366,7 +366,7 @@ struct SafetensorsTests {
     @Test("Reads a two-shard folder through its index")
     func readsShardedFixture() throws {
         let index = F.url("sharded/model.safetensors.index.json")
-        let reader = try ShardedSafetensorsReader(indexURL: index, limits: ReaderLimits())
+        let reader = try ShardedCheckpointReader(indexURL: index, limits: ReaderLimits())
         #expect(reader.url == index)
         try F.check(reader, against: try F.expected("sharded"))
         #expect(reader.shardURLs.map(\.lastPathComponent) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
@@ -377,7 +377,7 @@ struct SafetensorsTests {
         #expect(missing.map(F.caseName) == "tensorNotFound")
         // The folder entry point finds the index.
         let opened = try Checkpoints.open(F.url("sharded"))
-        #expect(opened is ShardedSafetensorsReader)
+        #expect(opened is ShardedCheckpointReader)
         #expect(opened.tensorInfos == reader.tensorInfos)
     }
 
@@ -407,7 +407,7 @@ struct SafetensorsTests {
     func shardedMetadata() throws {
         let folder = try shardedFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let reader = try ShardedSafetensorsReader(indexURL: folder.appendingPathComponent("model.safetensors.index.json"), limits: ReaderLimits())
+        let reader = try ShardedCheckpointReader(indexURL: folder.appendingPathComponent("model.safetensors.index.json"), limits: ReaderLimits())
         #expect(reader.tensorInfos.map(\.name) == ["a1", "a2", "b1"])
         #expect(reader.metadata == ["config": "{}", "from": "a", "extra": "b", "note": "index"])
         #expect(reader.provenance == F.provenance)
@@ -420,7 +420,7 @@ struct SafetensorsTests {
         let folder = try shardedFolder(weightMap: ["a1": "a.safetensors", "a2": "a.safetensors", "b1": shard], inside: parent)
         // Make the escape target real, so only the path check can stop it.
         try FileManager.default.copyItem(at: folder.appendingPathComponent("b.safetensors"), to: parent.appendingPathComponent("evil.safetensors"))
-        let error = F.formatError { _ = try ShardedSafetensorsReader(indexURL: folder.appendingPathComponent("model.safetensors.index.json"), limits: ReaderLimits()) }
+        let error = F.formatError { _ = try ShardedCheckpointReader(indexURL: folder.appendingPathComponent("model.safetensors.index.json"), limits: ReaderLimits()) }
         guard case .shardPathEscapes(_, let named)? = error else {
             Issue.record("expected shardPathEscapes, got \(String(describing: error))")
             return
@@ -437,21 +437,21 @@ struct SafetensorsTests {
         try FileManager.default.moveItem(at: folder.appendingPathComponent("b.safetensors"), to: outside.appendingPathComponent("b.safetensors"))
         try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent("link.safetensors"), withDestinationURL: outside.appendingPathComponent("b.safetensors"))
         let index = folder.appendingPathComponent("model.safetensors.index.json")
-        let error = F.formatError { _ = try ShardedSafetensorsReader(indexURL: index, limits: ReaderLimits()) }
+        let error = F.formatError { _ = try ShardedCheckpointReader(indexURL: index, limits: ReaderLimits()) }
         #expect(error.map(F.caseName) == "shardPathEscapes")
 
         // A linked sub-folder leading outside is refused too.
         try FileManager.default.removeItem(at: folder.appendingPathComponent("link.safetensors"))
         try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent("sub"), withDestinationURL: outside)
         try Data(#"{"weight_map":{"a1":"a.safetensors","a2":"a.safetensors","b1":"sub/b.safetensors"}}"#.utf8).write(to: index)
-        let viaFolder = F.formatError { _ = try ShardedSafetensorsReader(indexURL: index, limits: ReaderLimits()) }
+        let viaFolder = F.formatError { _ = try ShardedCheckpointReader(indexURL: index, limits: ReaderLimits()) }
         #expect(viaFolder.map(F.caseName) == "shardPathEscapes")
 
         // Inside the folder, links are fine.
         try FileManager.default.moveItem(at: outside.appendingPathComponent("b.safetensors"), to: folder.appendingPathComponent("real-b.safetensors"))
         try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent("link.safetensors"), withDestinationURL: folder.appendingPathComponent("real-b.safetensors"))
         try Data(#"{"weight_map":{"a1":"a.safetensors","a2":"a.safetensors","b1":"link.safetensors"}}"#.utf8).write(to: index)
-        let reader = try ShardedSafetensorsReader(indexURL: index, limits: ReaderLimits())
+        let reader = try ShardedCheckpointReader(indexURL: index, limits: ReaderLimits())
         #expect(reader.tensorInfos.map(\.name) == ["a1", "a2", "b1"])
     }
 
@@ -462,7 +462,7 @@ struct SafetensorsTests {
             let folder = try shardedFolder(weightMap: weightMap, indexText: indexText)
             defer { try? FileManager.default.removeItem(at: folder) }
             try prepare(folder)
-            return F.formatError { _ = try ShardedSafetensorsReader(indexURL: folder.appendingPathComponent("model.safetensors.index.json"), limits: limits) }
+            return F.formatError { _ = try ShardedCheckpointReader(indexURL: folder.appendingPathComponent("model.safetensors.index.json"), limits: limits) }
         }
         // A missing shard.
         let missing = try error(weightMap: ["a1": "a.safetensors", "a2": "a.safetensors", "b1": "c.safetensors"])
@@ -515,7 +515,7 @@ struct SafetensorsTests {
         #expect(damaged.map(F.caseName) == "truncated")
         #expect(damaged.flatMap(F.path)?.hasSuffix("b.safetensors") == true)
         // No index at all.
-        let noIndex = F.formatError { _ = try ShardedSafetensorsReader(indexURL: URL(fileURLWithPath: "/nonexistent/model.safetensors.index.json"), limits: ReaderLimits()) }
+        let noIndex = F.formatError { _ = try ShardedCheckpointReader(indexURL: URL(fileURLWithPath: "/nonexistent/model.safetensors.index.json"), limits: ReaderLimits()) }
         #expect(noIndex.map(F.caseName) == "fileNotFound")
     }
 

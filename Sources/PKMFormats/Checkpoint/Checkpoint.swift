@@ -94,7 +94,8 @@ public enum PKMVersion {
     public static let toolName = "pkm-convert \(version)"
 }
 
-/// Limits every reader checks against declared sizes before allocating anything.
+/// Limits every reader checks against declared sizes before allocating anything, and the few
+/// reading settings that go with them (the HDF5 probe, the state-dict key of pickles).
 ///
 /// Defaults accept any real checkpoint up to 1 TiB while refusing headers that declare absurd
 /// sizes. Readers additionally check every declared byte range against the file's real size
@@ -118,6 +119,9 @@ public struct ReaderLimits: Sendable, Equatable {
     /// a libhdf5 crash or hang on damaged metadata becomes an error instead of killing the caller.
     /// Default nil for the library (no child process); the `pkm-convert` CLI sets it.
     public var hdf5Probe: HDF5Probe?
+    /// For PyTorch pickles: the top-level key holding the state dict (`model`, `state_dict`, …);
+    /// nil detects it (``TorchCheckpointReader/stateDictKeys``). CLI: `--state-dict-key`.
+    public var stateDictKey: String?
 
     public init() {}
 }
@@ -216,7 +220,7 @@ public struct WriteOptions: Sendable {
 
 /// Reads a checkpoint's tensor table up front and tensor data on demand.
 ///
-/// Conformers: ``HDF5Reader``, ``SafetensorsReader``, ``ShardedSafetensorsReader``, ``PKMZReader``,
+/// Conformers: ``HDF5Reader``, ``SafetensorsReader``, ``ShardedCheckpointReader``, ``PKMZReader``,
 /// ``TorchCheckpointReader``.
 /// Opening validates the whole table (names, dtypes, shapes, byte ranges) against the file, so
 /// `tensor(named:)` only fails for damage in the data itself (checksums, compression).

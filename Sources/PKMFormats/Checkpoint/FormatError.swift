@@ -8,6 +8,8 @@ import PKMTensor
 public enum FormatError: Error, Sendable, CustomStringConvertible {
     /// The path does not exist.
     case fileNotFound(path: String)
+    /// A model folder holds no weights file pkm-convert knows; `found` says what it does hold.
+    case noCheckpointInFolder(path: String, found: String)
     /// The format could not be recognised from the magic bytes or the extension.
     case unknownFormat(path: String, reason: String)
     /// An operating-system I/O call failed.
@@ -66,6 +68,8 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .fileNotFound(let path):
             return "\(path): no such file or folder; check the path"
+        case .noCheckpointInFolder(let path, let found):
+            return "\(path): no model weights in this folder (looked for model.safetensors[.index.json], pytorch_model.bin[.index.json], model.pkmz, model.h5, or one .safetensors/.bin/.pt/.pth/.h5/.pkmz file; \(found))"
         case .unknownFormat(let path, let reason):
             return "\(path): unrecognised checkpoint format (\(reason)); pkm-convert reads HDF5 (.h5), safetensors, PyTorch pickles (.bin/.pt/.pth) and .pkmz"
         case .io(let path, let operation, let message):

@@ -6,8 +6,10 @@ import Glibc
 import Darwin
 #endif
 
-/// Reads a sharded safetensors checkpoint through its index, `model.safetensors.index.json`:
-/// `{"metadata": {...}, "weight_map": {"tensor name": "shard file name", ...}}`.
+/// Reads a sharded checkpoint through its index — `model.safetensors.index.json` for safetensors
+/// shards, `pytorch_model.bin.index.json` for `torch.save` shards (transformers writes both the same
+/// way): `{"metadata": {...}, "weight_map": {"tensor name": "shard file name", ...}}`. Each shard is
+/// read by ``SafetensorsReader`` or ``TorchCheckpointReader``, chosen by its first bytes.
 ///
 /// Every shard is opened (memory-mapped and validated) once, when the reader is created, and
 /// the index is checked against the shards both ways: each tensor of the weight map must be
@@ -21,11 +23,11 @@ import Darwin
 /// `__metadata__` maps (the first shard holding a key wins; `config` is kept wherever it is),
 /// then the index's `metadata` strings for keys no shard has (numbers such as the index's
 /// `total_size` are not carried, since they go stale when a checkpoint is converted).
-public final class ShardedSafetensorsReader: CheckpointReader {
+public final class ShardedCheckpointReader: CheckpointReader {
     /// The index file.
     public let url: URL
-    /// Always ``CheckpointFormat/safetensors``.
-    public var format: CheckpointFormat { .safetensors }
+    /// The shards' format (``CheckpointFormat/safetensors`` or ``CheckpointFormat/pytorch``).
+    public let format: CheckpointFormat
     /// Tensors shard by shard, in each shard's file order.
     public let tensorInfos: [TensorInfo]
     /// Merged metadata; see the type's documentation.
@@ -35,7 +37,7 @@ public final class ShardedSafetensorsReader: CheckpointReader {
     /// The shard files, in the order their tensors are listed.
     public let shardURLs: [URL]
 
-    private let shards: [SafetensorsReader]
+    private let shards: [any CheckpointReader]
     private let shardIndexByTensor: [String: Int]
 
     /// Reads the index and opens every shard it names.
@@ -45,7 +47,7 @@ public final class ShardedSafetensorsReader: CheckpointReader {
     ///   twice in the weight map or stored in two shards; `.shardPathEscapes`; `.missingShard`;
     ///   `.tensorNotFound` naming the shard when a listed tensor is not in it; `.invalidTensor`
     ///   when a tensor is stored in another shard than the index says, or in no listed place;
-    ///   and any error of ``SafetensorsReader/init(url:limits:)`` for a damaged shard.
+    ///   and any error of the shard's reader for a damaged shard; `.invalidHeader` for shards of mixed formats.
     public init(indexURL: URL, limits: ReaderLimits = ReaderLimits()) throws {
         url = indexURL
         let indexPath = indexURL.path
@@ -55,12 +57,17 @@ public final class ShardedSafetensorsReader: CheckpointReader {
         let folder = indexURL.deletingLastPathComponent()
         let shardNames = Set(weightMap.values).sorted()
         var shardURLs: [URL] = []
-        var shards: [SafetensorsReader] = []
+        var shards: [any CheckpointReader] = []
         for name in shardNames {
             let shardURL = try Self.resolveShard(name, folder: folder, indexPath: indexPath)
             shardURLs.append(shardURL)
-            shards.append(try SafetensorsReader(url: shardURL, limits: limits))
+            shards.append(try Self.openShard(shardURL, limits: limits))
         }
+        let formats = Set(shards.map(\.format))
+        guard formats.count <= 1 else {
+            throw FormatError.invalidHeader(path: indexPath, reason: "the shards mix formats (\(formats.map(\.rawValue).sorted().joined(separator: ", "))); one index lists one kind of shard")
+        }
+        format = formats.first ?? .safetensors
 
         // Where each tensor really is; the same name in two shards is refused.
         var location: [String: Int] = [:]
@@ -114,12 +121,27 @@ public final class ShardedSafetensorsReader: CheckpointReader {
         provenance = shards.lazy.compactMap(\.provenance).first
     }
 
+    /// Opens one shard: a `torch.save` file when its first bytes say so, safetensors otherwise.
+    static func openShard(_ url: URL, limits: ReaderLimits) throws -> any CheckpointReader {
+        let head: Data
+        if let handle = FileHandle(forReadingAtPath: url.path) {
+            head = (try? handle.read(upToCount: 512)) ?? Data()
+            try? handle.close()
+        } else {
+            head = Data()
+        }
+        if TorchCheckpointReader.looksLikeTorchCheckpoint(head) {
+            return try TorchCheckpointReader(url: url, limits: limits, stateDictKey: limits.stateDictKey)
+        }
+        return try SafetensorsReader(url: url, limits: limits)
+    }
+
     /// The shard file holding a tensor, or nil for an unknown name.
     public func shardURL(ofTensor name: String) -> URL? {
         shardIndexByTensor[name].map { shardURLs[$0] }
     }
 
-    /// One tensor: a slice of its mapped shard (no copy).
+    /// One tensor, read from its shard.
     /// - Throws: ``FormatError/tensorNotFound(path:tensor:)`` naming the index.
     public func tensor(named name: String) throws -> Tensor {
         guard let shardIndex = shardIndexByTensor[name] else { throw FormatError.tensorNotFound(path: url.path, tensor: name) }
