@@ -83,7 +83,15 @@ struct RegressionTests {
             let lines = outcome.stderr.split(separator: "\n")
             #expect(code == 2 && lines.count == 1 && lines[0].hasPrefix("pkm-convert: error: "), "\(name): exit \(code): \(outcome.stderr)")
         case .signalled(let signal):
-            #expect(signal != SIGILL && signal != SIGTRAP && !outcome.stderr.contains("Fatal error"), "\(name): a Swift trap: \(outcome.stderr)")
+            let trapped = signal == SIGILL || signal == SIGTRAP
+            if trapped && outcome.stderr.contains("allocate memory") {
+                // libhdf5's runaway allocation used up the 1 GiB cap, and the next Swift allocation failed.
+                withKnownIssue("expected: with the probe off, libhdf5 1.10.8 exhausts the address-space cap on \(name); the default probe contains it", isIntermittent: true) {
+                    Issue.record("memory exhausted under the cap, probe off (signal \(signal))")
+                }
+                return
+            }
+            #expect(!trapped && !outcome.stderr.contains("Fatal error"), "\(name): signal \(signal), a Swift trap; stderr: \(outcome.stderr.prefix(2000))")
             withKnownIssue("expected: with the probe off, libhdf5 1.10.8 itself crashes on \(name) (signal \(signal)); the default probe turns this into a one-line error", isIntermittent: true) {
                 Issue.record("expected libhdf5 crash with the probe off (signal \(signal)), contained by the default probe")
             }
