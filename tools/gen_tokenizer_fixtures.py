@@ -21,6 +21,7 @@ truncation kept (MiniLM: longest_first at 128).
 import hashlib
 import json
 import os
+import random
 import shutil
 import sys
 
@@ -74,6 +75,7 @@ CASES = [
     "İstanbul ΣΊΣΥΦΟΣ straße ǅ",
     "x²³ ½ ﬁ ligature Ⅻ",
     "the " * 80,
+    "word " * 150,  # beyond MiniLM's truncation.max_length 128
 ]
 
 PAIRS = [
@@ -94,6 +96,35 @@ BATCHES = [
     ["Hello, world!", "A longer sentence in the same batch.", ""],
     ["café", "中文字符测试 and more", "x"],
 ]
+
+
+RANDOM_SEED = 20241201
+RANDOM_COUNT = 300
+RANDOM_RANGES = [(0x20, 0x7E), (0x20, 0x7E), (0x20, 0x7E), (0x00, 0x1F), (0xA0, 0x24F), (0x300, 0x36F), (0x370, 0x52F),
+                 (0x590, 0x6FF), (0x900, 0x97F), (0xE00, 0xE7F), (0x1100, 0x11FF), (0x2000, 0x206F), (0x2070, 0x218F),
+                 (0x2E00, 0x2E5D), (0x3000, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3),
+                 (0xE000, 0xE0FF), (0xF900, 0xFAFF), (0xFE00, 0xFE6F), (0xFF00, 0xFFEF), (0x1D400, 0x1D7FF),
+                 (0x1F300, 0x1FAFF), (0x20000, 0x2A6DF), (0xE0000, 0xE007F)]
+
+
+def random_texts(count):
+    """Seeded strings of 1-24 scalars from many scripts, blocks and categories (controls, marks,
+    punctuation added after Unicode 8, CJK, Hangul, private use, tags, emoji), spaces mixed in."""
+    rng = random.Random(RANDOM_SEED)
+    texts = []
+    for _ in range(count):
+        scalars = []
+        for _ in range(rng.randint(1, 24)):
+            if rng.random() < 0.2:
+                scalars.append(rng.choice(" \t\n "))
+                continue
+            low, high = rng.choice(RANDOM_RANGES)
+            value = rng.randint(low, high)
+            if 0xD800 <= value <= 0xDFFF:
+                value = 0x41
+            scalars.append(chr(value))
+        texts.append("".join(scalars))
+    return texts
 
 
 def sha256(path):
@@ -156,6 +187,10 @@ def main():
             cases.append({"text": text, "pair": None, "max_length": None, "add_special_tokens": special,
                           "expected": {name: encoding_of(tok.encode(text, add_special_tokens=special))
                                        for name, tok in loaded.items()}})
+    for text in random_texts(RANDOM_COUNT):
+        # ids only, to keep the file small (tokens follow from ids; type ids and mask are all 0 / 1)
+        cases.append({"text": text, "pair": None, "max_length": None, "add_special_tokens": True, "random": True,
+                      "expected": {name: {"ids": tok.encode(text).ids} for name, tok in loaded.items()}})
     for first, second in PAIRS:
         cases.append({"text": first, "pair": second, "max_length": None, "add_special_tokens": True,
                       "expected": {name: encoding_of(tok.encode(first, second)) for name, tok in loaded.items()}})
@@ -192,10 +227,10 @@ def main():
         "bpe/tokenizer.json": "byte-level BPE, vocab 2000, trained with tokenizers.trainers.BpeTrainer on Python's LICENSE.txt, textwrap.py, argparse.py + fixed sentences; RobertaProcessing",
         "bpe_legacy/vocab.json": "the same BPE model saved by tokenizer.model.save (legacy RoBERTa layout)",
         "bpe_legacy/merges.txt": "the same BPE model's merges",
-        "cases.json": "texts, pairs, truncation (max_length 8) and padded batches with HF tokenizers' ids/tokens/type ids/masks",
+        "cases.json": "texts, %d seeded random multi-script strings (seed %d, ids only), pairs, truncation (max_length 8) and padded batches with HF tokenizers' ids/tokens/type ids/masks" % (RANDOM_COUNT, RANDOM_SEED),
     }
     versions = {"tokenizers": tokenizers.__version__, "python": sys.version.split()[0]}
-    manifest = {"generator": GENERATOR, "seed": None, "versions": versions, "files": {}}
+    manifest = {"generator": GENERATOR, "seed": RANDOM_SEED, "versions": versions, "files": {}}
     for name, description in descriptions.items():
         full = os.path.join(OUT, name)
         manifest["files"][name] = {"generator": GENERATOR, "description": description,

@@ -7,10 +7,10 @@ import Testing
 struct TokenizerCases: Decodable {
     struct Expected: Decodable, Equatable {
         let ids: [Int]
-        let tokens: [String]
-        // swiftlint:disable:next identifier_name
-        let type_ids: [Int]
-        let attention_mask: [Int]
+        /// Absent for the random cases, which record ids only.
+        let tokens: [String]?
+        let type_ids: [Int]?
+        let attention_mask: [Int]?
     }
 
     struct Case: Decodable {
@@ -57,12 +57,13 @@ func mismatches(_ tokenizer: Tokenizer, expectedFrom name: String, in cases: Tok
         }
         let encoding = try tokenizer.encode(testCase.text, pair: testCase.pair, addSpecialTokens: testCase.add_special_tokens,
                                             maxLength: testCase.max_length)
-        let actual = TokenizerCases.Expected(ids: encoding.ids, tokens: encoding.tokens, type_ids: encoding.typeIds,
-                                             attention_mask: encoding.attentionMask)
+        let full = expected.tokens != nil
+        let actual = TokenizerCases.Expected(ids: encoding.ids, tokens: full ? encoding.tokens : nil,
+                                             type_ids: full ? encoding.typeIds : nil, attention_mask: full ? encoding.attentionMask : nil)
         if actual != expected {
             problems.append("case \(index) \(String(reflecting: String(testCase.text.prefix(40)))) pair \(String(describing: testCase.pair)) "
                 + "max \(String(describing: testCase.max_length)) special \(testCase.add_special_tokens):\n"
-                + "  swift \(actual.tokens) \(actual.ids) \(actual.type_ids)\n  hf    \(expected.tokens) \(expected.ids) \(expected.type_ids)")
+                + "  swift \(encoding.tokens) \(actual.ids) \(encoding.typeIds)\n  hf    \(expected.tokens ?? []) \(expected.ids) \(expected.type_ids ?? [])")
         }
     }
     return problems
@@ -73,7 +74,7 @@ struct TokenizerParityTests {
     @Test("tokenizer.json: every case matches HF exactly", arguments: ["minilm", "bpe"])
     func tokenizerJSONMatchesHF(name: String) throws {
         let cases = try TokenizerCases.load()
-        #expect(cases.cases.count >= 70)
+        #expect(cases.cases.count >= 373)
         let tokenizer = try TokenizerCases.tokenizer(name)
         let problems = try mismatches(tokenizer, expectedFrom: name, in: cases)
         #expect(problems.isEmpty, "\(problems.count) of \(cases.cases.count) cases differ:\n\(problems.joined(separator: "\n"))")
