@@ -9,6 +9,7 @@ Writes:
   bpe/tokenizer.json        a byte-level BPE (vocab 2000) trained here with HF `tokenizers` on local text
                             (Python 3.11's LICENSE.txt, textwrap.py, argparse.py
                             + fixed sentences), RobertaProcessing post-processor
+  bpe_prefix/tokenizer.json the same with add_prefix_space and <mask> lstrip, as RoBERTa has them
   bpe_legacy/vocab.json, merges.txt   the same model in the legacy GPT-2/RoBERTa two-file layout
   cases.json                texts (and pairs) with the ids, tokens, type ids and attention masks HF
                             `tokenizers` gives, with and without special tokens, truncated to 8 tokens,
@@ -72,6 +73,8 @@ CASES = [
     "multiple     spaces\u00a0nbsp\u3000ideographic space",
     "[CLS] special tokens [SEP] in text [MASK] and [UNK] [PAD]",
     "<s> roberta specials </s> in text <pad>",
+    "Hello   <mask> world<mask>!",
+    "<s>x</s>y <pad>",
     "İstanbul ΣΊΣΥΦΟΣ straße ǅ",
     "x²³ ½ ﬁ ligature Ⅻ",
     "the " * 80,
@@ -154,6 +157,16 @@ def train_bpe(folder):
     legacy = os.path.join(OUT, "bpe_legacy")
     os.makedirs(legacy, exist_ok=True)
     tokenizer.model.save(legacy)  # vocab.json + merges.txt
+    # RoBERTa's real settings where they differ: a prefix space per segment, <mask> with lstrip.
+    with open(os.path.join(OUT, "bpe", "tokenizer.json"), encoding="utf-8") as handle:
+        variant = json.load(handle)
+    variant["pre_tokenizer"]["add_prefix_space"] = True
+    for token in variant["added_tokens"]:
+        if token["content"] == "<mask>":
+            token["lstrip"] = True
+    os.makedirs(os.path.join(OUT, "bpe_prefix"), exist_ok=True)
+    with open(os.path.join(OUT, "bpe_prefix", "tokenizer.json"), "w", encoding="utf-8") as handle:
+        json.dump(variant, handle, ensure_ascii=False, separators=(",", ":"))
 
 
 def encoding_of(encoding):
@@ -178,7 +191,7 @@ def main():
         json.dump({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}, handle)
     train_bpe(OUT)
 
-    paths = {"minilm": "minilm/tokenizer.json", "bpe": "bpe/tokenizer.json"}
+    paths = {"minilm": "minilm/tokenizer.json", "bpe": "bpe/tokenizer.json", "bpe_prefix": "bpe_prefix/tokenizer.json"}
     loaded = {name: load(os.path.join(OUT, path)) for name, path in paths.items()}
 
     cases = []
@@ -225,6 +238,7 @@ def main():
         "minilm_vocab/vocab.txt": "the same model's vocab.txt (legacy BERT layout), copied verbatim",
         "minilm_vocab/tokenizer_config.json": "do_lower_case true, as the legacy BERT folder carries it",
         "bpe/tokenizer.json": "byte-level BPE, vocab 2000, trained with tokenizers.trainers.BpeTrainer on Python's LICENSE.txt, textwrap.py, argparse.py + fixed sentences; RobertaProcessing",
+        "bpe_prefix/tokenizer.json": "bpe/tokenizer.json with add_prefix_space true and <mask> lstrip true (RoBERTa's settings)",
         "bpe_legacy/vocab.json": "the same BPE model saved by tokenizer.model.save (legacy RoBERTa layout)",
         "bpe_legacy/merges.txt": "the same BPE model's merges",
         "cases.json": "texts, %d seeded random multi-script strings (seed %d, ids only), pairs, truncation (max_length 8) and padded batches with HF tokenizers' ids/tokens/type ids/masks" % (RANDOM_COUNT, RANDOM_SEED),
