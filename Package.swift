@@ -3,6 +3,7 @@
 //
 // Dependency direction (one way; each arrow points at what a target depends on):
 //
+//   PKMTokenizers (Foundation only): HF-compatible BERT WordPiece and byte-level BPE tokenizers
 //   PKMTensor ← PKMFormats (+ CZstd, COpenSSL, CSystemShims, ZIPFoundation): safetensors, pkmz, PyTorch pickles, I/O
 //   PKMFormats ← PKMHDF5 (+ CHDF5): the only target linking libhdf5
 //   PKMFormats, PKMHDF5 ← PKMCheckpoints: picks the reader or writer for a path or model folder
@@ -29,6 +30,7 @@ let package = Package(
         .library(name: "PKMCheckpoints", targets: ["PKMCheckpoints"]),
         .library(name: "PKMModel", targets: ["PKMModel"]),
         .library(name: "PKMPipeline", targets: ["PKMPipeline"]),
+        .library(name: "PKMTokenizers", targets: ["PKMTokenizers"]),
         .executable(name: "pkm-convert", targets: ["PKMConvertCLI"]),
         .executable(name: "pkm-script-example", targets: ["PKMScriptingExample"]),
     ],
@@ -47,6 +49,8 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSystemShims", path: "Sources/CSystemShims"),
         .target(name: "PKMTensor"),
+        // HF-compatible tokenizers (BERT WordPiece, byte-level BPE); Foundation only.
+        .target(name: "PKMTokenizers"),
         .target(name: "PKMFormats", dependencies: ["PKMTensor", "CZstd", "COpenSSL", "CSystemShims",
                                             .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "PKMHDF5", dependencies: ["PKMTensor", "PKMFormats", "CHDF5", "CSystemShims"]),
@@ -59,6 +63,7 @@ let package = Package(
         .executableTarget(name: "PKMScriptingExample", dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMFormats", "PKMModel"]),
         .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel", "PKMFormats"], path: "Tests/PKMTestSupport"),
         .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),
+        .testTarget(name: "PKMTokenizersTests", dependencies: ["PKMTokenizers", "PKMTestSupport"]),
         .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "PKMCheckpoints", "PKMTestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
                     exclude: ["Regressions/Inputs", "Regressions/README.md"]),
         .testTarget(name: "PKMHDF5Tests", dependencies: ["PKMHDF5", "PKMFormats", "PKMTestSupport"]),
