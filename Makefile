@@ -15,8 +15,12 @@ build: deps
 demo: build
 	scripts/demo.sh "$(FIXTURE)" "$(DEMO_DIR)"
 
+# The suite (debug), then the binary users run: a release build fuzzed with FUZZ_SMOKE seeded inputs
+# per format, plus every regression input (scripts/fuzz-release.sh).
+FUZZ_SMOKE ?= 200
 test: deps
 	$(SWIFT) test
+	scripts/fuzz-release.sh $(FUZZ_SMOKE)
 
 release: deps
 	$(SWIFT) build -c release

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the safetensors and pkmz readers and of the config decoder with libFuzzer
+# Coverage-guided fuzzing of the safetensors, pkmz and PyTorch pickle readers and of the config decoder with libFuzzer
 # (swiftc -sanitize=fuzzer,address). See RELIABILITY.md for the figures of the recorded run.
 #
 #   scripts/fuzz-libfuzzer.sh [seconds per target] [target ...]
 #
-# Targets: safetensors, pkmz, pkmz-header, config (default: all four), 60 s each by default.
+# Targets: safetensors, pkmz, pkmz-header, pickle, pickle-vm, config (default: all six), 60 s each by default.
 # The HDF5 reader is not fuzzed here: libhdf5 itself is not instrumented and can crash on damaged
 # metadata, which would stop libFuzzer at the first such input; it is fuzzed in subprocesses by
 # FuzzTests.swift instead (PKM_FUZZ_ITERATIONS=10000 swift test --filter "FuzzTests.*hdf5").
 #
 # How it builds (the package manifest has no fuzzing target, so nothing here touches Package.swift):
 #   1. `swift build --sanitize fuzzer --sanitize address --target …` in its own scratch path
-#      (.build-fuzz), which instruments PKMTensor, PKMFormats and PKMModel for coverage and ASan;
+#      (.build-fuzz), which instruments PKMTensor, PKMFormats (with ZIPFoundation) and PKMModel for
+#      coverage and ASan (PKMFormats links no libhdf5 since the module split);
 #   2. swiftc links Tests/Fuzz/FuzzTarget.swift (which defines LLVMFuzzerTestOneInput) against
 #      those object files, libFuzzer's main and the system libraries.
 # Seeds come from the committed fixtures (pkmz seeds are converted from them with the package's own
@@ -22,25 +23,25 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors pkmz pkmz-header config)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors pkmz pkmz-header pickle pickle-vm config)
 scratch=.build-fuzz
 work="$scratch/fuzz"
 mkdir -p "$work" "$scratch/artifacts"
 
 echo "== building instrumented libraries in $scratch"
-for module in PKMTensor PKMFormats PKMModel; do   # each one: --target builds only its own objects
+for module in ZIPFoundation PKMTensor PKMFormats PKMModel; do   # each one: --target builds only its own objects
     swift build --scratch-path "$scratch" --sanitize fuzzer --sanitize address --target "$module" >/dev/null
 done
 debug="$scratch/debug"
-hdf5_lib="$(pkg-config --variable=libdir hdf5-serial 2>/dev/null || echo /usr/lib/x86_64-linux-gnu/hdf5/serial)"
 echo "== linking $scratch/pkm-fuzz"
-swiftc -sanitize=fuzzer,address -parse-as-library -g -Onone -suppress-warnings \
+swiftc -sanitize=fuzzer,address -parse-as-library -g -Onone -suppress-warnings -enable-testing \
     -I "$debug/Modules" \
-    -Xcc -fmodule-map-file=Sources/CHDF5/module.modulemap -Xcc -fmodule-map-file=Sources/CZstd/module.modulemap \
-    -Xcc -fmodule-map-file=Sources/COpenSSL/module.modulemap -Xcc -fmodule-map-file=Sources/CBLAS/module.modulemap -Xcc -fmodule-map-file=Sources/CSystemShims/module.modulemap \
-    -Xcc -I/usr/include/hdf5/serial -L "$hdf5_lib" \
-    Tests/Fuzz/FuzzTarget.swift "$debug"/PKMTensor.build/*.swift.o "$debug"/PKMFormats.build/*.swift.o \
-    "$debug"/PKMModel.build/*.swift.o -lhdf5_serial -lzstd -lcrypto -lopenblas \
+    -Xcc -fmodule-map-file=Sources/CZstd/module.modulemap -Xcc -fmodule-map-file=Sources/COpenSSL/module.modulemap \
+    -Xcc -fmodule-map-file=Sources/CBLAS/module.modulemap -Xcc -fmodule-map-file=Sources/CSystemShims/module.modulemap \
+    $(pkg-config --cflags-only-I openblas | sed 's/-I/-Xcc -I/g') \
+    Tests/Fuzz/FuzzTarget.swift "$debug"/ZIPFoundation.build/*.swift.o "$debug"/PKMTensor.build/*.swift.o \
+    "$debug"/PKMFormats.build/*.swift.o "$debug"/PKMModel.build/*.swift.o \
+    $(pkg-config --libs libzstd libcrypto openblas zlib) \
     -o "$scratch/pkm-fuzz" 2> >(grep -v "Cannot export local symbol" >&2)
 
 echo "== seed corpora from fixtures/"
@@ -52,7 +53,7 @@ if [ -z "$cli" ]; then
     swift build --scratch-path "$scratch/cli" --product pkm-convert >/dev/null
     cli="$scratch/cli/debug/pkm-convert"
 fi
-for target in safetensors pkmz pkmz-header config; do mkdir -p "$work/seeds-$target" "$work/corpus-$target"; done
+for target in safetensors pkmz pkmz-header pickle pickle-vm config; do mkdir -p "$work/seeds-$target" "$work/corpus-$target"; done
 n=0
 for f in fixtures/safetensors/*.safetensors fixtures/safetensors/sharded/*.safetensors fixtures/models/*/model.safetensors; do
     n=$((n + 1)); cp "$f" "$work/seeds-safetensors/$n-$(basename "$f")"
@@ -70,6 +71,11 @@ for f in "$work"/seeds-pkmz/*.pkmz; do   # the header JSON of each pkmz seed (tr
     tail -c +$((offset + 1)) "$f" | head -c "$length" > "$work/seeds-pkmz-header/$(basename "$f" .pkmz).json"
 done
 for d in fixtures/models/*/; do cp "$d/config.json" "$work/seeds-config/$(basename "$d").json"; done
+for f in fixtures/pickle/*.pt fixtures/pickle/*.pth fixtures/pickle/*.ckpt fixtures/models/*/*.bin; do
+    n=$((n + 1)); cp "$f" "$work/seeds-pickle/$n-$(basename "$f")"
+    # The data.pkl of each zip seed (unzip -p prints one entry), for the pickle machine alone.
+    unzip -Z1 "$f" 2>/dev/null | grep '/data.pkl$' | while read -r entry; do unzip -p "$f" "$entry" > "$work/seeds-pickle-vm/$n.pkl"; done
+done
 
 status=0
 for target in "${targets[@]}"; do

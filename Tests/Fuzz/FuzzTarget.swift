@@ -1,22 +1,24 @@
 // libFuzzer entry point for pkm-convert's readers (built by scripts/fuzz-libfuzzer.sh, not by `swift test`).
 //
-// One binary, four targets chosen by the environment variable PKM_FUZZ_TARGET:
+// One binary, six targets chosen by the environment variable PKM_FUZZ_TARGET:
 //   safetensors  bytes → a .safetensors file → SafetensorsReader, every tensor read and widened
 //   pkmz         bytes → a .pkmz file → PKMZReader, checksums verified, every tensor decoded
 //   pkmz-header  bytes → a pkmz header JSON framed into an otherwise valid empty pkmz file (valid XXH64)
+//   pickle       bytes → a .pt file → TorchCheckpointReader (zip or legacy container), every tensor read
+//   pickle-vm    bytes → the pickle machine directly (a data.pkl), with the checkpoint limits
 //   config       bytes → ModelConfig.decode(json:)
 // Any thrown error is an accepted outcome: the harness only looks for crashes, hangs (libFuzzer's
 // -timeout), leaks and address errors (AddressSanitizer), and for readers that accept a file
 // declaring more tensor bytes than it can hold.
 import Foundation
-import PKMFormats
+@testable import PKMFormats
 import PKMModel
 import PKMTensor
 
 private enum Harness {
     static let target = ProcessInfo.processInfo.environment["PKM_FUZZ_TARGET"] ?? "safetensors"
     static let scratch = URL(fileURLWithPath: ProcessInfo.processInfo.environment["PKM_FUZZ_SCRATCH"] ?? "/dev/shm")
-        .appendingPathComponent("pkm-libfuzzer-\(getpid()).\(target == "safetensors" ? "safetensors" : "pkmz")")
+        .appendingPathComponent("pkm-libfuzzer-\(getpid()).\(["safetensors": "safetensors", "pickle": "pt"][target] ?? "pkmz")")
 
     /// Writes the input to the scratch file (no fsync; removed at exit).
     static func write(_ bytes: UnsafeRawBufferPointer) {
@@ -87,10 +89,16 @@ public func fuzzOneInput(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
         let file = Harness.framedPKMZ(header: bytes)
         file.withUnsafeBytes { Harness.write($0) }
         Harness.readEverything({ try PKMZReader(url: Harness.scratch, threads: 1) }, fileSize: file.count, maximumExpansion: 32_768)
+    case "pickle":
+        Harness.write(bytes)
+        Harness.readEverything({ try TorchCheckpointReader(url: Harness.scratch) }, fileSize: count, maximumExpansion: 1_100)
+    case "pickle-vm":
+        var machine = PickleMachine(path: "fuzz.pkl", context: "data.pkl", limits: PickleLimits(ReaderLimits()))
+        do { _ = try machine.run(Data(bytes)) } catch { Harness.report(error) }
     case "config":
         do { _ = try ModelConfig.decode(json: Data(bytes)) } catch { Harness.report(error) }
     default:
-        fatalError("PKM_FUZZ_TARGET must be safetensors, pkmz, pkmz-header or config")
+        fatalError("PKM_FUZZ_TARGET must be safetensors, pkmz, pkmz-header, pickle, pickle-vm or config")
     }
     return 0
 }
