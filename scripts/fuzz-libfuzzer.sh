@@ -38,6 +38,7 @@ swiftc -sanitize=fuzzer,address -parse-as-library -g -Onone -suppress-warnings -
     -I "$debug/Modules" \
     -Xcc -fmodule-map-file=Sources/CZstd/module.modulemap -Xcc -fmodule-map-file=Sources/COpenSSL/module.modulemap \
     -Xcc -fmodule-map-file=Sources/CBLAS/module.modulemap -Xcc -fmodule-map-file=Sources/CSystemShims/module.modulemap \
+    -Xcc -fmodule-map-file="$scratch/checkouts/ZIPFoundation/Sources/CZLib/module.modulemap" \
     $(pkg-config --cflags-only-I openblas | sed 's/-I/-Xcc -I/g') \
     Tests/Fuzz/FuzzTarget.swift "$debug"/ZIPFoundation.build/*.swift.o "$debug"/PKMTensor.build/*.swift.o \
     "$debug"/PKMFormats.build/*.swift.o "$debug"/PKMModel.build/*.swift.o \
@@ -74,7 +75,7 @@ for d in fixtures/models/*/; do cp "$d/config.json" "$work/seeds-config/$(basena
 for f in fixtures/pickle/*.pt fixtures/pickle/*.pth fixtures/pickle/*.ckpt fixtures/models/*/*.bin; do
     n=$((n + 1)); cp "$f" "$work/seeds-pickle/$n-$(basename "$f")"
     # The data.pkl of each zip seed (unzip -p prints one entry), for the pickle machine alone.
-    unzip -Z1 "$f" 2>/dev/null | grep '/data.pkl$' | while read -r entry; do unzip -p "$f" "$entry" > "$work/seeds-pickle-vm/$n.pkl"; done
+    { unzip -Z1 "$f" 2>/dev/null || true; } | { grep '/data.pkl$' || true; } | while read -r entry; do unzip -p "$f" "$entry" > "$work/seeds-pickle-vm/$n.pkl"; done
 done
 
 status=0
@@ -82,7 +83,7 @@ for target in "${targets[@]}"; do
     echo "== $target: $seconds s"
     log="$work/$target.log"
     set +e
-    PKM_FUZZ_TARGET="$target" PKM_FUZZ_SCRATCH=/dev/shm "$scratch/pkm-fuzz" "$work/corpus-$target" "$work/seeds-$target" \
+    LSAN_OPTIONS="suppressions=$PWD/scripts/lsan-suppressions.txt" PKM_FUZZ_TARGET="$target" PKM_FUZZ_SCRATCH=/dev/shm "$scratch/pkm-fuzz" "$work/corpus-$target" "$work/seeds-$target" \
         -max_total_time="$seconds" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=65536 \
         -print_final_stats=1 -artifact_prefix="$scratch/artifacts/$target-" > "$log" 2>&1
     result=$?

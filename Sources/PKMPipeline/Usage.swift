@@ -21,6 +21,20 @@ public struct LayerUsage: Sendable, Codable {
     public var slotsFor50Percent: Int
     public var slotsFor90Percent: Int
     public var slotsFor99Percent: Int
+    /// Per head: share of the N² slots that head picked at least once, in percent.
+    public var headUsagePercent: [Double]
+    /// The sorted slot-weight curve, for plots: slots sorted by summed weight (heaviest first);
+    /// point i says the heaviest `slotShare` of all slots carry `weightShare` of the total weight.
+    /// At most ~100 points, spaced evenly on a log scale of the slot share.
+    public var weightCurve: [CurvePoint]
+
+    /// One point of ``weightCurve``.
+    public struct CurvePoint: Sendable, Codable, Equatable {
+        /// Fraction of all slots (0–1], heaviest first.
+        public var slotShare: Double
+        /// Fraction of the total weight those slots carry (0–1].
+        public var weightShare: Double
+    }
 }
 
 /// Result of `usage`.
@@ -44,26 +58,35 @@ public struct UsageAccumulator: Sendable {
     public private(set) var counts: [Double]
     /// Token positions seen (padding excluded).
     public private(set) var tokens = 0
+    /// Per head, one bit per slot: picked by that head at least once.
+    private var headPicked: [[UInt64]]
 
-    public init(layer: Int, mode: MemoryMode, slots: Int) {
+    public init(layer: Int, mode: MemoryMode, slots: Int, heads: Int = 1) {
         self.layer = layer
         self.mode = mode
         self.slots = slots
         weights = [Double](repeating: 0, count: slots)
         counts = [Double](repeating: 0, count: slots)
+        headPicked = [[UInt64]](repeating: [UInt64](repeating: 0, count: (slots + 63) / 64), count: max(heads, 1))
     }
 
     /// Adds one batch's trace; `mask` (`[batch · sequence]`, 0 = padding) excludes positions.
     public mutating func add(_ trace: MemoryTrace, mask: [Int]?) {
-        let perToken = trace.shape[2] * trace.shape[3]
+        let heads = trace.shape[2], knn = trace.shape[3]
+        let perToken = heads * knn
         let positions = trace.shape[0] * trace.shape[1]
+        if headPicked.count < heads {
+            headPicked += [[UInt64]](repeating: [UInt64](repeating: 0, count: (slots + 63) / 64), count: heads - headPicked.count)
+        }
         for token in 0..<positions where (mask?[token] ?? 1) != 0 {
             tokens += 1
             for j in 0..<perToken {
                 let slot = trace.indices[token * perToken + j]
                 guard slot >= 0, slot < Int64(slots) else { continue }
-                weights[Int(slot)] += Double(trace.weights[token * perToken + j])
-                counts[Int(slot)] += 1
+                let index = Int(slot)
+                weights[index] += Double(trace.weights[token * perToken + j])
+                counts[index] += 1
+                headPicked[j / knn][index >> 6] |= 1 << UInt64(index & 63)
             }
         }
     }
@@ -82,10 +105,37 @@ public struct UsageAccumulator: Sendable {
             return sorted.count
         }
         let picked = counts.filter { $0 > 0 }.count
+        let headUsage = headPicked.map { bits in
+            slots > 0 ? 100 * Double(bits.reduce(0) { $0 + $1.nonzeroBitCount }) / Double(slots) : 0
+        }
         return LayerUsage(layer: layer, mode: mode, slots: slots, tokens: tokens,
                           usagePercent: slots > 0 ? 100 * Double(picked) / Double(slots) : 0,
                           klWeights: Self.klToUniform(weights), klCounts: Self.klToUniform(counts),
-                          slotsFor50Percent: slotsHolding(0.5), slotsFor90Percent: slotsHolding(0.9), slotsFor99Percent: slotsHolding(0.99))
+                          slotsFor50Percent: slotsHolding(0.5), slotsFor90Percent: slotsHolding(0.9), slotsFor99Percent: slotsHolding(0.99),
+                          headUsagePercent: headUsage, weightCurve: Self.curve(sortedWeights: sorted, total: total))
+    }
+
+    /// ~100 points of the cumulative weight share of the heaviest slots, log-spaced in slot share.
+    static func curve(sortedWeights: [Double], total: Double) -> [LayerUsage.CurvePoint] {
+        let count = sortedWeights.count
+        guard count > 0, total > 0 else { return [] }
+        var positions: [Int] = []
+        let steps = 100
+        for step in 0...steps {
+            // From one slot to all of them, evenly on a log scale.
+            let position = Int((pow(Double(count), Double(step) / Double(steps))).rounded())
+            if positions.last != position { positions.append(min(max(position, 1), count)) }
+        }
+        var points: [LayerUsage.CurvePoint] = []
+        var running = 0.0, next = 0
+        for (index, value) in sortedWeights.enumerated() {
+            running += value
+            while next < positions.count, positions[next] == index + 1 {
+                points.append(.init(slotShare: Double(index + 1) / Double(count), weightShare: min(1, running / total)))
+                next += 1
+            }
+        }
+        return points
     }
 
     /// KL(p ‖ uniform) = log n + Σ p log p, for p = `values` normalised (0 when they sum to 0).
@@ -121,7 +171,7 @@ public enum UsageAnalyzer {
         let reader = try Checkpoints.open(inputsURL, limits: limits)
         let inputs = try ReferenceLayout.readInputs(from: reader)
         var accumulators = memory.layers.sorted().map {
-            UsageAccumulator(layer: $0, mode: memory.mode(ofLayer: $0) ?? .residual, slots: memory.slotCount)
+            UsageAccumulator(layer: $0, mode: memory.mode(ofLayer: $0) ?? .residual, slots: memory.slotCount, heads: memory.headCount)
         }
         for start in stride(from: 0, to: inputs.batchSize, by: batchSize) {
             let batch = inputs.sequences(start..<min(inputs.batchSize, start + batchSize))
@@ -142,7 +192,7 @@ public enum UsageAnalyzer {
 
     /// The spec §8 statistics of one trace.
     public static func measure(trace: MemoryTrace, mask: [Int]?, slots: Int, mode: MemoryMode) -> LayerUsage {
-        var accumulator = UsageAccumulator(layer: trace.layer, mode: mode, slots: slots)
+        var accumulator = UsageAccumulator(layer: trace.layer, mode: mode, slots: slots, heads: trace.shape[2])
         accumulator.add(trace, mask: mask)
         return accumulator.usage
     }

@@ -27,7 +27,13 @@ final class TorchZipArchive: @unchecked Sendable {
     /// Serialises every use of `archive` (all mutable state is behind it).
     private let lock = NSLock()
 
-    /// Opens the archive and lists its entries.
+    /// Opens the archive file and lists its entries.
+    ///
+    /// Why by URL, not from the mapped bytes: ZIPFoundation 0.9.20's in-memory archive
+    /// (`Archive(data:)`) traps on damaged archives (its memory stream reads past the end when a
+    /// record points beyond it: found by fuzzing), while its file-based archive reports an error.
+    /// Its file-based init leaks 31 bytes per archive (a `fileSystemRepresentation` buffer it never
+    /// frees; see scripts/lsan-suppressions.txt), one per checkpoint opened.
     /// - Throws: ``FormatError/invalidHeader(path:reason:)`` for a damaged or non-zip container or a
     ///   repeated name, ``FormatError/limitExceeded(path:limit:value:maximum:)`` for too many entries.
     init(url: URL, limits: ReaderLimits) throws {
@@ -43,7 +49,7 @@ final class TorchZipArchive: @unchecked Sendable {
         let maximum = limits.maxTensorCount + 16
         for entry in archive {
             guard names.count < maximum else {
-                throw FormatError.limitExceeded(path: url.path, limit: .tensorCount, value: names.count + 1, maximum: limits.maxTensorCount)
+                throw FormatError.limitExceeded(path: path, limit: .tensorCount, value: names.count + 1, maximum: limits.maxTensorCount)
             }
             guard let size = Int(exactly: entry.uncompressedSize), size <= limits.maxTotalBytes else {
                 throw FormatError.limitExceeded(path: url.path, limit: .totalBytes, value: Int(exactly: entry.uncompressedSize) ?? Int.max,
