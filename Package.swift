@@ -8,7 +8,7 @@
 //   PKMFormats ← PKMHDF5 (+ CHDF5): the only target linking libhdf5
 //   PKMFormats, PKMHDF5 ← PKMCheckpoints: picks the reader or writer for a path or model folder
 //   PKMTensor ← PKMModel (+ CBLAS): the Swift BERT/RoBERTa + PKM forward pass (knows no file format)
-//   PKMCheckpoints, PKMModel ← PKMPipeline: import, verify, run, graft, usage
+//   PKMCheckpoints, PKMModel, PKMTokenizers ← PKMPipeline: import, verify, run, graft, usage, diff
 //   PKMPipeline ← pkm-convert (PKMConvertCLI, thin: arguments in, rendering out)
 //
 // No target uses unsafe build flags by default, so every library product can be depended on by
@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "PKMHDF5", dependencies: ["PKMTensor", "PKMFormats", "CHDF5", "CSystemShims"]),
         .target(name: "PKMCheckpoints", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5"]),
         .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: benchmarkUnchecked),
-        .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5", "PKMCheckpoints", "PKMModel"]),
+        .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5", "PKMCheckpoints", "PKMModel", "PKMTokenizers"]),
         .executableTarget(
             name: "PKMConvertCLI",
             dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMHDF5", "PKMFormats", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

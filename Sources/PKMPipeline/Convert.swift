@@ -40,6 +40,9 @@ public enum Converter {
         let infos = reader.tensorInfos.map { TensorInfo(name: $0.name, dtype: options.dtype.target(for: $0.dtype), shape: $0.shape) }
         diagnostics += DTypePolicy.conversionDiagnostics(from: reader.tensorInfos.map(\.dtype), to: infos.map(\.dtype))
         var metadata = reader.metadata
+        if metadata[TextInputs.metadataKey] == nil {
+            metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: source, reader: reader)
+        }
         if format != .pkmz, let provenance = reader.provenance, metadata["pkm_provenance"] == nil,
            let json = try? JSONEncoder().encode(provenance) {
             metadata["pkm_source_provenance"] = String(decoding: json, as: UTF8.self)

@@ -191,7 +191,8 @@ public enum Grafter {
         var write = output.write
         write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: nil, operation: optionText)
         write.pendingSourceDigest = digest
-        let metadata = ["config": String(decoding: config.encodedJSON(), as: UTF8.self)]
+        var metadata = ["config": String(decoding: config.encodedJSON(), as: UTF8.self)]
+        metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: base, reader: checkpoint.reader)
         let path = checkpoint.reader.url.path
         try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write, progress: progress) { info in
             if let make = generators[info.name] {

@@ -44,6 +44,7 @@ public enum Importer {
         let sourceByCanonical = Dictionary(uniqueKeysWithValues: entries.map { ($0.canonical, $0.source) })
         var metadata: [String: String] = [:]
         metadata["config"] = String(decoding: checkpoint.config.encodedJSON(), as: UTF8.self)
+        metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: source, reader: checkpoint.reader)
         try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
                               progress: progress) { info in
             guard let source = sourceByCanonical[info.name] else {

@@ -50,6 +50,10 @@ public enum Inspector {
         }
         var metadata = reader.metadata
         let configText = metadata.removeValue(forKey: "config").map(prettyJSON)
+        // The carried tokenizer is hundreds of KB of JSON: shown as a summary, exported by `export`.
+        if let tokenizer = metadata[TextInputs.metadataKey] {
+            metadata[TextInputs.metadataKey] = "tokenizer.json carried in the file (\(tokenizer.utf8.count.formatted()) bytes)"
+        }
         return CheckpointSummary(path: reader.url.path, format: reader.format, fileBytes: diskBytes(of: reader),
                                  tensorCount: reader.tensorInfos.count, tensorBytes: reader.totalBytes, dtypeTotals: totals,
                                  tensors: reader.tensorInfos.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: $0.byteCount) },

@@ -1,0 +1,160 @@
+import Foundation
+import PKMCheckpoints
+import PKMFormats
+import PKMHDF5
+import PKMModel
+import PKMTensor
+import PKMTokenizers
+
+/// One sequence of a text run: its tokens and a look at its outputs.
+public struct TextSequenceResult: Sendable, Codable {
+    public var text: String
+    public var tokens: [String]
+    public var ids: [Int]
+    /// Euclidean norm of the pooled output (or of the first token's final hidden state without a pooler).
+    public var pooledNorm: Double
+    /// Its first 8 values.
+    public var pooledFirstValues: [Float]
+}
+
+/// Result of `run --text / --text-file`.
+public struct TextRunResult: Sendable, Codable {
+    public var checkpoint: String
+    public var tokenizer: String
+    public var sequences: [TextSequenceResult]
+    public var tokens: Int
+    /// Wall time of tokenising and running every batch (loading excluded), and the rate.
+    public var seconds: Double
+    public var tokensPerSecond: Double
+    public var batchSize: Int
+    public var output: String?
+}
+
+/// Progress of a corpus pass: lines and tokens so far, bytes of the file read.
+public struct CorpusProgress: Sendable {
+    public var sequences: Int
+    public var tokens: Int
+    public var bytesRead: Int
+    public var totalBytes: Int
+    public var seconds: Double
+}
+
+extension Runner {
+    /// Tokenises `texts` (one sequence each) and runs them through the checkpoint in batches of
+    /// `batchSize`, each padded to its longest sequence; with `outputURL`, every sequence is padded
+    /// to the longest of all (one `[B, T]` reference file, spec §5 layout, `/inputs` included).
+    /// - Throws: ``PipelineError``, ``FormatError``, the tokenizer's errors.
+    public static func run(checkpoint url: URL, texts: [String], batchSize: Int = 8, tokenizerURL: URL? = nil,
+                           maxLength: Int? = nil, outputURL: URL? = nil, configURL: URL? = nil,
+                           limits: ReaderLimits = ReaderLimits()) throws -> TextRunResult {
+        guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let (tokenizer, tokenizerSource) = try TextInputs.tokenizer(for: url, reader: checkpoint.reader, explicit: tokenizerURL,
+                                                                    maxBytes: limits.maxHeaderBytes)
+        let model = try checkpoint.makeModel()
+        let config = model.config, d = config.hiddenSize
+        let start = Date()
+        var padTo: Int?
+        if outputURL != nil {
+            padTo = try TextInputs.encode(texts, tokenizer: tokenizer, config: config, maxLength: maxLength).sequenceLength
+        }
+        var sequences: [TextSequenceResult] = [], tokens = 0
+        var written: [(ModelInputs, ModelOutputs)] = []
+        for batchStart in stride(from: 0, to: texts.count, by: batchSize) {
+            let lines = Array(texts[batchStart..<min(texts.count, batchStart + batchSize)])
+            let inputs = try TextInputs.encode(lines, tokenizer: tokenizer, config: config, maxLength: maxLength, padTo: padTo)
+            let outputs: ModelOutputs
+            do {
+                outputs = try model.forward(inputs, collectHiddenStates: outputURL != nil, collectMemoryTraces: outputURL != nil)
+            } catch let error as ModelError {
+                throw PipelineError.model(checkpoint: url.path, underlying: error)
+            }
+            for (row, text) in lines.enumerated() {
+                let t = inputs.sequenceLength
+                let mask = inputs.attentionMask.map { Array($0[(row * t)..<((row + 1) * t)]) } ?? Array(repeating: 1, count: t)
+                let ids = Array(inputs.inputIds[(row * t)..<((row + 1) * t)]).enumerated().filter { mask[$0.offset] != 0 }.map(\.element)
+                tokens += ids.count
+                let pooled = outputs.poolerOutput.map { Array($0[(row * d)..<((row + 1) * d)]) }
+                    ?? Array(outputs.lastHiddenState[(row * t * d)..<(row * t * d + d)])
+                let norm = pooled.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+                sequences.append(TextSequenceResult(text: text, tokens: ids.map { tokenizer.token(forId: $0) ?? "<\($0)>" }, ids: ids,
+                                                    pooledNorm: norm, pooledFirstValues: Array(pooled.prefix(8))))
+            }
+            if outputURL != nil { written.append((inputs, outputs)) }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        if let outputURL {
+            try Checkpoints.write(try referenceTensors(joining: written, config: config), to: outputURL, format: .hdf5)
+        }
+        return TextRunResult(checkpoint: url.path, tokenizer: tokenizerSource, sequences: sequences, tokens: tokens, seconds: seconds,
+                             tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : 0, batchSize: batchSize, output: outputURL?.path)
+    }
+
+    /// The reference layout of several batches of one sequence length, joined along the batch axis.
+    static func referenceTensors(joining batches: [(ModelInputs, ModelOutputs)], config: ModelConfig) throws -> StateDict {
+        guard let first = batches.first else { throw PipelineError.invalidArgument(name: "text", reason: "no sequences") }
+        var inputs = first.0, outputs = first.1
+        for (moreInputs, moreOutputs) in batches.dropFirst() {
+            inputs.batchSize += moreInputs.batchSize
+            inputs.inputIds += moreInputs.inputIds
+            inputs.attentionMask = (inputs.attentionMask ?? []) + (moreInputs.attentionMask ?? [])
+            inputs.tokenTypeIds = (inputs.tokenTypeIds ?? []) + (moreInputs.tokenTypeIds ?? [])
+            outputs.lastHiddenState += moreOutputs.lastHiddenState
+            if let pooled = moreOutputs.poolerOutput { outputs.poolerOutput = (outputs.poolerOutput ?? []) + pooled }
+            for index in outputs.hiddenStates.indices { outputs.hiddenStates[index] += moreOutputs.hiddenStates[index] }
+            for (layer, trace) in moreOutputs.memoryTraces {
+                guard var joined = outputs.memoryTraces[layer] else { continue }
+                joined.indices += trace.indices
+                joined.weights += trace.weights
+                joined.queries += trace.queries
+                joined.shape[0] += trace.shape[0]
+                outputs.memoryTraces[layer] = joined
+            }
+        }
+        return try referenceTensors(inputs: inputs, outputs: outputs, config: config)
+    }
+}
+
+extension UsageAnalyzer {
+    /// Memory usage over a text corpus (one sequence per non-empty line), streamed in batches of
+    /// `batchSize` lines: memory holds one batch and the per-slot tables, whatever the corpus size.
+    /// - Parameter progress: called after each batch.
+    /// - Throws: ``PipelineError``, ``FormatError``, the tokenizer's errors.
+    public static func run(checkpoint url: URL, textFile: URL, batchSize: Int = defaultBatchSize, maxLength: Int? = nil,
+                           tokenizerURL: URL? = nil, configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
+                           progress: ((CorpusProgress) -> Void)? = nil) throws -> UsageReport {
+        guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let model = try checkpoint.makeModel()
+        guard let memory = model.config.memory else {
+            throw PipelineError.invalidArgument(name: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
+        }
+        let (tokenizer, _) = try TextInputs.tokenizer(for: url, reader: checkpoint.reader, explicit: tokenizerURL, maxBytes: limits.maxHeaderBytes)
+        var accumulators = memory.layers.sorted().map {
+            UsageAccumulator(layer: $0, mode: memory.mode(ofLayer: $0) ?? .residual, slots: memory.slotCount, heads: memory.headCount)
+        }
+        var batches = try TextLines(url: textFile, batchSize: batchSize).batches()
+        let start = Date()
+        var sequences = 0, tokens = 0, longest = 0
+        while let batch = try batches.next() {
+            let inputs = try TextInputs.encode(batch.lines, tokenizer: tokenizer, config: model.config, maxLength: maxLength)
+            let outputs: ModelOutputs
+            do {
+                outputs = try model.forward(inputs, collectMemoryTraces: true)
+            } catch let error as ModelError {
+                throw PipelineError.model(checkpoint: url.path, underlying: error)
+            }
+            for index in accumulators.indices {
+                if let trace = outputs.memoryTraces[accumulators[index].layer] { accumulators[index].add(trace, mask: inputs.attentionMask) }
+            }
+            sequences += inputs.batchSize
+            tokens += inputs.attentionMask?.reduce(0, +) ?? inputs.inputIds.count
+            longest = max(longest, inputs.sequenceLength)
+            progress?(CorpusProgress(sequences: sequences, tokens: tokens, bytesRead: batch.bytesRead, totalBytes: batch.totalBytes,
+                                     seconds: Date().timeIntervalSince(start)))
+        }
+        guard sequences > 0 else { throw PipelineError.invalidArgument(name: textFile.path, reason: "the file has no non-empty lines") }
+        return UsageReport(checkpoint: url.path, inputs: textFile.path, batchSize: sequences, sequenceLength: longest,
+                           layers: accumulators.map(\.usage))
+    }
+}
