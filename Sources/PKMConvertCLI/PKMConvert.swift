@@ -1,5 +1,6 @@
 import ArgumentParser
 import PKMFormats
+import PKMModel
 
 @main
 struct PKMConvert: ParsableCommand {
@@ -12,6 +13,12 @@ struct PKMConvert: ParsableCommand {
         Exit status: 0 success, 1 verification mismatch, 2 error.
         """,
         version: PKMVersion.version,
-        subcommands: [Inspect.self, Convert.self, Import.self, Verify.self, Run.self, Graft.self, Usage.self, Diff.self, ProbeHDF5.self]
+        subcommands: [Inspect.self, Convert.self, Import.self, Verify.self, Run.self, Graft.self, Usage.self, Diff.self, Tokenize.self, ProbeHDF5.self]
     )
+
+    /// Picks OpenBLAS's AVX2/AVX-512 kernels where its CPU detection fell back to SSE3 (BLASKernels), then runs.
+    static func main() {
+        BLASKernels.restartWithPreferredKernelsIfNeeded()
+        main(nil)
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import PKMTestSupport
 import PKMFormats
+import PKMModel
 import Testing
 
 /// Runs the built `pkm-convert` binary: exit codes, one-line errors, JSON output.
@@ -16,11 +17,12 @@ struct CLITests {
 
     static var binary: URL? { TestPaths.cli }
 
-    static func run(_ arguments: [String], executable: String = "pkm-convert") throws -> Outcome {
+    static func run(_ arguments: [String], executable: String = "pkm-convert", environment: [String: String]? = nil) throws -> Outcome {
         let process = Process()
         let tool = try #require(binary, "pkm-convert binary not found next to the tests")
         process.executableURL = tool.deletingLastPathComponent().appendingPathComponent(executable)
         process.arguments = arguments
+        if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         process.currentDirectoryURL = repositoryRoot
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -61,6 +63,21 @@ struct CLITests {
             process.waitUntilExit()
             #expect(process.terminationStatus == 0, "\(fixture): one core differs from all cores:\n\(text)")
         }
+    }
+
+    @Test("on a CPU with AVX2 or AVX-512 the CLI never runs OpenBLAS's SSE3 fallback kernels",
+          .enabled(if: BLASKernels.preferredCoreType(cpuFlags: BLASKernels.cpuFlags) != nil, "the CPU has neither AVX2+FMA nor AVX-512"))
+    func blasKernels() throws {
+        let outcome = try Self.run(["run", "fixtures/models/bert_residual", "--input-ids", "2,5,7"], environment: ["OPENBLAS_VERBOSE": "2"])
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        // OpenBLAS prints its choice when it loads: the last one is the kernels the run used.
+        let cores = (outcome.stdout + "\n" + outcome.stderr).split(separator: "\n").filter { $0.hasPrefix("Core: ") }.map { String($0.dropFirst(6)) }
+        let used = try #require(cores.last, "OPENBLAS_VERBOSE printed no core: \(outcome.stdout.prefix(300))")
+        #expect(!BLASKernels.fallbacks.contains(used), "ran on \(used) (cores printed: \(cores))")
+        // The user's choice is kept.
+        let chosen = try Self.run(["run", "fixtures/models/bert_residual", "--input-ids", "2,5,7"],
+                                  environment: ["OPENBLAS_VERBOSE": "2", "OPENBLAS_CORETYPE": "Prescott"])
+        #expect((chosen.stdout + "\n" + chosen.stderr).split(separator: "\n").filter { $0.hasPrefix("Core: ") } == ["Core: Prescott"])
     }
 
     @Test("verify exits 0 on a matching reference and prints JSON with --json")
