@@ -22,10 +22,13 @@ public struct ConvertResult: Sendable, Codable {
 /// Conversions between HDF5, safetensors and pkmz that keep names and values exactly.
 public enum Converter {
     /// Converts `source` to `destination`, tensor by tensor (memory bounded by the largest tensor).
+    /// - Parameter byteProgress: called after each tensor with (tensor bytes written, total), for a progress line that
+    ///   does not stall on a few huge tensors among many small ones.
     /// - Throws: ``FormatError``; nothing is left at `destination` on failure.
     public static func convert(_ source: URL, to destination: URL, options: OutputOptions = OutputOptions(),
                                limits: ReaderLimits = ReaderLimits(),
-                               progress: ((Int, Int) -> Void)? = nil) throws -> ConvertResult {
+                               progress: ((Int, Int) -> Void)? = nil,
+                           byteProgress: ((Int, Int) -> Void)? = nil) throws -> ConvertResult {
         let start = Date()
         let reader = try Checkpoints.open(source, limits: limits)
         let format = try options.resolvedFormat(for: destination)
@@ -45,7 +48,7 @@ public enum Converter {
             metadata["pkm_source_provenance"] = String(decoding: json, as: UTF8.self)
         }
         try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
-                              progress: progress) { info in
+                              progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress)) { info in
             try reader.tensor(named: info.name).converted(to: info.dtype)
         }
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: destination.path)[.size] as? Int) ?? 0
