@@ -59,7 +59,7 @@ let package = Package(
         .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5", "PKMCheckpoints", "PKMModel"]),
         .executableTarget(
             name: "PKMConvertCLI",
-            dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMHDF5", "PKMFormats", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMHDF5", "PKMFormats", "PKMModel", "PKMTensor", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "PKMScriptingExample", dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMFormats", "PKMModel"]),
         .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel", "PKMFormats"], path: "Tests/PKMTestSupport"),
         .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),

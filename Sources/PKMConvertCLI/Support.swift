@@ -3,6 +3,7 @@ import Foundation
 import PKMFormats
 import PKMHDF5
 import PKMPipeline
+import PKMTensor
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -133,6 +134,8 @@ enum Console {
     static func printJSON<T: Encodable>(_ value: T) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        // dtypes as in the text output (float32, bfloat16), not as safetensors codes.
+        encoder.userInfo[DType.encodeDisplayNameKey] = true
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         if let data = try? encoder.encode(value) { print(String(decoding: data, as: UTF8.self)) }
     }

@@ -21,7 +21,13 @@ public enum ReferenceLayout {
     public static func readInputs(from reader: any CheckpointReader) throws -> ModelInputs {
         let names = Set(reader.tensorInfos.map(\.name))
         guard names.contains(inputIds), let info = reader.tensorInfos.first(where: { $0.name == inputIds }) else {
-            throw PipelineError.invalidReference(path: reader.url.path, reason: "no /inputs/input_ids dataset")
+            let what: String
+            if reader.metadata["config"] != nil || names.contains(where: { $0.contains("embeddings") || $0.contains("encoder.layer") }) {
+                what = "this is a checkpoint (\(reader.tensorInfos.count == 1 ? "1 tensor" : "\(reader.tensorInfos.count) tensors") of model weights), not a reference or inputs file"
+            } else {
+                what = "no /inputs/input_ids dataset, so this is not a reference or inputs file"
+            }
+            throw PipelineError.invalidReference(path: reader.url.path, reason: "\(what); a reference file (spec §5) is an HDF5 file holding /inputs/input_ids [batch, sequence] (and optionally attention_mask, token_type_ids) and the model's /outputs/…; make one with `pkm-convert run CHECKPOINT --random-inputs 4x24 --seed 0 -o reference.h5`")
         }
         guard info.shape.count == 2, info.shape[0] > 0, info.shape[1] > 0 else {
             throw PipelineError.invalidReference(path: reader.url.path, reason: "/inputs/input_ids must be [batch, sequence], is \(info.shape)")
@@ -71,8 +77,17 @@ public enum Verifier {
     ///   a numeric disagreement is not an error but a report with `passed == false` (exit 1).
     public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
                            atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits()) throws -> VerifyReport {
+        try run(checkpoint: url, reference: referenceURL, configURL: configURL, atol: atol, rtol: rtol, limits: limits, loadProgress: nil)
+    }
+
+    /// Verifies a checkpoint against a reference file, reporting the weights read while the model loads.
+    /// - Parameter loadProgress: called after each tensor with (bytes read, total).
+    /// - Throws: as ``run(checkpoint:reference:configURL:atol:rtol:limits:)``.
+    public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
+                           atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits(),
+                           loadProgress: ((Int, Int) -> Void)?) throws -> VerifyReport {
         let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
-        let model = try checkpoint.makeModel()
+        let model = try checkpoint.makeModel(byteProgress: loadProgress)
         let reference = try Checkpoints.open(referenceURL, limits: limits)
         return try verify(model: model, checkpointName: url.path, reference: reference, atol: atol, rtol: rtol)
     }
