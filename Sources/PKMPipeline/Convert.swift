@@ -39,10 +39,20 @@ public enum Converter {
                                           operation: "convert --to \(format.rawValue) --dtype \(options.dtype.rawValue)")
             write.pendingSourceDigest = PendingSHA256(file: reader.url)
         }
-        var diagnostics: [Diagnostic] = []
         let infos = reader.tensorInfos.map { TensorInfo(name: $0.name, dtype: options.dtype.target(for: $0.dtype), shape: $0.shape) }
-        diagnostics += DTypePolicy.conversionDiagnostics(from: reader.tensorInfos.map(\.dtype), to: infos.map(\.dtype))
+        var diagnostics = DTypePolicy.conversionDiagnostics(from: reader.tensorInfos.map(\.dtype), to: infos.map(\.dtype))
         var metadata = reader.metadata
+        if metadata["config"] == nil,
+           let (data, origin) = try? ResolvedCheckpoint.findConfig(checkpoint: source, reader: reader, explicit: nil, maxBytes: limits.maxHeaderBytes) {
+            // An HF folder's config.json (or one beside the file) travels with the weights, every key kept.
+            let text = String(decoding: data, as: UTF8.self)
+            if JSONValue(objectText: text) != nil {
+                metadata["config"] = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                diagnostics.append(Diagnostic(.note, "config embedded from \(origin)"))
+            } else {
+                diagnostics.append(Diagnostic(.warning, "\(origin) is not a JSON object; the output carries no config"))
+            }
+        }
         if format != .pkmz, let provenance = reader.provenance, metadata["pkm_provenance"] == nil,
            let json = try? JSONEncoder().encode(provenance) {
             metadata["pkm_source_provenance"] = String(decoding: json, as: UTF8.self)

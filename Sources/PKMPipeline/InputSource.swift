@@ -38,12 +38,12 @@ public enum InputSource: Sendable {
         }
     }
 
-    /// A short description for reports: the file's path, `--input-ids`, or `random 4x24, seed 0`.
+    /// A short description for reports: the file's path, `the given ids`, or `random ids (seed 0)`.
     public var label: String {
         switch self {
         case .file(let url): return url.path
-        case .given(let inputs): return "given ids [\(inputs.batchSize), \(inputs.sequenceLength)]"
-        case .random(let batch, let sequence, let seed): return "random ids \(batch)x\(sequence), seed \(seed)"
+        case .given: return "the given ids"
+        case .random(_, _, let seed): return "random ids (seed \(seed))"
         }
     }
 

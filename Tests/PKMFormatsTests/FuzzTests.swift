@@ -956,7 +956,7 @@ struct FuzzTests {
     static func errorKind(_ line: String) -> String {
         let message = line.dropFirst("pkm-convert: error: ".count)
         for (marker, kind) in [("isolated HDF5 reader crashed", "isolated: crashed"), ("isolated HDF5 reader did not finish", "isolated: hung"),
-                               ("isolated HDF5 reader ended", "isolated: abnormal exit"), ("HDF5 error", "hdf5"), ("truncated", "truncated"), ("not a valid file", "badMagic"),
+                               ("isolated HDF5 reader ended", "isolated: abnormal exit"), ("HDF5 error", "hdf5"), ("truncated", "truncated"), ("not a valid file (expected", "badMagic"),
                                ("unsupported dtype", "unsupportedDType"), ("above the limit", "limitExceeded"),
                                ("the file is damaged or was not written", "invalidOffsets"), ("appears more than once", "duplicateTensor"),
                                ("invalid header", "invalidHeader"), ("unrecognised checkpoint format", "unknownFormat"),

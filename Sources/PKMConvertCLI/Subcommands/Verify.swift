@@ -35,7 +35,8 @@ struct Verify: ParsableCommand {
         var passed = false
         try Console.run(json: global.json) {
             let report = try Verifier.run(checkpoint: URL(fileURLWithPath: checkpoint), reference: URL(fileURLWithPath: reference),
-                                          configURL: config.map { URL(fileURLWithPath: $0) }, atol: atol, rtol: rtol, limits: global.limits)
+                                          configURL: config.map { URL(fileURLWithPath: $0) }, atol: atol, rtol: rtol, limits: global.limits,
+                                          loadProgress: Console.byteProgress("load", enabled: !global.json))
             passed = report.passed
             if global.json { Console.printJSON(report); return }
             print("verify \(report.checkpoint) against \(report.reference)")
