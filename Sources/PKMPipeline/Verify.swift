@@ -63,6 +63,26 @@ public struct VerifyReport: Sendable, Codable {
     public var skipped: [String]
     public var passed: Bool
     public var seconds: Double
+    /// The narrowest floating-point storage dtype of the checkpoint's weights when it is narrower
+    /// than float32 (`float16`, `bfloat16`), else nil: such weights are widened exactly, but a
+    /// reference computed from the float32 originals differs by the narrowing's rounding.
+    public var storagePrecision: String?
+    /// What ``storagePrecision`` means for this comparison, for people.
+    public var precisionNote: String?
+    /// Tolerances matching ``storagePrecision`` (``Verifier/suggestedTolerance(for:)``), when the
+    /// comparison failed at tighter ones.
+    public var suggestedTolerance: Tolerance?
+    /// The same comparison at ``suggestedTolerance``.
+    public var withSuggestedTolerance: SuggestedOutcome?
+
+    /// The outcome of re-comparing at the suggested tolerances.
+    public struct SuggestedOutcome: Sendable, Codable {
+        public var passed: Bool
+        /// Elements (and slot ids) beyond the suggested tolerance, over all outputs.
+        public var beyondTolerance: Int
+        /// Outputs still failing.
+        public var failing: [String]
+    }
 }
 
 /// `verify`: runs the reference inputs through the Swift model and compares every output present (spec §5).
@@ -89,7 +109,41 @@ public enum Verifier {
         let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
         let model = try checkpoint.makeModel(byteProgress: loadProgress)
         let reference = try Checkpoints.open(referenceURL, limits: limits)
-        return try verify(model: model, checkpointName: url.path, reference: reference, atol: atol, rtol: rtol)
+        var report = try verify(model: model, checkpointName: url.path, reference: reference, atol: atol, rtol: rtol)
+        let floats = checkpoint.report.mapped.map(\.dtype).filter(\.isFloatingPoint)
+        guard let narrowest = floats.min(by: { $0.byteSize < $1.byteSize || ($0.byteSize == $1.byteSize && $0 == .bfloat16) }),
+              narrowest.byteSize < DType.float32.byteSize else { return report }
+        report.storagePrecision = narrowest.displayName
+        let suggested = suggestedTolerance(for: narrowest)
+        guard !report.passed else {
+            report.precisionNote = "the checkpoint stores \(narrowest.displayName) weights (widened exactly to float32 to compute)"
+            return report
+        }
+        var note = "the checkpoint stores \(narrowest.displayName) weights: against a reference computed from float32 weights, outputs differ by \(narrowest.displayName) rounding (about \(narrowest == .bfloat16 ? "3" : "4") significant digits)"
+        if suggested.absolute > report.tolerance.absolute || suggested.relative > report.tolerance.relative {
+            let again = try verify(model: model, checkpointName: url.path, reference: reference,
+                                   atol: max(suggested.absolute, report.tolerance.absolute), rtol: max(suggested.relative, report.tolerance.relative))
+            report.suggestedTolerance = again.tolerance
+            report.withSuggestedTolerance = VerifyReport.SuggestedOutcome(passed: again.passed, beyondTolerance: again.outputs.reduce(0) { $0 + $1.beyondTolerance },
+                                                             failing: again.outputs.filter { !$0.passed }.map(\.name))
+            if again.outputs.contains(where: { $0.kind == "indices" && !$0.passed }) {
+                note += "; memory slot ids differ too: rounded weights change which slots win, which no tolerance hides"
+            }
+        }
+        report.precisionNote = note
+        return report
+    }
+
+    /// Tolerances matching a storage dtype's precision, for comparing its outputs with float32
+    /// references: float16 (11 significant bits) atol = rtol = 1e-2, bfloat16 (8 bits) atol = rtol = 5e-2,
+    /// wider types ``defaultTolerance``. Rounding errors grow with depth, so these are a starting point
+    /// that the bundled fixtures meet, not a bound.
+    public static func suggestedTolerance(for dtype: DType) -> Tolerance {
+        switch dtype {
+        case .float16: return Tolerance(absolute: 1e-2, relative: 1e-2)
+        case .bfloat16: return Tolerance(absolute: 5e-2, relative: 5e-2)
+        default: return Tolerance(absolute: defaultTolerance, relative: defaultTolerance)
+        }
     }
 
     /// Verifies an already built model against an opened reference.
