@@ -91,7 +91,7 @@ struct Graft: ParsableCommand {
                                          byteProgress: Console.byteProgress("graft", enabled: !global.json))
             if global.json { Console.printJSON(result); return }
             Console.diagnostics(verbose ? result.diagnostics : GraftSummary.diagnostics(of: result))
-            print("grafted \(result.options.mode.rawValue) memories at layers \(result.options.layers) into \(result.base) -> \(result.destination)")
+            print("grafted \(result.options.mode.rawValue) memories at \(result.options.layers.count == 1 ? "layer" : "layers") \(result.options.layers.map(String.init).joined(separator: ",")) into \(result.base) -> \(result.destination)")
             print("  copied \(Count.of(result.copiedCount, "base tensor")) unchanged, created \(result.created.count), dropped \(result.dropped.count)")
             print("  file \(Console.bytes(result.fileBytes)), " + String(format: "%.2f s", result.seconds) + ", base sha256 \(result.baseSHA256)")
         }
