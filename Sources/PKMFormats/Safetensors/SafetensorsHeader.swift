@@ -75,10 +75,10 @@ struct SafetensorsHeader {
         // file named .safetensors declares a "length" of its first 8 characters): say so rather than name
         // the header limit, which only a plausible header that is too large should name.
         guard let headerLength = Int(exactly: rawLength), headerLength <= size - 8 else {
-            throw FormatError.unknownFormat(path: path, reason: "not a safetensors file: its first 8 bytes declare a header of \(rawLength) bytes but the file has \(size)")
+            throw FormatError.invalidHeader(path: path, reason: "not a safetensors file: its first 8 bytes declare a header of \(rawLength) bytes but the file has \(size)")
         }
         if headerLength > 0, file[file.startIndex + 8] != UInt8(ascii: "{") {
-            throw FormatError.unknownFormat(path: path, reason: "not a safetensors file: the JSON header at byte 8 starts with byte 0x\(String(file[file.startIndex + 8], radix: 16, uppercase: true)), not '{'")
+            throw FormatError.invalidHeader(path: path, reason: "not a safetensors file (or a damaged one): the JSON header at byte 8 starts with byte 0x\(String(file[file.startIndex + 8], radix: 16, uppercase: true)), not '{'")
         }
         guard headerLength <= limits.maxHeaderBytes else {
             throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: headerLength, maximum: limits.maxHeaderBytes)
