@@ -2,8 +2,9 @@
 SWIFT ?= swift
 DEMO_DIR ?= .build-demo
 FIXTURE ?= fixtures/models/bert_residual
+PREFIX ?= /usr/local
 
-.PHONY: deps build demo test release bench-formats bench-forward bench-graft clean-demo
+.PHONY: deps build demo test release install bench-formats bench-forward bench-graft clean-demo
 
 deps:
 	scripts/install-deps.sh
@@ -24,6 +25,10 @@ test: deps
 
 release: deps
 	$(SWIFT) build -c release
+
+# Release build of pkm-convert into $(PREFIX)/bin, with bash, zsh and fish completions under $(PREFIX)/share.
+install: deps
+	scripts/install.sh "$(PREFIX)" "$(SWIFT)"
 
 clean-demo:
 	rm -rf "$(DEMO_DIR)"

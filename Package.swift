@@ -59,14 +59,14 @@ let package = Package(
         .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5", "PKMCheckpoints", "PKMModel", "PKMTokenizers"]),
         .executableTarget(
             name: "PKMConvertCLI",
-            dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMHDF5", "PKMFormats", "PKMTokenizers", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMHDF5", "PKMFormats", "PKMModel", "PKMTensor", "PKMTokenizers", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "PKMScriptingExample", dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMFormats", "PKMModel"]),
         .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel", "PKMFormats"], path: "Tests/PKMTestSupport"),
         .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),
         .testTarget(name: "PKMTokenizersTests", dependencies: ["PKMTokenizers", "PKMTestSupport"]),
         .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "PKMCheckpoints", "PKMTestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
                     exclude: ["Regressions/Inputs", "Regressions/README.md"]),
-        .testTarget(name: "PKMHDF5Tests", dependencies: ["PKMHDF5", "PKMFormats", "PKMTestSupport"]),
+        .testTarget(name: "PKMHDF5Tests", dependencies: ["PKMHDF5", "PKMFormats", "PKMCheckpoints", "PKMTestSupport"]),
         .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMCheckpoints", "PKMTestSupport"]),
         .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline", "PKMTestSupport"]),
         // Depends on the executable so `swift test` builds `pkm-convert`, which these tests run as a process.

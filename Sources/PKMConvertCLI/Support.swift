@@ -3,6 +3,7 @@ import Foundation
 import PKMFormats
 import PKMHDF5
 import PKMPipeline
+import PKMTensor
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -107,6 +108,13 @@ struct OutputArguments: ParsableArguments {
 extension CheckpointFormat: ExpressibleByArgument {}
 extension DTypePolicy: ExpressibleByArgument {}
 
+/// "1 tensor", "2 tensors", "22,713,216 parameters".
+enum Count {
+    static func of(_ count: Int, _ singular: String, plural: String? = nil) -> String {
+        "\(Console.number(count)) \(count == 1 ? singular : (plural ?? singular + "s"))"
+    }
+}
+
 /// Rendering helpers: JSON on stdout, diagnostics and errors on stderr.
 enum Console {
     static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
@@ -126,20 +134,55 @@ enum Console {
     static func printJSON<T: Encodable>(_ value: T) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        // dtypes as in the text output (float32, bfloat16), not as safetensors codes.
+        encoder.userInfo[DType.encodeDisplayNameKey] = true
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         if let data = try? encoder.encode(value) { print(String(decoding: data, as: UTF8.self)) }
     }
 
-    /// A progress callback writing one updating line to stderr, only when stderr is a terminal.
+    /// A progress callback writing one updating line to stderr (count, rate, ETA), only when stderr
+    /// is a terminal; the line is cleared when `done == total`.
     static func progress(_ label: String, unit: String = "tensors", enabled: Bool = true) -> ((Int, Int) -> Void)? {
         guard enabled, stderrIsTerminal else { return nil }
         let start = Date()
         return { done, total in
             let elapsed = Date().timeIntervalSince(start)
-            let remaining = done > 0 && done < total ? String(format: ", ETA %.0f s", elapsed / Double(done) * Double(total - done)) : ""
-            let line = "\r\u{1B}[2K\(label): \(done)/\(total) \(unit), \(String(format: "%.1f", elapsed)) s\(remaining)"
-            FileHandle.standardError.write(Data((done == total ? "\r\u{1B}[2K" : line).utf8))
+            let rate = elapsed > 0 ? String(format: ", %.1f %@/s", Double(done) / elapsed, unit) : ""
+            let line = "\r\u{1B}[2K\(label): \(number(done))/\(number(total)) \(unit)\(rate)\(eta(done: done, total: total, elapsed: elapsed))"
+            FileHandle.standardError.write(Data((done >= total ? "\r\u{1B}[2K" : line).utf8))
         }
+    }
+
+    /// A progress callback for (bytes done, total bytes): percentage, bytes, rate and ETA, only when
+    /// stderr is a terminal; the line is cleared when `done == total`.
+    static func byteProgress(_ label: String, enabled: Bool = true) -> ((Int, Int) -> Void)? {
+        guard enabled, stderrIsTerminal else { return nil }
+        let start = Date()
+        return { done, total in
+            let elapsed = Date().timeIntervalSince(start)
+            let percent = total > 0 ? 100 * Double(done) / Double(total) : 100
+            let rate = elapsed > 0 ? ", \(bytes(Int(Double(done) / elapsed)))/s" : ""
+            let line = "\r\u{1B}[2K\(label): " + String(format: "%3.0f %%", percent)
+                + " (\(bytes(done)) of \(bytes(total)))\(rate)\(eta(done: done, total: total, elapsed: elapsed))"
+            FileHandle.standardError.write(Data((done >= total ? "\r\u{1B}[2K" : line).utf8))
+        }
+    }
+
+    static func eta(done: Int, total: Int, elapsed: Double) -> String {
+        guard done > 0, done < total, elapsed > 0.5 else { return "" }
+        let seconds = elapsed / Double(done) * Double(total - done)
+        return seconds >= 90 ? String(format: ", ETA %.0f min", seconds / 60) : String(format: ", ETA %.0f s", seconds)
+    }
+
+    /// An integer with thousands separators: 22,713,216.
+    static func number(_ value: Int) -> String {
+        let digits = String(value.magnitude)
+        var grouped = ""
+        for (index, character) in digits.enumerated() {
+            if index > 0, (digits.count - index) % 3 == 0 { grouped.append(",") }
+            grouped.append(character)
+        }
+        return (value < 0 ? "-" : "") + grouped
     }
 
     static func bytes(_ count: Int) -> String {

@@ -177,7 +177,7 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
             if bytes == HDF5Names.signature { return fileSize }
             offset = offset == 0 ? 512 : offset * 2
         }
-        throw FormatError.badMagic(path: path, expected: hex(HDF5Names.signature) + " (\\x89HDF\\r\\n\\x1a\\n)",
+        throw FormatError.badMagic(path: path, expected: "the HDF5 signature " + hex(HDF5Names.signature) + " (\\x89HDF\\r\\n\\x1a\\n)",
                                    found: firstBytes.isEmpty ? "nothing" : hex(firstBytes))
     }
 

@@ -56,6 +56,10 @@ public struct Embeddings: Sendable {
         let d = config.hiddenSize
         let positions = Embeddings.positionIds(config, inputs: inputs)
         let tokens = inputs.batchSize * inputs.sequenceLength
+        // BERT's position ids are 0..<T: name the sequence length, not the first position beyond the table.
+        if config.modelType == .bert, inputs.sequenceLength > config.maxPositionEmbeddings {
+            throw ModelError.invalidInput(reason: "sequence length \(inputs.sequenceLength) exceeds max_position_embeddings \(config.maxPositionEmbeddings) of the model; use sequences of at most \(config.maxPositionEmbeddings) tokens")
+        }
         for index in 0..<tokens {
             let id = inputs.inputIds[index]
             guard id >= 0, id < config.vocabSize else {
@@ -67,7 +71,9 @@ public struct Embeddings: Sendable {
             }
             let positionId = positions[index]
             guard positionId < config.maxPositionEmbeddings else {
-                throw ModelError.invalidInput(reason: "position \(positionId) exceeds max_position_embeddings \(config.maxPositionEmbeddings); shorten the sequence")
+                // RoBERTa counts non-padding tokens from pad_token_id + 1.
+                let usable = config.maxPositionEmbeddings - config.padTokenId - 1
+                throw ModelError.invalidInput(reason: "sequence \(index / inputs.sequenceLength) has more than \(usable) non-padding tokens: RoBERTa numbers them from pad_token_id + 1 = \(config.padTokenId + 1), and max_position_embeddings is \(config.maxPositionEmbeddings); use sequences of at most \(usable) tokens")
             }
             let row = output + index * d
             for i in 0..<d {

@@ -22,10 +22,13 @@ public struct ConvertResult: Sendable, Codable {
 /// Conversions between HDF5, safetensors and pkmz that keep names and values exactly.
 public enum Converter {
     /// Converts `source` to `destination`, tensor by tensor (memory bounded by the largest tensor).
+    /// - Parameter byteProgress: called after each tensor with (tensor bytes written, total), for a progress line that
+    ///   does not stall on a few huge tensors among many small ones.
     /// - Throws: ``FormatError``; nothing is left at `destination` on failure.
     public static func convert(_ source: URL, to destination: URL, options: OutputOptions = OutputOptions(),
                                limits: ReaderLimits = ReaderLimits(),
-                               progress: ((Int, Int) -> Void)? = nil) throws -> ConvertResult {
+                               progress: ((Int, Int) -> Void)? = nil,
+                           byteProgress: ((Int, Int) -> Void)? = nil) throws -> ConvertResult {
         let start = Date()
         let reader = try Checkpoints.open(source, limits: limits)
         let format = try options.resolvedFormat(for: destination)
@@ -36,10 +39,20 @@ public enum Converter {
                                           operation: "convert --to \(format.rawValue) --dtype \(options.dtype.rawValue)")
             write.pendingSourceDigest = PendingSHA256(file: reader.url)
         }
-        var diagnostics: [Diagnostic] = []
         let infos = reader.tensorInfos.map { TensorInfo(name: $0.name, dtype: options.dtype.target(for: $0.dtype), shape: $0.shape) }
-        diagnostics += DTypePolicy.conversionDiagnostics(from: reader.tensorInfos.map(\.dtype), to: infos.map(\.dtype))
+        var diagnostics = DTypePolicy.conversionDiagnostics(from: reader.tensorInfos.map(\.dtype), to: infos.map(\.dtype))
         var metadata = reader.metadata
+        if metadata["config"] == nil,
+           let (data, origin) = try? ResolvedCheckpoint.findConfig(checkpoint: source, reader: reader, explicit: nil, maxBytes: limits.maxHeaderBytes) {
+            // An HF folder's config.json (or one beside the file) travels with the weights, every key kept.
+            let text = String(decoding: data, as: UTF8.self)
+            if JSONValue(objectText: text) != nil {
+                metadata["config"] = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                diagnostics.append(Diagnostic(.note, "config embedded from \(origin)"))
+            } else {
+                diagnostics.append(Diagnostic(.warning, "\(origin) is not a JSON object; the output carries no config"))
+            }
+        }
         if metadata[TextInputs.metadataKey] == nil {
             metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: source, reader: reader)
         }
@@ -48,7 +61,7 @@ public enum Converter {
             metadata["pkm_source_provenance"] = String(decoding: json, as: UTF8.self)
         }
         try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
-                              progress: progress) { info in
+                              progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress)) { info in
             try reader.tensor(named: info.name).converted(to: info.dtype)
         }
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: destination.path)[.size] as? Int) ?? 0

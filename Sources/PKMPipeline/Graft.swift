@@ -35,7 +35,10 @@ public struct GraftOptions: Sendable, Codable {
         let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
         var layers: [Int] = []
         for part in parts {
-            guard let layer = Int(part), layer >= 0 else {
+            if let layer = Int(part), layer < 0 {
+                throw PipelineError.invalidArgument(name: "--layers", reason: "layer \(layer) is negative; encoder layers are counted from 0")
+            }
+            guard let layer = Int(part) else {
                 throw PipelineError.invalidArgument(name: "--layers", reason: "'\(text)' is not a comma-separated list of layer indices (e.g. 4,8)")
             }
             guard !layers.contains(layer) else { throw PipelineError.invalidArgument(name: "--layers", reason: "layer \(layer) is listed twice") }
@@ -114,10 +117,13 @@ public enum Grafter {
 
     /// Grafts memories into `base` and writes the result (any format) to `destination`, streaming:
     /// each tensor is read or generated only when the writer asks for it.
+    /// - Parameter byteProgress: called after each tensor with (tensor bytes written, total), for a progress line that
+    ///   does not stall on a few huge tensors among many small ones.
     /// - Throws: ``PipelineError`` for invalid requests or checkpoints, ``FormatError`` for I/O.
     public static func run(base: URL, destination: URL, options: GraftOptions, configURL: URL? = nil,
                            output: OutputOptions = OutputOptions(), limits: ReaderLimits = ReaderLimits(),
-                           progress: ((Int, Int) -> Void)? = nil) throws -> GraftResult {
+                           progress: ((Int, Int) -> Void)? = nil,
+                           byteProgress: ((Int, Int) -> Void)? = nil) throws -> GraftResult {
         let start = Date()
         let checkpoint = try ResolvedCheckpoint(url: base, configURL: configURL, limits: limits)
         try checkpoint.requireUsable()
@@ -194,7 +200,7 @@ public enum Grafter {
         var metadata = ["config": String(decoding: config.encodedJSON(), as: UTF8.self)]
         metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: base, reader: checkpoint.reader)
         let path = checkpoint.reader.url.path
-        try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write, progress: progress) { info in
+        try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write, progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress)) { info in
             if let make = generators[info.name] {
                 guard let tensor = make() else { throw FormatError.tensorNotFound(path: destination.path, tensor: info.name) }
                 return try tensor.converted(to: info.dtype)

@@ -24,11 +24,14 @@ public enum Importer {
     /// Reads any format (or an HF folder), applies the spec §6 aliases, checks every tensor against
     /// the config, and writes canonical names (model order first, then unexpected tensors in
     /// source order), the config and provenance.
+    /// - Parameter byteProgress: called after each tensor with (tensor bytes written, total), for a progress line that
+    ///   does not stall on a few huge tensors among many small ones.
     /// - Throws: ``PipelineError/mappingFailed(checkpoint:problems:)`` for missing or mis-shaped
     ///   tensors (or unexpected ones under `strict`); ``FormatError`` for unreadable input or a failed write.
     public static func run(source: URL, destination: URL, configURL: URL? = nil, strict: Bool = false,
                            output: OutputOptions = OutputOptions(), limits: ReaderLimits = ReaderLimits(),
-                           progress: ((Int, Int) -> Void)? = nil) throws -> ImportResult {
+                           progress: ((Int, Int) -> Void)? = nil,
+                           byteProgress: ((Int, Int) -> Void)? = nil) throws -> ImportResult {
         let start = Date()
         let checkpoint = try ResolvedCheckpoint(url: source, configURL: configURL, limits: limits)
         try checkpoint.requireUsable(strict: strict)
@@ -46,7 +49,7 @@ public enum Importer {
         metadata["config"] = String(decoding: checkpoint.config.encodedJSON(), as: UTF8.self)
         metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: source, reader: checkpoint.reader)
         try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
-                              progress: progress) { info in
+                              progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress)) { info in
             guard let source = sourceByCanonical[info.name] else {
                 throw FormatError.tensorNotFound(path: checkpoint.reader.url.path, tensor: info.name)
             }

@@ -32,6 +32,159 @@ public struct CheckpointSummary: Sendable, Codable {
     public var provenance: Provenance?
     /// Whether every tensor's data was read (and, for pkmz, its checksums checked).
     public var dataVerified: Bool
+    /// Elements of the floating-point tensors, in all and per group of canonical names.
+    public var parameters = ParameterCounts()
+    /// Where the config came from when it is not embedded (`config.json` beside the weights), else nil.
+    public var configSource: String?
+
+    /// Parameter counts (elements of floating-point tensors; integer buffers such as
+    /// `num_batches_tracked` are not parameters) by group of canonical names (spec §1).
+    public struct ParameterCounts: Sendable, Codable, Equatable {
+        /// `embeddings.*`.
+        public var embeddings = 0
+        /// `encoder.*` other than memories.
+        public var encoder = 0
+        /// `encoder.layer.{i}.memory.*`.
+        public var memories = 0
+        /// Everything else (pooler, heads, unexpected tensors).
+        public var other = 0
+        public var total: Int { embeddings + encoder + memories + other }
+        public init() {}
+
+        enum CodingKeys: String, CodingKey { case embeddings, encoder, memories, other, total }
+        public init(from decoder: Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            embeddings = try container.decode(Int.self, forKey: .embeddings)
+            encoder = try container.decode(Int.self, forKey: .encoder)
+            memories = try container.decode(Int.self, forKey: .memories)
+            other = try container.decode(Int.self, forKey: .other)
+        }
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(embeddings, forKey: .embeddings)
+            try container.encode(self.encoder, forKey: .encoder)
+            try container.encode(memories, forKey: .memories)
+            try container.encode(other, forKey: .other)
+            try container.encode(total, forKey: .total)
+        }
+
+        /// Adds `count` elements of the tensor stored as `name` (mapped to its canonical name first).
+        public mutating func add(name: String, count: Int) {
+            let canonical = KeyMapping.canonicalName(for: name).canonical
+            let parts = canonical.split(separator: ".")
+            if canonical.hasPrefix("embeddings.") {
+                embeddings += count
+            } else if parts.count > 3, parts[0] == "encoder", parts[1] == "layer", parts[3] == "memory" {
+                memories += count
+            } else if canonical.hasPrefix("encoder.") {
+                encoder += count
+            } else {
+                other += count
+            }
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case path, format, fileBytes, tensorCount, tensorBytes, dtypeTotals, tensors, metadata, config, provenance, dataVerified
+        case parameters, configSource
+    }
+
+    /// `config` and metadata values holding a JSON object (`pkm_source_provenance`) are written as
+    /// JSON objects, not as strings of JSON.
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(path, forKey: .path)
+        try container.encode(format, forKey: .format)
+        try container.encode(fileBytes, forKey: .fileBytes)
+        try container.encode(tensorCount, forKey: .tensorCount)
+        try container.encode(tensorBytes, forKey: .tensorBytes)
+        try container.encode(dtypeTotals, forKey: .dtypeTotals)
+        try container.encode(tensors, forKey: .tensors)
+        try container.encode(metadata.mapValues { JSONValue(objectText: $0) ?? .string($0) }, forKey: .metadata)
+        try container.encodeIfPresent(config.map { JSONValue(objectText: $0) ?? .string($0) }, forKey: .config)
+        try container.encodeIfPresent(provenance, forKey: .provenance)
+        try container.encode(dataVerified, forKey: .dataVerified)
+        try container.encode(parameters, forKey: .parameters)
+        try container.encodeIfPresent(configSource, forKey: .configSource)
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        path = try container.decode(String.self, forKey: .path)
+        format = try container.decode(CheckpointFormat.self, forKey: .format)
+        fileBytes = try container.decode(Int.self, forKey: .fileBytes)
+        tensorCount = try container.decode(Int.self, forKey: .tensorCount)
+        tensorBytes = try container.decode(Int.self, forKey: .tensorBytes)
+        dtypeTotals = try container.decode([String: DTypeTotal].self, forKey: .dtypeTotals)
+        tensors = try container.decode([Entry].self, forKey: .tensors)
+        metadata = try container.decode([String: JSONValue].self, forKey: .metadata).mapValues(\.text)
+        config = try container.decodeIfPresent(JSONValue.self, forKey: .config)?.text
+        provenance = try container.decodeIfPresent(Provenance.self, forKey: .provenance)
+        dataVerified = try container.decode(Bool.self, forKey: .dataVerified)
+        parameters = try container.decodeIfPresent(ParameterCounts.self, forKey: .parameters) ?? ParameterCounts()
+        configSource = try container.decodeIfPresent(String.self, forKey: .configSource)
+    }
+
+    public init(path: String, format: CheckpointFormat, fileBytes: Int, tensorCount: Int, tensorBytes: Int,
+                dtypeTotals: [String: DTypeTotal], tensors: [Entry], metadata: [String: String], config: String?,
+                provenance: Provenance?, dataVerified: Bool) {
+        self.path = path
+        self.format = format
+        self.fileBytes = fileBytes
+        self.tensorCount = tensorCount
+        self.tensorBytes = tensorBytes
+        self.dtypeTotals = dtypeTotals
+        self.tensors = tensors
+        self.metadata = metadata
+        self.config = config
+        self.provenance = provenance
+        self.dataVerified = dataVerified
+    }
+}
+
+/// Any JSON value, for emitting embedded JSON text as JSON.
+public indirect enum JSONValue: Sendable, Codable, Equatable {
+    case null, bool(Bool), number(Double), integer(Int), string(String), array([JSONValue]), object([String: JSONValue])
+
+    /// The value of `text` when it is a JSON object (or array), else nil.
+    public init?(objectText text: String) {
+        let trimmed = text.drop { $0.isWhitespace }
+        guard trimmed.first == "{" || trimmed.first == "[",
+              let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else { return nil }
+        self = value
+    }
+
+    /// The text form: a string's own text, anything else as compact JSON.
+    public var text: String {
+        if case .string(let string) = self { return string }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Int.self) { self = .integer(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
+        else { self = .object(try container.decode([String: JSONValue].self)) }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .integer(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
 }
 
 /// `inspect`.
@@ -49,15 +202,29 @@ public enum Inspector {
             for info in reader.tensorInfos { _ = try reader.tensor(named: info.name) }
         }
         var metadata = reader.metadata
-        let configText = metadata.removeValue(forKey: "config").map(prettyJSON)
+        var configText = metadata.removeValue(forKey: "config").map(prettyJSON)
+        var configSource: String?
         // The carried tokenizer is hundreds of KB of JSON: shown as a summary, exported by `export`.
         if let tokenizer = metadata[TextInputs.metadataKey] {
             metadata[TextInputs.metadataKey] = "tokenizer.json carried in the file (\(tokenizer.utf8.count.formatted()) bytes)"
         }
-        return CheckpointSummary(path: reader.url.path, format: reader.format, fileBytes: diskBytes(of: reader),
-                                 tensorCount: reader.tensorInfos.count, tensorBytes: reader.totalBytes, dtypeTotals: totals,
-                                 tensors: reader.tensorInfos.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: $0.byteCount) },
-                                 metadata: metadata, config: configText, provenance: reader.provenance, dataVerified: readData)
+        if configText == nil {
+            // An HF folder (or a file with config.json beside it): show that config, as the pipelines would use it.
+            if let (data, source) = try? ResolvedCheckpoint.findConfig(checkpoint: url, reader: reader, explicit: nil,
+                                                                       maxBytes: limits.maxHeaderBytes) {
+                configText = prettyJSON(String(decoding: data, as: UTF8.self))
+                configSource = source
+            }
+        }
+        var summary = CheckpointSummary(path: reader.url.path, format: reader.format, fileBytes: diskBytes(of: reader),
+                                        tensorCount: reader.tensorInfos.count, tensorBytes: reader.totalBytes, dtypeTotals: totals,
+                                        tensors: reader.tensorInfos.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: $0.byteCount) },
+                                        metadata: metadata, config: configText, provenance: reader.provenance, dataVerified: readData)
+        summary.configSource = configSource
+        for info in reader.tensorInfos where info.dtype.isFloatingPoint {
+            summary.parameters.add(name: info.name, count: ShapeMath.elementCount(info.shape) ?? 0)
+        }
+        return summary
     }
 
     static func diskBytes(of reader: any CheckpointReader) -> Int {

@@ -64,11 +64,12 @@ public struct OutputOptions: Sendable {
     public init() {}
 
     /// The destination format: explicit, or from the extension.
-    /// - Throws: ``FormatError/unknownFormat(path:reason:)``.
+    /// - Throws: ``FormatError/writeFailed(path:reason:)`` naming the extensions and `--to`.
     public func resolvedFormat(for destination: URL) throws -> CheckpointFormat {
         if let format { return format }
         guard let inferred = CheckpointFormat(pathExtension: destination.pathExtension) else {
-            throw FormatError.unknownFormat(path: destination.path, reason: "the extension '.\(destination.pathExtension)' names no format")
+            let named = destination.pathExtension.isEmpty ? "has no extension" : "ends in '.\(destination.pathExtension)', which names no format"
+            throw FormatError.writeFailed(path: destination.path, reason: "the output \(named); end it in .h5, .safetensors or .pkmz, or pass --to hdf5|safetensors|pkmz")
         }
         return inferred
     }

@@ -129,11 +129,23 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
 
     /// Builds the Swift model (float32) from the checkpoint.
     /// - Throws: ``PipelineError`` for mapping problems, ``FormatError`` for damaged data.
-    public func makeModel() throws -> PKMBertModel {
+    public func makeModel() throws -> PKMBertModel { try makeModel(byteProgress: nil) }
+
+    /// Builds the Swift model (float32), reporting the tensor bytes read so far.
+    /// - Parameter byteProgress: called after each tensor with (stored bytes read, total).
+    /// - Throws: ``PipelineError`` for mapping problems, ``FormatError`` for damaged data.
+    public func makeModel(byteProgress: ((Int, Int) -> Void)?) throws -> PKMBertModel {
         try requireUsable(strict: false)
         var loaded: [String: Tensor] = [:]
-        for spec in PKMBertModel.parameterSpecs(for: config) where spec.isUsed {
-            if sourceByCanonical[spec.name] != nil { loaded[spec.name] = try tensor(canonical: spec.name) }
+        let used = PKMBertModel.parameterSpecs(for: config).filter { $0.isUsed && sourceByCanonical[$0.name] != nil }
+        let bytesByName = Dictionary(report.mapped.map { ($0.canonical, ShapeMath.byteCount($0.shape, dtype: $0.dtype) ?? 0) },
+                                     uniquingKeysWith: { first, _ in first })
+        let total = used.reduce(0) { $0 + (bytesByName[$1.name] ?? 0) }
+        var done = 0
+        for spec in used {
+            loaded[spec.name] = try tensor(canonical: spec.name)
+            done += bytesByName[spec.name] ?? 0
+            byteProgress?(done, total)
         }
         do {
             return try PKMBertModel(config: config) { loaded[$0] }

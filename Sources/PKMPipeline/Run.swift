@@ -61,10 +61,22 @@ public enum Runner {
     /// - Throws: ``PipelineError``, ``FormatError``.
     public static func run(checkpoint url: URL, inputs: ModelInputs, outputURL: URL? = nil, repeats: Int = 0,
                            configURL: URL? = nil, limits: ReaderLimits = ReaderLimits()) throws -> RunResult {
+        try run(checkpoint: url, source: .given(inputs), outputURL: outputURL, repeats: repeats, configURL: configURL, limits: limits)
+    }
+
+    /// Runs the inputs of `source` (a file's `/inputs`, given ids, or seeded random ids drawn from the
+    /// model's vocabulary) through the checkpoint; see ``run(checkpoint:inputs:outputURL:repeats:configURL:limits:)``.
+    /// `run CHECKPOINT --random-inputs 4x24 --seed 0 -o base.h5` so makes a reference file of the model's own outputs.
+    /// - Parameter loadProgress: called while the weights are read, with (bytes read, total).
+    /// - Throws: ``PipelineError``, ``FormatError``.
+    public static func run(checkpoint url: URL, source: InputSource, outputURL: URL? = nil, repeats: Int = 0,
+                           configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
+                           loadProgress: ((Int, Int) -> Void)? = nil) throws -> RunResult {
         let loadStart = Date()
         let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
-        let model = try checkpoint.makeModel()
+        let model = try checkpoint.makeModel(byteProgress: loadProgress)
         let loadSeconds = Date().timeIntervalSince(loadStart)
+        let inputs = try source.inputs(for: model.config, limits: limits)
         func forward(full: Bool, profile: Bool = false) throws -> ModelOutputs {
             do {
                 return try model.forward(inputs, collectHiddenStates: full, collectMemoryTraces: full, profile: profile)

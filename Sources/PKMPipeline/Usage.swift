@@ -162,14 +162,32 @@ public enum UsageAnalyzer {
     /// - Throws: ``PipelineError``, ``FormatError``.
     public static func run(checkpoint url: URL, inputs inputsURL: URL, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
                            limits: ReaderLimits = ReaderLimits(), progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
+        try run(checkpoint: url, source: .file(inputsURL), configURL: configURL, batchSize: batchSize, limits: limits, progress: progress)
+    }
+
+    /// Runs given inputs through the model in batches of `batchSize` sequences and measures every memory layer.
+    /// - Throws: ``PipelineError``, ``FormatError``.
+    public static func run(checkpoint url: URL, inputs: ModelInputs, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
+                           limits: ReaderLimits = ReaderLimits(), progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
+        try run(checkpoint: url, source: .given(inputs), configURL: configURL, batchSize: batchSize, limits: limits, progress: progress)
+    }
+
+    /// Runs the inputs of `source` (a file's `/inputs`, given ids, or seeded random ids) through the model in
+    /// batches of `batchSize` sequences and measures every memory layer; padding positions are excluded.
+    /// - Parameters:
+    ///   - progress: called after each batch with (sequences done, total).
+    ///   - loadProgress: called while the weights are read, with (bytes read, total).
+    /// - Throws: ``PipelineError``, ``FormatError``.
+    public static func run(checkpoint url: URL, source: InputSource, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
+                           limits: ReaderLimits = ReaderLimits(), progress: ((Int, Int) -> Void)? = nil,
+                           loadProgress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
         guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
         let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
-        let model = try checkpoint.makeModel()
+        let model = try checkpoint.makeModel(byteProgress: loadProgress)
         guard let memory = model.config.memory else {
             throw PipelineError.invalidArgument(name: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
         }
-        let reader = try Checkpoints.open(inputsURL, limits: limits)
-        let inputs = try ReferenceLayout.readInputs(from: reader)
+        let inputs = try source.inputs(for: model.config, limits: limits)
         var accumulators = memory.layers.sorted().map {
             UsageAccumulator(layer: $0, mode: memory.mode(ofLayer: $0) ?? .residual, slots: memory.slotCount, heads: memory.headCount)
         }
@@ -186,7 +204,7 @@ public enum UsageAnalyzer {
             }
             progress?(start + batch.batchSize, inputs.batchSize)
         }
-        return UsageReport(checkpoint: url.path, inputs: inputsURL.path, batchSize: inputs.batchSize,
+        return UsageReport(checkpoint: url.path, inputs: source.label, batchSize: inputs.batchSize,
                            sequenceLength: inputs.sequenceLength, layers: accumulators.map(\.usage))
     }
 

@@ -21,7 +21,13 @@ public enum ReferenceLayout {
     public static func readInputs(from reader: any CheckpointReader) throws -> ModelInputs {
         let names = Set(reader.tensorInfos.map(\.name))
         guard names.contains(inputIds), let info = reader.tensorInfos.first(where: { $0.name == inputIds }) else {
-            throw PipelineError.invalidReference(path: reader.url.path, reason: "no /inputs/input_ids dataset")
+            let what: String
+            if reader.metadata["config"] != nil || names.contains(where: { $0.contains("embeddings") || $0.contains("encoder.layer") }) {
+                what = "this is a checkpoint (\(reader.tensorInfos.count == 1 ? "1 tensor" : "\(reader.tensorInfos.count) tensors") of model weights), not a reference or inputs file"
+            } else {
+                what = "no /inputs/input_ids dataset, so this is not a reference or inputs file"
+            }
+            throw PipelineError.invalidReference(path: reader.url.path, reason: "\(what); a reference file (spec §5) is an HDF5 file holding /inputs/input_ids [batch, sequence] (and optionally attention_mask, token_type_ids) and the model's /outputs/…; make one with `pkm-convert run CHECKPOINT --random-inputs 4x24 --seed 0 -o reference.h5`")
         }
         guard info.shape.count == 2, info.shape[0] > 0, info.shape[1] > 0 else {
             throw PipelineError.invalidReference(path: reader.url.path, reason: "/inputs/input_ids must be [batch, sequence], is \(info.shape)")
@@ -57,6 +63,26 @@ public struct VerifyReport: Sendable, Codable {
     public var skipped: [String]
     public var passed: Bool
     public var seconds: Double
+    /// The narrowest floating-point storage dtype of the checkpoint's weights when it is narrower
+    /// than float32 (`float16`, `bfloat16`), else nil: such weights are widened exactly, but a
+    /// reference computed from the float32 originals differs by the narrowing's rounding.
+    public var storagePrecision: String?
+    /// What ``storagePrecision`` means for this comparison, for people.
+    public var precisionNote: String?
+    /// Tolerances matching ``storagePrecision`` (``Verifier/suggestedTolerance(for:)``), when the
+    /// comparison failed at tighter ones.
+    public var suggestedTolerance: Tolerance?
+    /// The same comparison at ``suggestedTolerance``.
+    public var withSuggestedTolerance: SuggestedOutcome?
+
+    /// The outcome of re-comparing at the suggested tolerances.
+    public struct SuggestedOutcome: Sendable, Codable {
+        public var passed: Bool
+        /// Elements (and slot ids) beyond the suggested tolerance, over all outputs.
+        public var beyondTolerance: Int
+        /// Outputs still failing.
+        public var failing: [String]
+    }
 }
 
 /// `verify`: runs the reference inputs through the Swift model and compares every output present (spec §5).
@@ -71,10 +97,53 @@ public enum Verifier {
     ///   a numeric disagreement is not an error but a report with `passed == false` (exit 1).
     public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
                            atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits()) throws -> VerifyReport {
+        try run(checkpoint: url, reference: referenceURL, configURL: configURL, atol: atol, rtol: rtol, limits: limits, loadProgress: nil)
+    }
+
+    /// Verifies a checkpoint against a reference file, reporting the weights read while the model loads.
+    /// - Parameter loadProgress: called after each tensor with (bytes read, total).
+    /// - Throws: as ``run(checkpoint:reference:configURL:atol:rtol:limits:)``.
+    public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
+                           atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits(),
+                           loadProgress: ((Int, Int) -> Void)?) throws -> VerifyReport {
         let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
-        let model = try checkpoint.makeModel()
+        let model = try checkpoint.makeModel(byteProgress: loadProgress)
         let reference = try Checkpoints.open(referenceURL, limits: limits)
-        return try verify(model: model, checkpointName: url.path, reference: reference, atol: atol, rtol: rtol)
+        var report = try verify(model: model, checkpointName: url.path, reference: reference, atol: atol, rtol: rtol)
+        let floats = checkpoint.report.mapped.map(\.dtype).filter(\.isFloatingPoint)
+        guard let narrowest = floats.min(by: { $0.byteSize < $1.byteSize || ($0.byteSize == $1.byteSize && $0 == .bfloat16) }),
+              narrowest.byteSize < DType.float32.byteSize else { return report }
+        report.storagePrecision = narrowest.displayName
+        let suggested = suggestedTolerance(for: narrowest)
+        guard !report.passed else {
+            report.precisionNote = "the checkpoint stores \(narrowest.displayName) weights (widened exactly to float32 to compute)"
+            return report
+        }
+        var note = "the checkpoint stores \(narrowest.displayName) weights: against a reference computed from float32 weights, outputs differ by \(narrowest.displayName) rounding (about \(narrowest == .bfloat16 ? "3" : "4") significant digits)"
+        if suggested.absolute > report.tolerance.absolute || suggested.relative > report.tolerance.relative {
+            let again = try verify(model: model, checkpointName: url.path, reference: reference,
+                                   atol: max(suggested.absolute, report.tolerance.absolute), rtol: max(suggested.relative, report.tolerance.relative))
+            report.suggestedTolerance = again.tolerance
+            report.withSuggestedTolerance = VerifyReport.SuggestedOutcome(passed: again.passed, beyondTolerance: again.outputs.reduce(0) { $0 + $1.beyondTolerance },
+                                                             failing: again.outputs.filter { !$0.passed }.map(\.name))
+            if again.outputs.contains(where: { $0.kind == "indices" && !$0.passed }) {
+                note += "; memory slot ids differ too: rounded weights change which slots win, which no tolerance hides"
+            }
+        }
+        report.precisionNote = note
+        return report
+    }
+
+    /// Tolerances matching a storage dtype's precision, for comparing its outputs with float32
+    /// references: float16 (11 significant bits) atol = rtol = 1e-2, bfloat16 (8 bits) atol = rtol = 5e-2,
+    /// wider types ``defaultTolerance``. Rounding errors grow with depth, so these are a starting point
+    /// that the bundled fixtures meet, not a bound.
+    public static func suggestedTolerance(for dtype: DType) -> Tolerance {
+        switch dtype {
+        case .float16: return Tolerance(absolute: 1e-2, relative: 1e-2)
+        case .bfloat16: return Tolerance(absolute: 5e-2, relative: 5e-2)
+        default: return Tolerance(absolute: defaultTolerance, relative: defaultTolerance)
+        }
     }
 
     /// Verifies an already built model against an opened reference.

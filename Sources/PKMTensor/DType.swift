@@ -68,3 +68,23 @@ public enum DType: String, Sendable, CaseIterable, Codable, CustomStringConverti
         }
     }
 }
+
+extension DType {
+    /// An `Encoder.userInfo` key: when its value is `true`, a ``DType`` encodes as its
+    /// ``displayName`` (`float32`) instead of its safetensors code (`F32`). The CLI's `--json`
+    /// output sets it so that text and JSON spell dtypes alike; files keep the codes.
+    public static let encodeDisplayNameKey = CodingUserInfoKey(rawValue: "PKMTensor.DType.displayName")!
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = DType(rawValue: text) ?? DType(parsing: text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not a dtype"))
+        }
+        self = value
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(encoder.userInfo[DType.encodeDisplayNameKey] as? Bool == true ? displayName : rawValue)
+    }
+}

@@ -164,4 +164,166 @@ struct CLITests {
         #expect(outcome.status == 0, "\(outcome.stdout)\(outcome.stderr)")
         #expect(outcome.stdout.contains("verify grafted (zero values) against the base model's outputs at atol 1e-6: PASS, max |Δ| 0"))
     }
+
+    // MARK: Issue 13: messages, exit codes and output people and scripts can use
+
+    @Test("argument errors exit 2 with the real reason; --help and --version exit 0", arguments: [
+        (["graft"], "Missing expected argument '<base>'"),
+        (["graft", "fixtures/models/bert_base_plain", "-o", "/tmp/pkm-cli-never.pkmz", "--layers", "-1"], "--layers: layer -1 is negative"),
+        (["convert", "fixtures/models/bert_residual/model.h5", "-o", "/tmp/pkm-cli-never.pkmz", "--level", "99"], "--level must be between 1 and 22"),
+        (["imprt", "a", "-o", "x"], "unknown subcommand 'imprt'; did you mean 'import'?"),
+        (["graft", "fixtures/models/bert_base_plain", "-o", "/tmp/pkm-cli-never.pkmz", "--layers", "1", "--knn", "32", "--n-keys", "16"],
+         "--knn 32 exceeds --n-keys 16"),
+        (["run", "fixtures/models/bert_base_plain", "--random-inputs", "1x600"], "sequence length 600 exceeds max_position_embeddings 40"),
+        (["verify", "fixtures/models/bert_residual/model.h5", "--reference", "fixtures/models/bert_residual/model.h5"],
+         "this is a checkpoint (64 tensors of model weights), not a reference or inputs file"),
+        (["convert", "fixtures/safetensors/all_dtypes.safetensors", "-o", "/nonexistent-folder/x.pkmz"],
+         "the folder /nonexistent-folder does not exist; create it first"),
+        (["import", "fixtures/models/bert_replace_nested/model.h5", "-o", "/tmp/x.unknown-extension"], "or pass --to hdf5|safetensors|pkmz"),
+    ] as [([String], String)])
+    func argumentErrorsExitTwo(arguments: [String], message: String) throws {
+        let outcome = try Self.run(arguments)
+        #expect(outcome.status == 2, "\(arguments): \(outcome.stderr)")
+        #expect(outcome.stderr.hasPrefix("pkm-convert: error: "), "\(outcome.stderr)")
+        #expect(outcome.stderr.contains(message), "\(arguments): \(outcome.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/pkm-cli-never.pkmz"))
+        for clean in [["--help"], ["--version"], ["graft", "--help"]] {
+            #expect(try Self.run(clean).status == 0, "\(clean)")
+        }
+    }
+
+    @Test("files that are not what their extension says are named as such")
+    func notTheFormatItsNameSays() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let text = Data("hello world, this is a text file\n".utf8)
+        let expectations = [
+            ("x.safetensors", "not a safetensors file: its first 8 bytes declare a header of 8031924123371070824 bytes but the file has 33"),
+            ("x.pkmz", "expected the pkmz magic"),
+            ("x.h5", "expected the HDF5 signature"),
+        ]
+        for (name, message) in expectations {
+            let url = folder.appendingPathComponent(name)
+            try text.write(to: url)
+            let outcome = try Self.run(["inspect", url.path, "--hdf5-probe", "off"])
+            #expect(outcome.status == 2)
+            #expect(outcome.stderr.contains(message), "\(name): \(outcome.stderr)")
+            #expect(!outcome.stderr.contains("--max-header-bytes"), "\(name): \(outcome.stderr)")
+        }
+        // A plausible header above the limit still names the limit and its flag.
+        let limited = try Self.run(["inspect", "fixtures/safetensors/all_dtypes.safetensors", "--max-header-bytes", "16"])
+        #expect(limited.status == 2)
+        #expect(limited.stderr.contains("raise it with --max-header-bytes"), "\(limited.stderr)")
+    }
+
+    @Test("inspect prints a summary by default, the table with --tensors, and JSON objects for config and provenance")
+    func inspectSummary() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let summary = try Self.run(["inspect", "fixtures/models/bert_residual/model.h5"])
+        #expect(summary.status == 0, "\(summary.stderr)")
+        let lines = summary.stdout.split(separator: "\n")
+        #expect(lines.count < 15, "\(summary.stdout)")
+        #expect(summary.stdout.contains("64 tensors"))
+        #expect(summary.stdout.contains("parameters: 41,152 (embeddings 4,576, encoder 25,632, memories 9,888, other 1,056)"), "\(summary.stdout)")
+        #expect(summary.stdout.contains("dtypes: float32 63 tensors, 160.75 KiB; int64 1 tensor, 8 B"), "\(summary.stdout)")
+        #expect(summary.stdout.contains("config: bert, 3 layers, hidden 32"), "\(summary.stdout)")
+        #expect(!summary.stdout.contains("encoder.layer.0.attention"))
+        let table = try Self.run(["inspect", "fixtures/models/bert_residual/model.h5", "--tensors"])
+        #expect(table.stdout.split(separator: "\n").count > 64)
+        // An HF folder shows its config.json.
+        let hf = try Self.run(["inspect", "fixtures/models/bert_base_plain"])
+        #expect(hf.stdout.contains("config: bert, 3 layers") && hf.stdout.contains("config.json"), "\(hf.stdout)")
+        // JSON: config and pkm_source_provenance as objects, dtypes spelled as in the text.
+        let pkmz = folder.appendingPathComponent("m.pkmz").path, safetensors = folder.appendingPathComponent("m.safetensors").path
+        #expect(try Self.run(["import", "fixtures/models/bert_residual/model.h5", "-o", pkmz]).status == 0)
+        #expect(try Self.run(["convert", pkmz, "-o", safetensors]).status == 0)
+        let json = try Self.run(["inspect", safetensors, "--json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect((object["config"] as? [String: Any])?["hidden_size"] as? Int == 32)
+        let metadata = try #require(object["metadata"] as? [String: Any])
+        #expect((metadata["pkm_source_provenance"] as? [String: Any])?["source_file"] as? String == "model.h5", "\(metadata)")
+        let tensors = try #require(object["tensors"] as? [[String: Any]])
+        #expect(tensors.allSatisfy { ["float32", "int64"].contains($0["dtype"] as? String ?? "") }, "\(tensors.prefix(2))")
+        #expect((object["parameters"] as? [String: Any])?["total"] as? Int == 41_152)
+    }
+
+    @Test("convert of an HF folder carries its config.json into h5, safetensors and pkmz, every key kept")
+    func convertCarriesConfig() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for ext in ["h5", "safetensors", "pkmz"] {
+            let out = folder.appendingPathComponent("c.\(ext)").path
+            let converted = try Self.run(["convert", "fixtures/models/bert_base_plain", "-o", out])
+            #expect(converted.status == 0, "\(converted.stderr)")
+            #expect(converted.stderr.contains("config embedded from"), "\(converted.stderr)")
+            let json = try Self.run(["inspect", out, "--json"])
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+            let config = try #require(object["config"] as? [String: Any], "\(ext): \(json.stdout.prefix(300))")
+            #expect(config["architectures"] as? [String] == ["BertModel"], "\(ext)")
+            #expect(config["hidden_dropout_prob"] as? Double == 0.1, "\(ext)")
+            // The copied weights verify from the single file, with no config.json beside it.
+            let verified = try Self.run(["verify", out, "--reference", "fixtures/models/bert_base_plain/reference.h5"])
+            #expect(verified.status == 0, "\(ext): \(verified.stdout)\(verified.stderr)")
+        }
+    }
+
+    @Test("the grafting walkthrough runs with pkm-convert alone: run --random-inputs --seed makes the base outputs")
+    func graftWalkthroughWithoutPython() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let base = "fixtures/models/bert_base_plain"
+        let reference = folder.appendingPathComponent("base.h5").path, again = folder.appendingPathComponent("again.h5").path
+        #expect(try Self.run(["run", base, "--random-inputs", "4x24", "--seed", "7", "-o", reference]).status == 0)
+        #expect(try Self.run(["run", base, "--random-inputs", "4x24", "--seed", "7", "-o", again]).status == 0)
+        // Same seed, same ids and outputs; the file is a reference for verify.
+        let same = try Self.run(["verify", base, "--reference", again, "--atol", "0", "--rtol", "0"])
+        #expect(same.status == 0, "\(same.stdout)\(same.stderr)")
+        let ids = try Self.run(["run", base, "--random-inputs", "64x24", "--seed", "1", "--json"])
+        #expect(ids.status == 0, "\(ids.stderr)")
+        let zero = folder.appendingPathComponent("zero.pkmz").path
+        let graft = try Self.run(["graft", base, "-o", zero, "--layers", "1", "--n-keys", "16", "--heads", "2", "--knn", "4", "--k-dim", "16",
+                                  "--value-init", "zero", "--seed", "1"])
+        #expect(graft.status == 0, "\(graft.stderr)")
+        // One summary note instead of one note per created tensor.
+        #expect(graft.stderr.split(separator: "\n").count == 1, "\(graft.stderr)")
+        #expect(graft.stderr.contains("created 9 memory tensors at layer 1"), "\(graft.stderr)")
+        let verbose = try Self.run(["graft", base, "-o", folder.appendingPathComponent("v.pkmz").path, "--layers", "1", "--n-keys", "16",
+                                    "--heads", "2", "--knn", "4", "--k-dim", "16", "--verbose"])
+        #expect(verbose.stderr.split(separator: "\n").count == 9, "\(verbose.stderr)")
+        let verified = try Self.run(["verify", zero, "--reference", reference, "--atol", "1e-6", "--rtol", "0"])
+        #expect(verified.status == 0, "\(verified.stdout)\(verified.stderr)")
+        for inputs in [["--inputs", reference], ["--random-inputs", "8x24", "--seed", "2"], ["--input-ids", "5,6,7,8"]] {
+            let usage = try Self.run(["usage", zero, "--json"] + inputs)
+            #expect(usage.status == 0, "\(inputs): \(usage.stderr)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(usage.stdout.utf8)) as? [String: Any])
+            #expect((object["layers"] as? [[String: Any]])?.count == 1)
+        }
+        let none = try Self.run(["usage", zero])
+        #expect(none.status == 2)
+        #expect(none.stderr.contains("give exactly one of --inputs, --input-ids, --random-inputs"))
+    }
+
+    @Test("verify of a bf16/f16 checkpoint says its storage precision and shows the outcome at matching tolerances")
+    func narrowStoragePrecision() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let reference = "fixtures/models/bert_base_plain/reference.h5"
+        for (dtype, name, flags) in [("bf16", "bfloat16", "--atol 0.05 --rtol 0.05"), ("f16", "float16", "--atol 0.01 --rtol 0.01")] {
+            let out = folder.appendingPathComponent("m-\(dtype).pkmz").path
+            let converted = try Self.run(["convert", "fixtures/models/bert_base_plain", "-o", out, "--dtype", dtype])
+            #expect(converted.status == 0, "\(converted.stderr)")
+            let text = try Self.run(["verify", out, "--reference", reference])
+            #expect(text.status == 1, "\(text.stdout)")
+            #expect(text.stdout.contains("note: the checkpoint stores \(name) weights"), "\(text.stdout)")
+            #expect(text.stdout.contains("with \(flags) (suggested for \(name)): PASS"), "\(text.stdout)")
+            let json = try Self.run(["verify", out, "--reference", reference, "--json"])
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+            #expect(object["storagePrecision"] as? String == name)
+            #expect((object["withSuggestedTolerance"] as? [String: Any])?["passed"] as? Bool == true)
+        }
+        let full = try Self.run(["verify", "fixtures/models/bert_base_plain", "--reference", reference, "--json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(full.stdout.utf8)) as? [String: Any])
+        #expect(object["storagePrecision"] == nil)
+    }
 }

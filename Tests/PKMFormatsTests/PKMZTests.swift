@@ -513,7 +513,7 @@ struct PKMZTests {
         }
         // Released before it finishes: the hash is cancelled and its thread stopped before deinit returns.
         let large = folder.file("large.bin")
-        FileManager.default.createFile(atPath: large.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: large.path, contents: nil)
         let handle = try FileHandle(forWritingTo: large)
         try handle.truncate(atOffset: 256 << 20)   // sparse: 256 MiB of zeros
         try handle.close()

@@ -127,7 +127,7 @@ struct GraftTests {
     }
 
     @Test("invalid requests are clear errors and leave nothing behind", arguments: [
-        ("1,1", "listed twice"), ("a,b", "not a comma-separated"), ("", "not a comma-separated"), ("-1", "not a comma-separated"),
+        ("1,1", "listed twice"), ("a,b", "not a comma-separated"), ("", "not a comma-separated"), ("-1", "layer -1 is negative"),
     ])
     func malformedLayers(text: String, message: String) {
         do {

@@ -99,7 +99,7 @@ struct ImportVerifyTests {
         let bare = try PipelineFixtures.writeCheckpoint(config, to: folder.file("model.safetensors"), format: .safetensors, embedConfig: false)
         // JSON allows trailing whitespace: a valid config made larger than the limit, while the
         // safetensors header (a few KiB) stays under it.
-        let json = try config.encodedJSON() + Data(repeating: 0x20, count: 100_000)
+        let json = config.encodedJSON() + Data(repeating: 0x20, count: 100_000)
         try json.write(to: folder.file("config.json"))
         var limits = ReaderLimits()
         limits.maxHeaderBytes = json.count - 1

@@ -20,12 +20,12 @@ struct Convert: ParsableCommand {
     func run() throws {
         try Console.run(json: global.json) {
             let result = try Converter.convert(URL(fileURLWithPath: source), to: URL(fileURLWithPath: output), options: out.options,
-                                               limits: global.limits, progress: Console.progress("convert", enabled: !global.json))
+                                               limits: global.limits, byteProgress: Console.byteProgress("convert", enabled: !global.json))
             Console.diagnostics(result.diagnostics)
             if global.json { Console.printJSON(result); return }
             let ratio = result.tensorBytes > 0 ? Double(result.fileBytes) / Double(result.tensorBytes) : 0
             print("\(result.source) (\(result.sourceFormat.rawValue)) -> \(result.destination) (\(result.destinationFormat.rawValue)): "
-                  + "\(result.tensorCount) tensors, \(Console.bytes(result.tensorBytes)) of tensor data, file \(Console.bytes(result.fileBytes)) "
+                  + "\(Count.of(result.tensorCount, "tensor")), \(Console.bytes(result.tensorBytes)) of tensor data, file \(Console.bytes(result.fileBytes)) "
                   + String(format: "(%.4f of raw), %.2f s", ratio, result.seconds))
         }
     }

@@ -17,23 +17,44 @@ struct Graft: ParsableCommand {
     @Option(name: .shortAndLong, help: "Destination (format from the extension, or --to).")
     var output: String
 
-    @Option(name: .long, help: "Encoder layers to add memories to, e.g. 4,8.")
+    // Unconditional: `--layers -1` reaches the validation (a negative layer) instead of being taken for an option.
+    @Option(name: .long, parsing: .unconditional, help: "Encoder layers to add memories to, e.g. 4,8 (counted from 0).")
     var layers: String
 
     @Option(name: .long, help: "replace, residual or after.")
     var mode: MemoryMode = .residual
 
-    @Option(name: .long, help: "Sub-keys per half (the memory has n-keys² slots).")
+    @Option(name: .long, parsing: .unconditional, help: "Sub-keys per half (the memory has n-keys² slots).")
     var nKeys = 512
 
-    @Option(name: .long, help: "Memory heads.")
+    @Option(name: .long, parsing: .unconditional, help: "Memory heads.")
     var heads = 4
 
-    @Option(name: .long, help: "Slots selected per head.")
-    var knn = 32
+    @Option(name: .long, parsing: .unconditional, help: "Slots selected per head, at most --n-keys (default: 32).")
+    var knn: Int?
 
-    @Option(name: .long, help: "Query width per head (even).")
+    @Option(name: .long, parsing: .unconditional, help: "Query width per head (even).")
     var kDim = 256
+
+    @Flag(name: .long, help: "List every created and dropped tensor (default: a one-line summary).")
+    var verbose = false
+
+    /// `--knn`, or its default, 32.
+    var effectiveKnn: Int { knn ?? 32 }
+
+    /// Cross-option rules, named by the flags the user typed (the library's config validation
+    /// would name config fields such as `pkm.knn`).
+    func validate() throws {
+        for (flag, value) in [("--n-keys", nKeys), ("--heads", heads), ("--k-dim", kDim)] where value < 1 {
+            throw ValidationError("\(flag) must be 1 or more, is \(value)")
+        }
+        guard effectiveKnn >= 1 else { throw ValidationError("--knn must be 1 or more, is \(effectiveKnn)") }
+        guard effectiveKnn <= nKeys else {
+            let given = knn == nil ? "--knn (default \(effectiveKnn))" : "--knn \(effectiveKnn)"
+            throw ValidationError("\(given) exceeds --n-keys \(nKeys): each head picks --knn of the --n-keys sub-keys per half; pass --knn \(nKeys) or less, or raise --n-keys")
+        }
+        guard kDim % 2 == 0 else { throw ValidationError("--k-dim \(kDim) must be even (each query is split into two halves)") }
+    }
 
     @Flag(name: .long, inversion: .prefixedNo, help: "BatchNorm on the queries.")
     var queryBatchnorm = true
@@ -59,7 +80,7 @@ struct Graft: ParsableCommand {
             options.mode = mode
             options.keyCount = nKeys
             options.headCount = heads
-            options.knn = knn
+            options.knn = effectiveKnn
             options.keyDimension = kDim
             options.queryBatchNorm = queryBatchnorm
             options.queryBias = queryBias
@@ -67,12 +88,27 @@ struct Graft: ParsableCommand {
             options.seed = seed
             let result = try Grafter.run(base: URL(fileURLWithPath: base), destination: URL(fileURLWithPath: output), options: options,
                                          configURL: config.map { URL(fileURLWithPath: $0) }, output: out.options, limits: global.limits,
-                                         progress: Console.progress("graft", enabled: !global.json))
+                                         byteProgress: Console.byteProgress("graft", enabled: !global.json))
             if global.json { Console.printJSON(result); return }
-            Console.diagnostics(result.diagnostics)
-            print("grafted \(result.options.mode.rawValue) memories at layers \(result.options.layers) into \(result.base) -> \(result.destination)")
-            print("  copied \(result.copiedCount) base tensors unchanged, created \(result.created.count), dropped \(result.dropped.count)")
+            Console.diagnostics(verbose ? result.diagnostics : GraftSummary.diagnostics(of: result))
+            print("grafted \(result.options.mode.rawValue) memories at \(result.options.layers.count == 1 ? "layer" : "layers") \(result.options.layers.map(String.init).joined(separator: ",")) into \(result.base) -> \(result.destination)")
+            print("  copied \(Count.of(result.copiedCount, "base tensor")) unchanged, created \(result.created.count), dropped \(result.dropped.count)")
             print("  file \(Console.bytes(result.fileBytes)), " + String(format: "%.2f s", result.seconds) + ", base sha256 \(result.baseSHA256)")
         }
+    }
+}
+
+/// The one-line notes `graft` prints without `--verbose` (the per-tensor notes otherwise).
+enum GraftSummary {
+    static func diagnostics(of result: GraftResult) -> [Diagnostic] {
+        var notes = result.diagnostics.filter { !$0.message.hasPrefix("created ") && !$0.message.hasPrefix("dropped ") }
+        let layers = result.options.layers.sorted().map(String.init).joined(separator: ",")
+        if !result.created.isEmpty {
+            notes.append(Diagnostic(.note, "created \(Count.of(result.created.count, "memory tensor")) at \(result.options.layers.count == 1 ? "layer" : "layers") \(layers) (keys, values, query network; --verbose lists each with its initialisation)"))
+        }
+        if !result.dropped.isEmpty {
+            notes.append(Diagnostic(.note, "dropped \(Count.of(result.dropped.count, "feed-forward tensor")) of the replace \(result.options.layers.count == 1 ? "layer" : "layers") (--verbose lists them)"))
+        }
+        return notes
     }
 }

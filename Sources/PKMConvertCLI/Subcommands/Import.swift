@@ -33,14 +33,14 @@ struct Import: ParsableCommand {
         try Console.run(json: global.json) {
             let result = try Importer.run(source: URL(fileURLWithPath: source), destination: URL(fileURLWithPath: output),
                                           configURL: config.map { URL(fileURLWithPath: $0) }, strict: strict, output: out.options,
-                                          limits: global.limits, progress: Console.progress("import", enabled: !global.json))
+                                          limits: global.limits, byteProgress: Console.byteProgress("import", enabled: !global.json))
             Console.diagnostics(result.diagnostics)
             if global.json { Console.printJSON(result); return }
             let report = result.report
             print("imported \(report.checkpoint) (\(report.format.rawValue), \(report.modelType.rawValue)) -> \(result.destination)")
             print("  config: \(report.configSource)")
-            print("  \(report.mapped.count) model tensors, \(report.unexpected.count) unexpected (kept), \(report.ignored.count) ignored buffers")
-            print("  wrote \(result.tensorCount) tensors, \(Console.bytes(result.fileBytes)), " + String(format: "%.2f s", result.seconds))
+            print("  \(Count.of(report.mapped.count, "model tensor")), \(report.unexpected.count) unexpected (kept), \(Count.of(report.ignored.count, "ignored buffer"))")
+            print("  wrote \(Count.of(result.tensorCount, "tensor")), \(Console.bytes(result.fileBytes)), " + String(format: "%.2f s", result.seconds))
         }
     }
 }

@@ -1,13 +1,19 @@
 import ArgumentParser
 import Foundation
 import PKMFormats
+import PKMModel
 import PKMPipeline
 
 struct Inspect: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a checkpoint's format, tensor table, totals, metadata and config.")
+    static let configuration = CommandConfiguration(
+        abstract: "Summarise a checkpoint: format, tensors, bytes, parameters per group, dtypes, config, provenance.",
+        discussion: "The tensor table and the full config are printed with --tensors; --json always holds everything.")
 
     @Argument(help: "Checkpoint file, sharded index, or model folder.")
     var checkpoint: String
+
+    @Flag(name: [.customLong("tensors"), .customLong("full")], help: "Also print the tensor table, all metadata and the full config.")
+    var tensors = false
 
     @Flag(name: .long, help: "Also read every tensor, checking checksums and compressed frames.")
     var verifyData = false
@@ -19,32 +25,69 @@ struct Inspect: ParsableCommand {
             let summary = try Inspector.inspect(URL(fileURLWithPath: checkpoint), readData: verifyData, limits: global.limits)
             if global.json { Console.printJSON(summary); return }
             print("\(summary.path)")
-            print("format: \(summary.format.rawValue)   file: \(Console.bytes(summary.fileBytes))   tensors: \(summary.tensorCount)   data: \(Console.bytes(summary.tensorBytes))")
+            var sizes = "format: \(summary.format.rawValue)   file: \(Console.bytes(summary.fileBytes))   \(Count.of(summary.tensorCount, "tensor"))   data: \(Console.bytes(summary.tensorBytes))"
             if summary.fileBytes > 0, summary.tensorBytes > 0 {
-                print(String(format: "file / raw tensor bytes: %.4f", Double(summary.fileBytes) / Double(summary.tensorBytes)))
+                sizes += String(format: " (file / raw %.4f)", Double(summary.fileBytes) / Double(summary.tensorBytes))
             }
-            let dtypes = summary.dtypeTotals.map { "\($0.key): \($0.value.count) tensors, \(Console.bytes($0.value.bytes))" }.sorted()
-            print("dtypes: \(dtypes.joined(separator: "; "))")
-            let nameWidth = min(80, summary.tensors.map(\.name.count).max() ?? 4)
-            print("")
-            print("name".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  dtype     shape                 bytes")
-            for tensor in summary.tensors {
-                let shape = "[" + tensor.shape.map(String.init).joined(separator: ", ") + "]"
-                print(tensor.name.padding(toLength: max(nameWidth, tensor.name.count), withPad: " ", startingAt: 0) + "  "
-                      + tensor.dtype.displayName.padding(toLength: 8, withPad: " ", startingAt: 0) + "  "
-                      + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + "  " + String(tensor.bytes))
-            }
-            if !summary.metadata.isEmpty {
-                print("\nmetadata:")
-                for (key, value) in summary.metadata.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
+            print(sizes)
+            let p = summary.parameters
+            print("parameters: \(Console.number(p.total)) (embeddings \(Console.number(p.embeddings)), encoder \(Console.number(p.encoder)), "
+                  + "memories \(Console.number(p.memories)), other \(Console.number(p.other)))")
+            let dtypes = summary.dtypeTotals.sorted { $0.value.bytes > $1.value.bytes }
+                .map { "\($0.key) \(Count.of($0.value.count, "tensor")), \(Console.bytes($0.value.bytes))" }
+            print("dtypes: \(dtypes.isEmpty ? "none" : dtypes.joined(separator: "; "))")
+            if let config = summary.config {
+                print("config: \(Self.configSummary(config))" + (summary.configSource.map { " (from \($0))" } ?? ""))
+            } else {
+                print("config: none (import needs one: --config FILE, or config.json beside the checkpoint)")
             }
             if let provenance = summary.provenance {
-                print("\nprovenance: \(provenance.tool), created \(provenance.created)")
+                print("provenance: \(provenance.tool), created \(provenance.created)"
+                      + (provenance.operation.map { ", operation: \($0)" } ?? ""))
                 if let file = provenance.sourceFile { print("  source: \(file) sha256 \(provenance.sourceSHA256 ?? "?")") }
-                if let operation = provenance.operation { print("  operation: \(operation)") }
             }
-            if let config = summary.config { print("\nconfig:\n\(config)") }
-            if verifyData { print("\nall tensor data read and checked") }
+            if !summary.metadata.isEmpty {
+                print("metadata:")
+                for (key, value) in summary.metadata.sorted(by: { $0.key < $1.key }) {
+                    let oneLine = value.replacingOccurrences(of: "\n", with: " ")
+                    print("  \(key): " + (tensors || oneLine.count <= 100 ? oneLine : String(oneLine.prefix(97)) + "…"))
+                }
+            }
+            if tensors {
+                let nameWidth = min(80, summary.tensors.map(\.name.count).max() ?? 4)
+                print("")
+                print("name".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  dtype     shape                       bytes")
+                for tensor in summary.tensors {
+                    let shape = "[" + tensor.shape.map(String.init).joined(separator: ", ") + "]"
+                    let size = Console.bytes(tensor.bytes)
+                    print(tensor.name.padding(toLength: max(nameWidth, tensor.name.count), withPad: " ", startingAt: 0) + "  "
+                          + tensor.dtype.displayName.padding(toLength: 8, withPad: " ", startingAt: 0) + "  "
+                          + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + "  "
+                          + String(repeating: " ", count: max(0, 10 - size.count)) + size)
+                }
+                if let config = summary.config { print("\nconfig:\n\(config)") }
+            } else {
+                print("(tensor table and full config: --tensors; everything: --json)")
+            }
+            if verifyData { print("all tensor data read and checked") }
         }
+    }
+
+    /// One line: `bert, 2 layers, hidden 32, …; memories: residual at 1, n_keys 16 (256 slots), …`.
+    static func configSummary(_ json: String) -> String {
+        guard let config = try? ModelConfig.decode(json: Data(json.utf8)) else {
+            return "present but not a valid model config (see --tensors or --json)"
+        }
+        var text = "\(config.modelType.rawValue), \(Count.of(config.layerCount, "layer")), hidden \(config.hiddenSize), "
+            + "\(Count.of(config.attentionHeadCount, "attention head")), intermediate \(config.intermediateSize), "
+            + "vocabulary \(Console.number(config.vocabSize)), \(Console.number(config.maxPositionEmbeddings)) positions"
+        if let memory = config.memory {
+            let placements = zip(memory.layers, memory.modes).map { "\($0.1.rawValue) at \($0.0)" }.joined(separator: ", ")
+            text += "; memories: \(placements); n_keys \(memory.keyCount) (\(Console.number(memory.slotCount)) slots), "
+                + "\(Count.of(memory.headCount, "head")), knn \(memory.knn), k_dim \(memory.keyDimension)"
+        } else {
+            text += "; no memories"
+        }
+        return text
     }
 }

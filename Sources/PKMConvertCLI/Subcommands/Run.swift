@@ -7,7 +7,8 @@ import PKMPipeline
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run inputs through the Swift model; write outputs in the reference layout or time forward passes.")
+        abstract: "Run inputs through the Swift model; write outputs in the reference layout or time forward passes.",
+        discussion: "run CHECKPOINT --random-inputs 4x24 --seed 0 -o base.h5 writes a reference file (spec §5: /inputs and /outputs) of the model's own outputs, for verify --reference and usage --inputs.")
 
     @Argument(help: "Checkpoint (any format or a model folder).")
     var checkpoint: String
@@ -18,8 +19,11 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Quick single-sequence input: comma-separated token ids, e.g. 101,7592,102.")
     var inputIds: String?
 
-    @Option(name: .long, help: "Batch and sequence of random token ids for timing, e.g. 8x128.")
+    @Option(name: .long, help: "BATCHxSEQUENCE random token ids drawn from the model's vocabulary, e.g. 4x24 (see --seed).")
     var randomInputs: String?
+
+    @Option(name: .long, help: "Seed of --random-inputs: the same seed and model give the same ids.")
+    var seed: UInt64 = 0
 
     @Option(name: .shortAndLong, help: "Write inputs and outputs (spec §5 layout) to this HDF5 file.")
     var output: String?
@@ -38,32 +42,21 @@ struct Run: ParsableCommand {
         guard `repeat` >= 0 else { throw ValidationError("--repeat must be 0 or more") }
     }
 
-    func modelInputs() throws -> ModelInputs {
-        if let inputs {
-            let reader = try Checkpoints.open(URL(fileURLWithPath: inputs), limits: global.limits)
-            return try ReferenceLayout.readInputs(from: reader)
+    /// The inputs named by --inputs, --input-ids or --random-inputs.
+    var source: InputSource {
+        get throws {
+            if let inputs { return .file(URL(fileURLWithPath: inputs)) }
+            if let inputIds { return try .ids(inputIds) }
+            return try .random(randomInputs ?? "", seed: seed)
         }
-        if let inputIds {
-            let ids = inputIds.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard !ids.isEmpty, ids.allSatisfy({ $0 != nil }) else {
-                throw PipelineError.invalidArgument(name: "--input-ids", reason: "'\(inputIds)' is not a comma-separated list of integers")
-            }
-            return try ModelInputs(batchSize: 1, sequenceLength: ids.count, inputIds: ids.compactMap { $0 })
-        }
-        let parts = (randomInputs ?? "").split(separator: "x").compactMap { Int($0) }
-        guard parts.count == 2, parts[0] > 0, parts[1] > 0 else {
-            throw PipelineError.invalidArgument(name: "--random-inputs", reason: "expected BATCHxSEQUENCE, e.g. 8x128")
-        }
-        var generator = SystemRandomNumberGenerator()
-        let ids = (0..<(parts[0] * parts[1])).map { _ in Int.random(in: 1000..<20000, using: &generator) }
-        return try ModelInputs(batchSize: parts[0], sequenceLength: parts[1], inputIds: ids)
     }
 
     func run() throws {
         try Console.run(json: global.json) {
-            let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), inputs: try modelInputs(),
+            let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try source,
                                         outputURL: output.map { URL(fileURLWithPath: $0) }, repeats: `repeat`,
-                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits)
+                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits,
+                                        loadProgress: Console.byteProgress("load", enabled: !global.json))
             if global.json { Console.printJSON(result); return }
             print("ran \(result.checkpoint): batch \(result.batchSize), sequence \(result.sequenceLength), hidden \(result.hiddenSize)"
                   + String(format: " (load %.2f s)", result.loadSeconds))

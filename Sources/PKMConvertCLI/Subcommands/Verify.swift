@@ -35,7 +35,8 @@ struct Verify: ParsableCommand {
         var passed = false
         try Console.run(json: global.json) {
             let report = try Verifier.run(checkpoint: URL(fileURLWithPath: checkpoint), reference: URL(fileURLWithPath: reference),
-                                          configURL: config.map { URL(fileURLWithPath: $0) }, atol: atol, rtol: rtol, limits: global.limits)
+                                          configURL: config.map { URL(fileURLWithPath: $0) }, atol: atol, rtol: rtol, limits: global.limits,
+                                          loadProgress: Console.byteProgress("load", enabled: !global.json))
             passed = report.passed
             if global.json { Console.printJSON(report); return }
             print("verify \(report.checkpoint) against \(report.reference)")
@@ -44,14 +45,20 @@ struct Verify: ParsableCommand {
             for output in report.outputs {
                 let status = output.passed ? "ok  " : "FAIL"
                 if output.kind == "indices" {
-                    print("  \(status) \(output.name): \(output.count) slot ids, \(output.beyondTolerance) differ, \(output.ties) at tied weights"
+                    print("  \(status) \(output.name): \(Count.of(output.count, "slot id")), \(Console.number(output.beyondTolerance)) differ, \(output.ties) at tied weights"
                           + (output.worstIndex.isEmpty ? "" : ", first at \(output.worstIndex)"))
                 } else {
                     print("  \(status) \(output.name): " + String(format: "max |Δ| %.3g, max rel Δ %.3g", output.maxAbsoluteDifference, output.maxRelativeDifference)
-                          + " at \(output.worstIndex), \(output.beyondTolerance)/\(output.count) beyond tolerance")
+                          + " at \(output.worstIndex), \(Console.number(output.beyondTolerance))/\(Console.number(output.count)) beyond tolerance")
                 }
             }
             for skipped in report.skipped { print("  skip \(skipped)") }
+            if let note = report.precisionNote { print("note: \(note)") }
+            if let suggested = report.suggestedTolerance, let outcome = report.withSuggestedTolerance {
+                let flags = String(format: "--atol %g --rtol %g", suggested.absolute, suggested.relative)
+                print("with \(flags) (suggested for \(report.storagePrecision ?? "this storage")): "
+                      + (outcome.passed ? "PASS" : "FAIL, \(Count.of(outcome.beyondTolerance, "element")) beyond tolerance in \(outcome.failing.joined(separator: ", "))"))
+            }
             print(report.passed ? "PASS" : "FAIL")
         }
         if !passed { throw ExitCode(1) }

@@ -16,3 +16,21 @@ public protocol CheckpointWriter {
                       options: WriteOptions, progress: ((Int, Int) -> Void)?,
                       tensor: (TensorInfo) throws -> Tensor) throws
 }
+
+/// Progress counted in bytes, derived from the writers' per-tensor callbacks.
+public enum ByteProgress {
+    /// A per-tensor callback (tensors done, total) for a writer of `infos` that calls `perTensor`
+    /// unchanged and `bytes` with (bytes of the tensors done, bytes of all of them); nil when both are nil.
+    public static func perTensor(_ infos: [TensorInfo], perTensor: ((Int, Int) -> Void)?,
+                                 bytes: ((Int, Int) -> Void)?) -> ((Int, Int) -> Void)? {
+        guard perTensor != nil || bytes != nil else { return nil }
+        var cumulative = [0]
+        cumulative.reserveCapacity(infos.count + 1)
+        for info in infos { cumulative.append(cumulative[cumulative.count - 1] + info.byteCount) }
+        let total = cumulative[cumulative.count - 1]
+        return { done, count in
+            perTensor?(done, count)
+            bytes?(cumulative[min(max(done, 0), cumulative.count - 1)], total)
+        }
+    }
+}

@@ -16,7 +16,7 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     case io(path: String, operation: String, message: String)
     /// The file ends before a structure it declares.
     case truncated(path: String, what: String, offset: Int, needed: Int, available: Int)
-    /// The magic bytes are wrong: not this format, or damaged.
+    /// The magic bytes are wrong: not this format, or damaged. `expected` names the format and its magic.
     case badMagic(path: String, expected: String, found: String)
     /// The format version is newer (or older) than this build reads.
     case unsupportedVersion(path: String, found: Int, supported: [Int])
@@ -77,7 +77,7 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
         case .truncated(let path, let what, let offset, let needed, let available):
             return "\(path): truncated \(what) at byte \(offset) (needs \(needed) bytes, \(available) present); the file is incomplete, re-copy or re-export it"
         case .badMagic(let path, let expected, let found):
-            return "\(path): not a valid file of this format (expected magic \(expected), found \(found))"
+            return "\(path): not a valid file (expected \(expected), found \(found)); it is another kind of file, or damaged"
         case .unsupportedVersion(let path, let found, let supported):
             return "\(path): format version \(found) is not supported (this build reads \(supported.map(String.init).joined(separator: ", "))); upgrade pkm-convert"
         case .invalidHeader(let path, let reason):

@@ -48,14 +48,16 @@ public final class AtomicOutputFile {
     /// Creates the hidden output in the destination's folder.
     /// - Parameter named: use a hidden named temporary file (removed on failure) instead of an
     ///   anonymous inode, for libraries that must open ``pathForLibraries`` by a real name.
-    /// - Throws: ``FormatError/io(path:operation:message:)`` when the folder is not writable.
+    /// - Throws: ``FormatError/writeFailed(path:reason:)`` when the folder does not exist,
+    ///   ``FormatError/io(path:operation:message:)`` when it is not writable.
     public init(destination: URL, named: Bool = false) throws(FormatError) {
         self.destination = destination
         let folder = destination.deletingLastPathComponent().path
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder.isEmpty ? "." : folder, isDirectory: &isFolder), isFolder.boolValue else {
-            throw .io(path: destination.path, operation: "create the output",
-                      message: "the folder \(folder) does not exist; create it first")
+            let exists = FileManager.default.fileExists(atPath: folder)
+            throw .writeFailed(path: destination.path, reason: exists ? "\(folder) is not a folder"
+                               : "the folder \(folder) does not exist; create it first (mkdir -p \(folder))")
         }
         Self.removeStaleTemporaries(of: destination)
         #if os(Linux)

@@ -101,7 +101,7 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
         let head = [UInt8](file.prefix(prologueCount))
         let magicPresent = Array(head.prefix(PKMZLayout.magic.count))
         guard magicPresent == Array(PKMZLayout.magic.prefix(magicPresent.count)) else {
-            throw FormatError.badMagic(path: path, expected: hex(PKMZLayout.magic), found: hex(magicPresent))
+            throw FormatError.badMagic(path: path, expected: "the pkmz magic \(hex(PKMZLayout.magic)) at byte 0", found: hex(magicPresent))
         }
         guard size >= prologueCount + trailerCount else {
             throw FormatError.truncated(path: path, what: size < prologueCount ? "prologue" : "trailer", offset: 0,
@@ -109,7 +109,7 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
         }
         let trailer = [UInt8](file.suffix(trailerCount))
         guard Array(trailer[28..<32]) == PKMZLayout.endMagic else {
-            throw FormatError.badMagic(path: path, expected: "\(hex(PKMZLayout.endMagic)) (\"PKMZ\") in the last 4 bytes",
+            throw FormatError.badMagic(path: path, expected: "the pkmz end magic \(hex(PKMZLayout.endMagic)) (\"PKMZ\") in the last 4 bytes",
                                        found: "\(hex(Array(trailer[28..<32]))); the file is truncated or damaged")
         }
         let prologue = ByteCursor(Data(head)), ending = ByteCursor(Data(trailer))

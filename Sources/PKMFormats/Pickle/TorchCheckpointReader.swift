@@ -223,7 +223,7 @@ public final class TorchCheckpointReader: CheckpointReader {
                 offset = dataEnd
             }
         } else {
-            throw FormatError.badMagic(path: path, expected: "a torch.save zip archive (PK\\x03\\x04) or the legacy pickle magic number",
+            throw FormatError.badMagic(path: path, expected: "a PyTorch checkpoint: a torch.save zip archive (PK\\x03\\x04) or the legacy pickle magic number",
                                        found: file.prefix(8).map { String(format: "%02x", $0) }.joined())
         }
 

@@ -21,8 +21,9 @@ enum SafetensorsNames {
 ///
 /// Validation follows the reference Rust reader, a little stricter where the format's text says
 /// MUST but the reference does not enforce it:
-/// - N at most ``ReaderLimits/maxHeaderBytes`` (100 MiB by default, the reference's cap),
-///   checked before anything is read, then N within the file;
+/// - N within the file and the header's first byte `{` (else: not a safetensors file), then N at
+///   most ``ReaderLimits/maxHeaderBytes`` (100 MiB by default, the reference's cap), checked
+///   before the header is parsed;
 /// - the header starts with `{`, is valid UTF-8 and valid JSON (trailing JSON whitespace is
 ///   allowed, as the reference allows it; a trailing NUL is not);
 /// - no key appears twice in any object (the format forbids duplicates, but serde and
@@ -70,13 +71,17 @@ struct SafetensorsHeader {
         do { rawLength = try cursor.readLittleEndian() } catch {
             throw FormatError.truncated(path: path, what: "safetensors header length", offset: 0, needed: 8, available: size)
         }
-        // The cap comes first, as in the reference reader: an absurd length is refused as such.
-        guard let headerLength = Int(exactly: rawLength), headerLength <= limits.maxHeaderBytes else {
-            throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: Int(exactly: rawLength) ?? Int.max,
-                                            maximum: limits.maxHeaderBytes)
+        // A length beyond the file, or a header not starting with '{', is not a safetensors file (a text
+        // file named .safetensors declares a "length" of its first 8 characters): say so rather than name
+        // the header limit, which only a plausible header that is too large should name.
+        guard let headerLength = Int(exactly: rawLength), headerLength <= size - 8 else {
+            throw FormatError.invalidHeader(path: path, reason: "not a safetensors file: its first 8 bytes declare a header of \(rawLength) bytes but the file has \(size)")
         }
-        guard headerLength <= size - 8 else {
-            throw FormatError.truncated(path: path, what: "safetensors JSON header", offset: 8, needed: headerLength, available: size - 8)
+        if headerLength > 0, file[file.startIndex + 8] != UInt8(ascii: "{") {
+            throw FormatError.invalidHeader(path: path, reason: "not a safetensors file (or a damaged one): the JSON header at byte 8 starts with byte 0x\(String(file[file.startIndex + 8], radix: 16, uppercase: true)), not '{'")
+        }
+        guard headerLength <= limits.maxHeaderBytes else {
+            throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: headerLength, maximum: limits.maxHeaderBytes)
         }
         let start = file.startIndex
         let json = file[(start + 8)..<(start + 8 + headerLength)]

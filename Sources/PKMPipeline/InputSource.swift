@@ -1,0 +1,96 @@
+import Foundation
+import PKMCheckpoints
+import PKMFormats
+import PKMModel
+
+/// Where `run` and `usage` take their token ids from.
+public enum InputSource: Sendable {
+    /// The `/inputs` group of an HDF5 reference or inputs file (spec §5).
+    case file(URL)
+    /// Inputs already in memory (`--input-ids 101,7592,102`).
+    case given(ModelInputs)
+    /// `batchSize × sequenceLength` token ids drawn uniformly from the model's vocabulary
+    /// `[0, vocab_size)`, except `pad_token_id` (so no position counts as padding), from `seed`:
+    /// the same seed and model give the same ids on every machine.
+    case random(batchSize: Int, sequenceLength: Int, seed: UInt64)
+
+    /// Parses `BATCHxSEQUENCE` (`4x24`).
+    /// - Throws: ``PipelineError/invalidArgument(name:reason:)``.
+    public static func random(_ text: String, seed: UInt64) throws -> InputSource {
+        let parts = text.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+        guard parts.count == 2, let batch = parts[0], let sequence = parts[1], batch > 0, sequence > 0 else {
+            throw PipelineError.invalidArgument(name: "--random-inputs", reason: "'\(text)' is not BATCHxSEQUENCE with both above 0, e.g. 4x24")
+        }
+        return .random(batchSize: batch, sequenceLength: sequence, seed: seed)
+    }
+
+    /// Parses a comma-separated list of token ids as one sequence.
+    /// - Throws: ``PipelineError/invalidArgument(name:reason:)``.
+    public static func ids(_ text: String) throws -> InputSource {
+        let ids = text.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !ids.isEmpty, ids.allSatisfy({ $0 != nil }) else {
+            throw PipelineError.invalidArgument(name: "--input-ids", reason: "'\(text)' is not a comma-separated list of integers")
+        }
+        do {
+            return .given(try ModelInputs(batchSize: 1, sequenceLength: ids.count, inputIds: ids.compactMap { $0 }))
+        } catch let error as ModelError {
+            throw PipelineError.invalidArgument(name: "--input-ids", reason: "\(error)")
+        }
+    }
+
+    /// A short description for reports: the file's path, `the given ids`, or `random ids (seed 0)`.
+    public var label: String {
+        switch self {
+        case .file(let url): return url.path
+        case .given: return "the given ids"
+        case .random(_, _, let seed): return "random ids (seed \(seed))"
+        }
+    }
+
+    /// The inputs for a model with `config`.
+    /// - Throws: ``PipelineError``, ``FormatError``.
+    public func inputs(for config: ModelConfig, limits: ReaderLimits = ReaderLimits()) throws -> ModelInputs {
+        switch self {
+        case .file(let url):
+            return try ReferenceLayout.readInputs(from: try Checkpoints.open(url, limits: limits))
+        case .given(let inputs):
+            return inputs
+        case .random(let batch, let sequence, let seed):
+            let (count, overflow) = batch.multipliedReportingOverflow(by: sequence)
+            guard !overflow, count <= 1 << 28 else {
+                throw PipelineError.invalidArgument(name: "--random-inputs", reason: "\(batch)x\(sequence) is too many tokens")
+            }
+            var generator = SeededTokens(seed: seed)
+            let choices = config.vocabSize - (config.padTokenId < config.vocabSize ? 1 : 0)
+            let ids = (0..<count).map { _ -> Int in
+                guard choices > 0 else { return 0 }
+                let drawn = generator.next(below: choices)
+                return drawn >= config.padTokenId ? drawn + 1 : drawn
+            }
+            return try ModelInputs(batchSize: batch, sequenceLength: sequence, inputIds: ids)
+        }
+    }
+}
+
+/// SplitMix64, for reproducible random token ids.
+struct SeededTokens {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..<bound` (Lemire's multiply-shift with rejection, so unbiased).
+    mutating func next(below bound: Int) -> Int {
+        let limit = UInt64(bound)
+        while true {
+            let product = next().multipliedFullWidth(by: limit)
+            if product.low >= (0 &- limit) % limit { return Int(product.high) }
+        }
+    }
+}
