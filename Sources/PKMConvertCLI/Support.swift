@@ -168,6 +168,20 @@ enum Console {
         }
     }
 
+    /// A progress callback for a corpus pass: share of the file read, sequences, tokens/s and ETA,
+    /// only when stderr is a terminal; the line is cleared at the end of the file.
+    static func corpusProgress(_ label: String, enabled: Bool = true) -> ((CorpusProgress) -> Void)? {
+        guard enabled, stderrIsTerminal else { return nil }
+        return { state in
+            let percent = state.totalBytes > 0 ? 100 * Double(state.bytesRead) / Double(state.totalBytes) : 100
+            let rate = state.seconds > 0 ? String(format: ", %.0f tokens/s", Double(state.tokens) / state.seconds) : ""
+            let line = "\r\u{1B}[2K\(label): " + String(format: "%3.0f %%", percent)
+                + " of \(bytes(state.totalBytes)), \(number(state.sequences)) sequences, \(number(state.tokens)) tokens\(rate)"
+                + eta(done: state.bytesRead, total: state.totalBytes, elapsed: state.seconds)
+            FileHandle.standardError.write(Data((state.bytesRead >= state.totalBytes ? "\r\u{1B}[2K" : line).utf8))
+        }
+    }
+
     static func eta(done: Int, total: Int, elapsed: Double) -> String {
         guard done > 0, done < total, elapsed > 0.5 else { return "" }
         let seconds = elapsed / Double(done) * Double(total - done)

@@ -25,6 +25,21 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Seed of --random-inputs: the same seed and model give the same ids.")
     var seed: UInt64 = 0
 
+    @Option(name: .long, help: "Text to run (repeat for several sequences); tokenized with the checkpoint's tokenizer.")
+    var text: [String] = []
+
+    @Option(name: .long, help: "A text file: one sequence per non-empty line.")
+    var textFile: String?
+
+    @Option(name: .long, help: "tokenizer.json or a tokenizer folder (default: carried in the checkpoint, else beside it).")
+    var tokenizer: String?
+
+    @Option(name: .long, help: "Sequences per forward pass for --text/--text-file (each padded to its batch's longest).")
+    var batchSize: Int = 8
+
+    @Option(name: .long, help: "Truncate text to this many tokens (default: the tokenizer's truncation, else the model's positions).")
+    var maxLength: Int?
+
     @Option(name: .shortAndLong, help: "Write inputs and outputs (spec §5 layout) to this HDF5 file.")
     var output: String?
 
@@ -37,9 +52,12 @@ struct Run: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        let given = [inputs != nil, inputIds != nil, randomInputs != nil].filter { $0 }.count
-        guard given == 1 else { throw ValidationError("give exactly one of --inputs, --input-ids, --random-inputs") }
+        let given = [inputs != nil, inputIds != nil, randomInputs != nil, !text.isEmpty || textFile != nil].filter { $0 }.count
+        guard given == 1 else { throw ValidationError("give exactly one of --inputs, --input-ids, --random-inputs, --text/--text-file") }
         guard `repeat` >= 0 else { throw ValidationError("--repeat must be 0 or more") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be 1 or more") }
+        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be 2 or more") }
+        if (!text.isEmpty || textFile != nil), `repeat` > 0 { throw ValidationError("--repeat times token-id inputs; text runs report their own tokens/s") }
     }
 
     /// The inputs named by --inputs, --input-ids or --random-inputs.
@@ -51,7 +69,30 @@ struct Run: ParsableCommand {
         }
     }
 
+    func runText() throws {
+        try Console.run(json: global.json) {
+            var texts = text
+            if let textFile { texts += try TextLines.all(URL(fileURLWithPath: textFile)) }
+            let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), texts: texts, batchSize: batchSize,
+                                        tokenizerURL: tokenizer.map { URL(fileURLWithPath: $0) }, maxLength: maxLength,
+                                        outputURL: output.map { URL(fileURLWithPath: $0) },
+                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits)
+            if global.json { Console.printJSON(result); return }
+            print("ran \(result.checkpoint) on \(Console.number(result.sequences.count)) \(result.sequences.count == 1 ? "sequence" : "sequences"), "
+                  + "\(Console.number(result.tokens)) tokens (tokenizer: \(result.tokenizer)); "
+                  + String(format: "%.2f s, %.0f tokens/s, batches of %d", result.seconds, result.tokensPerSecond, result.batchSize))
+            for (index, sequence) in result.sequences.prefix(20).enumerated() {
+                let shown = sequence.tokens.count > 16 ? sequence.tokens.prefix(16).joined(separator: " ") + " …" : sequence.tokens.joined(separator: " ")
+                print("  \(index): \(sequence.ids.count) tokens [\(shown)]; pooled norm " + String(format: "%.4f", sequence.pooledNorm)
+                      + ", first values " + sequence.pooledFirstValues.prefix(4).map { String(format: "%.4f", $0) }.joined(separator: " "))
+            }
+            if result.sequences.count > 20 { print("  … \(result.sequences.count - 20) more (see --json)") }
+            if let output = result.output { print("  outputs written to \(output)") }
+        }
+    }
+
     func run() throws {
+        if !text.isEmpty || textFile != nil { return try runText() }
         try Console.run(json: global.json) {
             let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try source,
                                         outputURL: output.map { URL(fileURLWithPath: $0) }, repeats: `repeat`,

@@ -29,12 +29,26 @@ struct Usage: ParsableCommand {
     @Option(name: .long, help: "Sequences per forward pass (memory grows with it, not with the number of inputs).")
     var batchSize: Int = UsageAnalyzer.defaultBatchSize
 
+    @Option(name: .long, help: "A text corpus, one sequence per non-empty line, streamed in batches (any size).")
+    var textFile: String?
+
+    @Option(name: .long, help: "tokenizer.json or a tokenizer folder for --text-file (default: carried in the checkpoint, else beside it).")
+    var tokenizer: String?
+
+    @Option(name: .long, help: "Truncate each line to this many tokens (default: the tokenizer's truncation, else the model's positions).")
+    var maxLength: Int?
+
+    @Option(name: .long, help: "Also draw the sorted slot-weight curve and per-head usage of every memory layer as an SVG file.")
+    var plot: String?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        let given = [inputs != nil, inputIds != nil, randomInputs != nil].filter { $0 }.count
-        guard given == 1 else { throw ValidationError("give exactly one of --inputs, --input-ids, --random-inputs") }
+        let given = [inputs != nil, inputIds != nil, randomInputs != nil, textFile != nil].filter { $0 }.count
+        guard given == 1 else { throw ValidationError("give exactly one of --inputs, --input-ids, --random-inputs, --text-file") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be 1 or more") }
+        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be 2 or more") }
+        if let plot, !plot.lowercased().hasSuffix(".svg") { throw ValidationError("--plot writes an SVG file: name it FILE.svg") }
     }
 
     var source: InputSource {
@@ -47,17 +61,30 @@ struct Usage: ParsableCommand {
 
     func run() throws {
         try Console.run(json: global.json) {
-            let report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try source,
+            let report: UsageReport
+            if let textFile {
+                report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), textFile: URL(fileURLWithPath: textFile),
+                                               batchSize: batchSize, maxLength: maxLength, tokenizerURL: tokenizer.map { URL(fileURLWithPath: $0) },
+                                               configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits,
+                                               progress: Console.corpusProgress("usage", enabled: !global.json))
+            } else {
+                report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try source,
                                                configURL: config.map { URL(fileURLWithPath: $0) }, batchSize: batchSize,
                                                limits: global.limits, progress: Console.progress("usage", unit: "sequences", enabled: !global.json),
                                                loadProgress: Console.byteProgress("load", enabled: !global.json))
+            }
+            if let plot {
+                try AtomicOutputFile.write(to: URL(fileURLWithPath: plot)) { try $0.write(Data(UsagePlot.svg(report).utf8)) }
+            }
             if global.json { Console.printJSON(report); return }
             print("memory usage of \(report.checkpoint) over \(report.inputs) [\(report.batchSize), \(report.sequenceLength)]")
             for layer in report.layers {
                 print(String(format: "  layer %d (%@): %.2f %% of %d slots used over %d tokens; KL weights %.4f, KL counts %.4f; slots for 50/90/99 %% of weight: %d/%d/%d",
                              layer.layer, layer.mode.rawValue, layer.usagePercent, layer.slots, layer.tokens, layer.klWeights, layer.klCounts,
                              layer.slotsFor50Percent, layer.slotsFor90Percent, layer.slotsFor99Percent))
+                print("    per head: " + layer.headUsagePercent.enumerated().map { String(format: "head %d %.2f %%", $0.offset, $0.element) }.joined(separator: ", "))
             }
+            if let plot { print("  plot written to \(plot)") }
         }
     }
 }
