@@ -66,9 +66,9 @@ let package = Package(
         .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel", "PKMFormats"], path: "Tests/PKMTestSupport"),
         .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),
         .testTarget(name: "PKMTokenizersTests", dependencies: ["PKMTokenizers", "PKMTestSupport"]),
-        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "PKMCheckpoints", "PKMTestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
+        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "CPKMKernels", "PKMCheckpoints", "PKMTestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
                     exclude: ["Regressions/Inputs", "Regressions/README.md"]),
-        .testTarget(name: "PKMHDF5Tests", dependencies: ["PKMHDF5", "PKMFormats", "PKMTestSupport"]),
+        .testTarget(name: "PKMHDF5Tests", dependencies: ["PKMHDF5", "PKMFormats", "PKMCheckpoints", "PKMTestSupport"]),
         .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMCheckpoints", "PKMTestSupport"]),
         .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline", "PKMTestSupport"]),
         // Depends on the executable so `swift test` builds `pkm-convert`, which these tests run as a process.
