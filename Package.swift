@@ -4,7 +4,7 @@
 // Dependency direction (one way; each arrow points at what a target depends on):
 //
 //   PKMTokenizers (Foundation only): HF-compatible BERT WordPiece and byte-level BPE tokenizers
-//   PKMTensor ← PKMFormats (+ CZstd, COpenSSL, CSystemShims, ZIPFoundation): safetensors, pkmz, PyTorch pickles, I/O
+//   PKMTensor ← PKMFormats (+ CPKMKernels, CZstd, COpenSSL, CSystemShims, ZIPFoundation): safetensors, pkmz, PyTorch pickles, I/O
 //   PKMFormats ← PKMHDF5 (+ CHDF5): the only target linking libhdf5
 //   PKMFormats, PKMHDF5 ← PKMCheckpoints: picks the reader or writer for a path or model folder
 //   PKMTensor ← PKMModel (+ CBLAS): the Swift BERT/RoBERTa + PKM forward pass (knows no file format)
@@ -48,15 +48,17 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSystemShims", path: "Sources/CSystemShims"),
+        // Hot loops in C (byte planes, rANS, the graft generator): plain C + SSE2, no unsafe flags.
+        .target(name: "CPKMKernels"),
         .target(name: "PKMTensor"),
         // HF-compatible tokenizers (BERT WordPiece, byte-level BPE); Foundation only.
         .target(name: "PKMTokenizers"),
-        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CZstd", "COpenSSL", "CSystemShims",
+        .target(name: "PKMFormats", dependencies: ["PKMTensor", "CPKMKernels", "CZstd", "COpenSSL", "CSystemShims",
                                             .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "PKMHDF5", dependencies: ["PKMTensor", "PKMFormats", "CHDF5", "CSystemShims"]),
         .target(name: "PKMCheckpoints", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5"]),
         .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: benchmarkUnchecked),
-        .target(name: "PKMPipeline", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5", "PKMCheckpoints", "PKMModel", "PKMTokenizers"]),
+        .target(name: "PKMPipeline", dependencies: ["PKMTensor", "CPKMKernels", "PKMFormats", "PKMHDF5", "PKMCheckpoints", "PKMModel", "PKMTokenizers"]),
         .executableTarget(
             name: "PKMConvertCLI",
             dependencies: ["PKMPipeline", "PKMCheckpoints", "PKMHDF5", "PKMFormats", "PKMModel", "PKMTensor", "PKMTokenizers", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -64,7 +66,7 @@ let package = Package(
         .target(name: "PKMTestSupport", dependencies: ["PKMTensor", "PKMModel", "PKMFormats"], path: "Tests/PKMTestSupport"),
         .testTarget(name: "PKMTensorTests", dependencies: ["PKMTensor"]),
         .testTarget(name: "PKMTokenizersTests", dependencies: ["PKMTokenizers", "PKMTestSupport"]),
-        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "PKMCheckpoints", "PKMTestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
+        .testTarget(name: "PKMFormatsTests", dependencies: ["PKMFormats", "CPKMKernels", "PKMCheckpoints", "PKMTestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
                     exclude: ["Regressions/Inputs", "Regressions/README.md"]),
         .testTarget(name: "PKMHDF5Tests", dependencies: ["PKMHDF5", "PKMFormats", "PKMCheckpoints", "PKMTestSupport"]),
         .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMCheckpoints", "PKMTestSupport"]),

@@ -199,7 +199,12 @@ public enum Inspector {
             totals[info.dtype.displayName, default: .init(count: 0, bytes: 0)].bytes += info.byteCount
         }
         if readData {
-            for info in reader.tensorInfos { _ = try reader.tensor(named: info.name) }
+            if let pkmz = reader as? PKMZReader {
+                // Every frame checked and decoded, several tensors at once, into reused buffers.
+                try pkmz.verifyData()
+            } else {
+                for info in reader.tensorInfos { _ = try reader.tensor(named: info.name) }
+            }
         }
         var metadata = reader.metadata
         var configText = metadata.removeValue(forKey: "config").map(prettyJSON)

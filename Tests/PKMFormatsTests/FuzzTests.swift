@@ -489,6 +489,7 @@ enum FuzzSeeds {
             guard FileManager.default.fileExists(atPath: source.path) else { continue }
             let reader = try SafetensorsReader(url: source)
             var options = WriteOptions()
+            options.pkmzVersion = index % 2 == 0 ? 1 : 2  // both versions' readers are fuzzed
             options.frameBytes = frameBytes
             options.byteGrouping = grouping
             options.compressionLevel = index == 1 ? 1 : 3

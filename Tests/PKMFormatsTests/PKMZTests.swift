@@ -61,9 +61,12 @@ private enum PKMZFixture {
         return try Tensor(float32: values, shape: [count])
     }
 
+    /// Writer options; `version` defaults to 1 because most damage tests below edit version-1
+    /// header text (version 2 has its own tests, "version 2 …").
     static func options(frameBytes: Int = 4096, byteGrouping: Bool = true, level: Int32 = 3, threads: Int = 2,
-                        provenance: Provenance? = nil) -> WriteOptions {
+                        provenance: Provenance? = nil, version: Int = 1) -> WriteOptions {
         var options = WriteOptions()
+        options.pkmzVersion = version
         options.frameBytes = frameBytes
         options.byteGrouping = byteGrouping
         options.compressionLevel = level
@@ -118,6 +121,9 @@ private struct PKMZFileParts {
     var header: [UInt8]
     var trailerVersion: UInt32 = 1
 
+    /// The version in the prologue.
+    var version: Int { Int(prologue[8]) }
+
     init(_ bytes: [UInt8]) throws {
         let size = bytes.count
         func u64(_ at: Int) -> Int { (0..<8).reduce(0) { $0 | Int(bytes[at + $1]) << (8 * $1) } }
@@ -126,6 +132,7 @@ private struct PKMZFileParts {
         prologue = Array(bytes[0..<16])
         data = Array(bytes[16..<headerOffset])
         header = Array(bytes[headerOffset..<(headerOffset + headerLength)])
+        trailerVersion = UInt32(bytes[size - 8])
     }
 
     init(url: URL) throws {
@@ -149,7 +156,7 @@ private struct PKMZFileParts {
     func decodedHeader() throws -> PKMZHeader {
         var limits = ReaderLimits()
         limits.maxTotalBytes = Int.max
-        return try PKMZHeader.decode(header, path: "test", limits: limits, dataStart: 16, dataEnd: 16 + data.count)
+        return try PKMZHeader.decode(header, path: "test", limits: limits, version: version, dataStart: 16, dataEnd: 16 + data.count)
     }
 
     var headerText: String {
@@ -314,16 +321,19 @@ struct PKMZHeaderDamage: Sendable, CustomTestStringConvertible {
 struct PKMZTests {
     // MARK: Round trips
 
-    @Test("every dtype round-trips bit for bit", arguments: DType.allCases, [true, false])
-    func roundTripEveryDType(dtype: DType, byteGrouping: Bool) throws {
+    @Test("every dtype round-trips bit for bit, versions 1 and 2", arguments: DType.allCases, [(true, 1), (false, 1), (true, 2), (false, 2)])
+    func roundTripEveryDType(dtype: DType, variant: (byteGrouping: Bool, version: Int)) throws {
+        let byteGrouping = variant.byteGrouping
         let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let url = folder.file("model.pkmz")
         // 5003 elements: several 4 KiB frames and a partial last one for every element size,
         // and an element count that is not a multiple of 8 (the transposes' block size).
         let tensors = [("x", try PKMZFixture.randomTensor(dtype, [5003], seed: 11)),
                        ("y", try PKMZFixture.randomTensor(dtype, [3, 5, 7], seed: 12))]
-        try PKMZFixture.write(tensors, to: url, options: PKMZFixture.options(byteGrouping: byteGrouping))
+        try PKMZFixture.write(tensors, to: url, options: PKMZFixture.options(byteGrouping: byteGrouping, version: variant.version))
         let reader = try PKMZReader(url: url)
+        #expect(reader.formatVersion == variant.version)
+        try reader.verifyData()
         #expect(reader.tensorInfos.map(\.name) == ["x", "y"])
         for (name, expected) in tensors {
             let actual = try reader.tensor(named: name)
@@ -583,15 +593,15 @@ struct PKMZTests {
         try PKMZReader(url: url).verifyChecksums()
     }
 
-    @Test("any single damaged byte is detected")
-    func everyByteFlip() throws {
+    @Test("any single damaged byte is detected", arguments: [1, 2])
+    func everyByteFlip(version: Int) throws {
         let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let original = folder.file("original.pkmz")
         let tensors = try PKMZFixture.smallTensors()
         var provenance = Provenance(sourceFile: "m.h5", sourceSHA256: nil)
         provenance.created = "2024-01-01T00:00:00Z"
         try PKMZFixture.write(tensors, to: original, metadata: ["config": "{\"a\":1}", "k": "v"],
-                              options: PKMZFixture.options(provenance: provenance))
+                              options: PKMZFixture.options(provenance: provenance, version: version))
         let bytes = [UInt8](try Data(contentsOf: original))
         let damaged = folder.file("damaged.pkmz")
         var undetected: [String] = []
@@ -616,11 +626,12 @@ struct PKMZTests {
         #expect(bytes.count > 500)
     }
 
-    @Test("truncated files are refused at every length")
-    func truncation() throws {
+    @Test("truncated files are refused at every length", arguments: [1, 2])
+    func truncation(version: Int) throws {
         let folder = try TemporaryFolder(prefix: "pkmz-tests")
         let original = folder.file("original.pkmz")
-        try PKMZFixture.write(try PKMZFixture.smallTensors(), to: original, metadata: ["config": "{\"a\":1}"])
+        try PKMZFixture.write(try PKMZFixture.smallTensors(), to: original, metadata: ["config": "{\"a\":1}"],
+                              options: PKMZFixture.options(version: version))
         let bytes = [UInt8](try Data(contentsOf: original))
         let cut = folder.file("cut.pkmz")
         for length in 0..<bytes.count {
@@ -654,16 +665,16 @@ struct PKMZTests {
         let url = folder.file("model.pkmz")
         try PKMZFixture.write(try PKMZFixture.standardTensors(), to: url)
         var parts = try PKMZFileParts(url: url)
-        parts.prologue[8] = 2
-        parts.trailerVersion = 2
+        parts.prologue[8] = 3
+        parts.trailerVersion = 3
         try PKMZFixture.store(parts.assembled(), at: url)
         let error = #expect(throws: FormatError.self) { try PKMZReader(url: url) }
         guard case .unsupportedVersion(_, let found, let supported)? = error else {
             Issue.record("expected unsupportedVersion, got \(String(describing: error))")
             return
         }
-        #expect(found == 2 && supported == [1])
-        #expect("\(error.map { "\($0)" } ?? "")".contains("version 2 is not supported"))
+        #expect(found == 3 && supported == [1, 2])
+        #expect("\(error.map { "\($0)" } ?? "")".contains("version 3 is not supported"))
 
         // Only one of the two version fields changed: damage, not a newer file.
         parts.trailerVersion = 1

@@ -191,12 +191,18 @@ public struct HDF5Probe: Sendable, Equatable {
 
 /// Options for writers.
 public struct WriteOptions: Sendable {
-    /// zstd compression level for pkmz (1–22). Default 1: on byte-grouped float weights level 1 is
-    /// both faster and smaller than zstd's default 3 (all-MiniLM-L6-v2: 82.9 % vs 84.0 % of raw),
-    /// because the mantissa planes are noise that higher levels only search longer.
+    /// zstd compression level for pkmz (1–22): every tensor in version 1, tensors that are not
+    /// byte-planed in version 2 (whose float planes are rANS-coded). Default 1: on byte-grouped
+    /// float weights level 1 is both faster and smaller than zstd's default 3 (all-MiniLM-L6-v2,
+    /// version 1: 82.9 % vs 84.0 % of raw), because the mantissa planes are noise.
     public var compressionLevel: Int32 = 1
-    /// Uncompressed bytes per pkmz frame (each frame decodes independently). Default 1 MiB.
-    public var frameBytes: Int = 1 << 20
+    /// Uncompressed bytes per pkmz frame (each frame decodes independently). Default 256 KiB: the
+    /// rANS tables then follow the statistics of smaller stretches of a tensor (all-MiniLM-L6-v2:
+    /// 81.9 % of raw at 256 KiB, 82.2 % at 1 MiB; BENCHMARKS.md §1).
+    public var frameBytes: Int = 256 << 10
+    /// The pkmz format version to write (`schemas/pkmz.md`): 2 (default) or 1, for readers that
+    /// predate version 2.
+    public var pkmzVersion: Int = PKMZLayout.version
     /// Split float values into byte planes before compressing (pkmz only).
     public var byteGrouping: Bool = true
     /// Worker threads for compression (0 = all cores).

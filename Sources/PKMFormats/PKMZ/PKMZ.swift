@@ -1,3 +1,4 @@
+import CPKMKernels
 import Foundation
 import PKMTensor
 
@@ -78,7 +79,7 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
 
         let layout = try Self.readFraming(file, path: path, limits: limits)
         formatVersion = layout.version
-        let header = try PKMZHeader.decode(layout.headerBytes, path: path, limits: limits,
+        let header = try PKMZHeader.decode(layout.headerBytes, path: path, limits: limits, version: layout.version,
                                            dataStart: PKMZLayout.prologueSize, dataEnd: layout.headerOffset)
         entries = header.tensors
         tensorInfos = header.tensors.map(\.info)
@@ -128,7 +129,7 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
         }
         let flags = try field(prologue, 12, "prologue flags", as: UInt32.self)
         guard flags == 0 else {
-            throw FormatError.invalidHeader(path: path, reason: "prologue flags are 0x\(String(flags, radix: 16)); version 1 defines none (the file is damaged)")
+            throw FormatError.invalidHeader(path: path, reason: "prologue flags are 0x\(String(flags, radix: 16)); version \(version) defines none (the file is damaged)")
         }
 
         let trailerStart = size - trailerCount
@@ -235,7 +236,6 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
 
     private func decode(_ entry: PKMZTensorEntry, into buffer: UnsafeMutableRawPointer) throws {
         let path = url.path
-        let elementSize = entry.info.dtype.byteSize
         let grouping = entry.byteGrouping
         let scratchBytes = grouping ? entry.frames.reduce(0) { max($0, $1.rawBytes) } : 0
         // Each frame's slot in the tensor: the running sum of raw sizes before it.
@@ -255,23 +255,121 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
                 decoders.give(state)
             }, missingWorker: FormatError.io(path: path, operation: "allocate zstd decoding state for tensor '\(entry.info.name)'",
                                              message: "out of memory")) { worker, frameIndex in
-                if let failure = Self.checkFrame(raw, entry, frameIndex, path: path) { return failure }
-                let frame = entry.frames[frameIndex]
-                guard let base = raw.baseAddress else { return nil }
-                let destination = buffer + slots[frameIndex]
-                let target = grouping ? (worker.scratch ?? destination) : destination
-                if let reason = PKMZCodec.decode(base + frame.offset, compressedBytes: frame.compressedBytes,
-                                                 into: target, rawBytes: frame.rawBytes, context: worker.context) {
-                    return .decompressionFailed(path: path, tensor: entry.info.name, offset: frame.offset,
-                                                reason: "frame \(frameIndex): \(reason)")
-                }
-                if grouping, let scratch = worker.scratch {
-                    PKMZByteGrouping.ungroup(scratch, into: destination, byteCount: frame.rawBytes, elementSize: elementSize)
-                }
-                return nil
+                Self.decodeFrame(raw, entry, frameIndex, into: buffer + slots[frameIndex], worker: worker, path: path)
             }
         }
         if let failure = failures.compactMap({ $0 }).first { throw failure }
+    }
+
+    /// Checks and decodes every frame of every tensor, several tensors at once (frames are shared
+    /// out over ``threads`` workers across tensor boundaries), each worker decoding into one reused
+    /// buffer: the whole file is verified without allocating any tensor.
+    /// - Throws: the first failure in file order (``FormatError/checksumMismatch(path:what:offset:)``,
+    ///   ``FormatError/decompressionFailed(path:tensor:offset:reason:)``), or ``FormatError/io(path:operation:message:)``
+    ///   when memory runs out.
+    public func verifyData() throws {
+        var items: [(tensor: Int, frame: Int)] = []
+        for (tensorIndex, entry) in entries.enumerated() {
+            for frameIndex in entry.frames.indices { items.append((tensorIndex, frameIndex)) }
+        }
+        guard !items.isEmpty else { return }
+        let path = url.path
+        let largest = entries.reduce(0) { max($0, $1.frames.reduce(0) { max($0, $1.rawBytes) }) }
+        final class Worker {
+            let state: PKMZDecoderState
+            let output: UnsafeMutableRawPointer
+            init?(state: PKMZDecoderState, bytes: Int) {
+                guard state.reserveScratch(bytes), let output = malloc(bytes) else { return nil }
+                self.state = state
+                self.output = output
+            }
+            deinit { free(output) }
+        }
+        let failures = file.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> [FormatError?] in
+            parallelFirstFailures(count: items.count, workerSetup: { () -> Worker? in
+                guard let state = decoders.take() else { return nil }
+                guard let worker = Worker(state: state, bytes: largest) else { decoders.give(state); return nil }
+                return worker
+            }, workerTeardown: { worker in
+                decoders.give(worker.state)
+            }, missingWorker: FormatError.io(path: path, operation: "allocate decoding buffers", message: "out of memory")) { worker, item in
+                let (tensorIndex, frameIndex) = items[item]
+                return Self.decodeFrame(raw, entries[tensorIndex], frameIndex, into: worker.output, worker: worker.state, path: path)
+            }
+        }
+        if let failure = failures.compactMap({ $0 }).first { throw failure }
+    }
+
+    /// Checks one frame's XXH64, then decodes it into `destination` (its `rawBytes`).
+    private static func decodeFrame(_ raw: UnsafeRawBufferPointer, _ entry: PKMZTensorEntry, _ frameIndex: Int,
+                                    into destination: UnsafeMutableRawPointer, worker: PKMZDecoderState, path: String) -> FormatError? {
+        if let failure = checkFrame(raw, entry, frameIndex, path: path) { return failure }
+        let frame = entry.frames[frameIndex]
+        guard let base = raw.baseAddress else { return nil }
+        if !frame.segments.isEmpty {
+            return decodeSegments(base + frame.offset, frame, entry: entry, frameIndex: frameIndex, into: destination,
+                                  scratch: worker.scratch, rotate: entry.encoding == .rotatedPlanes ? 1 : 0,
+                                  context: worker.context, path: path)
+        }
+        let grouping = entry.byteGrouping
+        let target = grouping ? (worker.scratch ?? destination) : destination
+        if let reason = PKMZCodec.decode(base + frame.offset, compressedBytes: frame.compressedBytes,
+                                         into: target, rawBytes: frame.rawBytes, context: worker.context) {
+            return .decompressionFailed(path: path, tensor: entry.info.name, offset: frame.offset,
+                                        reason: "frame \(frameIndex): \(reason)")
+        }
+        if grouping, let scratch = worker.scratch {
+            PKMZByteGrouping.ungroup(scratch, into: destination, byteCount: frame.rawBytes, elementSize: entry.info.dtype.byteSize)
+        }
+        return nil
+    }
+
+    /// Decodes one version-2 frame (segments back to back at `source`) into `destination`: raw
+    /// planes are read where they lie in the file, coded ones decoded into `scratch`, and the
+    /// planes joined (and un-rotated) straight into the tensor.
+    private static func decodeSegments(_ source: UnsafeRawPointer, _ frame: PKMZFrame, entry: PKMZTensorEntry, frameIndex: Int,
+                                       into destination: UnsafeMutableRawPointer, scratch: UnsafeMutableRawPointer?,
+                                       rotate: Int32, context: OpaquePointer, path: String) -> FormatError? {
+        let count = frame.segments.count
+        let segmentRaw = frame.rawBytes / count
+        let grouped = entry.byteGrouping
+        func failure(_ index: Int, _ reason: String) -> FormatError {
+            .decompressionFailed(path: path, tensor: entry.info.name, offset: frame.offset, reason: "frame \(frameIndex) segment \(index): \(reason)")
+        }
+        return withUnsafeTemporaryAllocation(of: UnsafePointer<UInt8>?.self, capacity: count) { planes -> FormatError? in
+            var position = 0
+            for (index, segment) in frame.segments.enumerated() {
+                let input = source + position
+                position += segment.storedBytes
+                let target: UnsafeMutableRawPointer
+                if grouped {
+                    guard let scratch else { return failure(index, "no scratch memory") }
+                    target = scratch + index * segmentRaw
+                } else {
+                    target = destination
+                }
+                switch segment.codec {
+                case .raw:
+                    if grouped {
+                        planes[index] = input.assumingMemoryBound(to: UInt8.self)
+                        continue
+                    }
+                    target.copyMemory(from: input, byteCount: segmentRaw)
+                case .zstd:
+                    if let reason = PKMZCodec.decode(input, compressedBytes: segment.storedBytes, into: target,
+                                                     rawBytes: segmentRaw, context: context) {
+                        return failure(index, reason)
+                    }
+                case .rans:
+                    let code = pkm_rans_decode(input.assumingMemoryBound(to: UInt8.self), segment.storedBytes,
+                                               target.assumingMemoryBound(to: UInt8.self), segmentRaw)
+                    if code != 0 { return failure(index, "malformed rANS data (code \(code))") }
+                }
+                planes[index] = UnsafePointer(target.assumingMemoryBound(to: UInt8.self))
+            }
+            if grouped { pkm_planes_join(planes.baseAddress, destination, segmentRaw, Int32(count), rotate) }
+            return nil
+        }
     }
 
     /// Memory for a tensor, released with `free`. On Linux, tensors of 2 MiB or more are 2 MiB-aligned

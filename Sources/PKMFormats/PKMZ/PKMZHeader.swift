@@ -1,7 +1,7 @@
 import Foundation
 import PKMTensor
 
-/// Fixed facts of the pkmz layout, version 1 (specified in `schemas/pkmz.md`).
+/// Fixed facts of the pkmz layout, versions 1 and 2 (specified in `schemas/pkmz.md`).
 ///
 /// ```
 /// [prologue, 16 B] [zstd frames, back to back] [header, UTF-8 JSON] [trailer, 32 B]
@@ -14,10 +14,10 @@ public enum PKMZLayout {
     public static let magic: [UInt8] = [0x89, 0x50, 0x4B, 0x4D, 0x5A, 0x0D, 0x0A, 0x1A]
     /// The last 4 bytes of every pkmz file: `PKMZ`.
     public static let endMagic: [UInt8] = [0x50, 0x4B, 0x4D, 0x5A]
-    /// The format version this build writes.
-    public static let version = 1
-    /// Format versions this build reads.
-    public static let supportedVersions = [1]
+    /// The format version this build writes by default (``WriteOptions/pkmzVersion`` can ask for 1).
+    public static let version = 2
+    /// Format versions this build reads (and writes).
+    public static let supportedVersions = [1, 2]
     /// Bytes of the prologue: magic, u32 version, u32 flags.
     public static let prologueSize = 16
     /// Bytes of the trailer: u64 header offset, u64 header length, u64 XXH64, u32 version, end magic.
@@ -33,7 +33,36 @@ public enum PKMZLayout {
     public static let checksumSeed: UInt64 = 0
 }
 
-/// One frame-table entry: an independent zstd frame holding `rawBytes` of one tensor.
+/// How a tensor's frames hold its bytes (`schemas/pkmz.md` §6): version 2's `encoding`, or
+/// version 1's `byte_grouping` (`false` = ``plain``, `true` = ``planes``).
+enum PKMZEncoding: String, Sendable, Equatable {
+    /// One segment: the chunk's bytes as they are.
+    case plain
+    /// One segment per byte plane (byte `p` of element `i` at `p·n + i`).
+    case planes
+    /// Each element rotated left by one bit (the sign moves to bit 0, so the top plane holds the
+    /// exponent's high bits), then byte planes. Version 2 only.
+    case rotatedPlanes = "rotated_planes"
+}
+
+/// How one segment of a version-2 frame is stored.
+enum PKMZSegmentCodec: Character, Sendable, Equatable {
+    /// The segment's bytes as they are.
+    case raw = "r"
+    /// One zstd frame (RFC 8878) recording its decoded size.
+    case zstd = "z"
+    /// Static order-0 rANS (`schemas/pkmz.md` §6.2).
+    case rans = "a"
+}
+
+/// One segment of a version-2 frame: its codec and the bytes it occupies.
+struct PKMZSegment: Equatable, Sendable {
+    var codec: PKMZSegmentCodec
+    var storedBytes: Int
+}
+
+/// One frame-table entry: an independent, checksummed unit holding `rawBytes` of one tensor
+/// (version 1: one zstd frame; version 2: `segments` back to back).
 struct PKMZFrame: Equatable, Sendable {
     /// Absolute file offset of the frame's first byte.
     var offset: Int
@@ -43,14 +72,21 @@ struct PKMZFrame: Equatable, Sendable {
     var rawBytes: Int
     /// XXH64 (seed 0) of the frame's compressed bytes.
     var checksum: UInt64
+    /// Version 2: the frame's segments (one, or one per byte plane); empty in version 1.
+    var segments: [PKMZSegment] = []
 }
 
 /// One tensor's header entry.
 struct PKMZTensorEntry: Sendable {
     var info: TensorInfo
-    /// Whether each frame's bytes are stored as byte planes (see ``PKMZByteGrouping``).
-    var byteGrouping: Bool
+    var encoding: PKMZEncoding
     var frames: [PKMZFrame]
+
+    /// Whether each frame's bytes are stored as byte planes (see ``PKMZByteGrouping``).
+    var byteGrouping: Bool { encoding != .plain }
+
+    /// Segments per frame: one per byte plane when grouped, else one.
+    var segmentsPerFrame: Int { byteGrouping ? info.dtype.byteSize : 1 }
 
     /// Compressed bytes of all frames.
     var compressedBytes: Int { frames.reduce(0) { $0 + $1.compressedBytes } }
@@ -58,6 +94,8 @@ struct PKMZTensorEntry: Sendable {
 
 /// The parsed, validated pkmz header (the JSON document before the trailer).
 struct PKMZHeader: Sendable {
+    /// The format version (1 or 2); it decides the tensor- and frame-entry forms.
+    var version: Int = PKMZLayout.version
     var compressionLevel: Int
     var frameBytes: Int
     var tensors: [PKMZTensorEntry]
@@ -71,8 +109,8 @@ struct PKMZHeader: Sendable {
 
     /// The header as compact UTF-8 JSON, keys in the order of `schemas/pkmz.md` §4, one tensor per line.
     func encoded() -> [UInt8] {
-        var text = "{\"format\":\"pkmz\",\"version\":\(PKMZLayout.version)"
-        text += ",\"compression\":{\"codec\":\"zstd\",\"level\":\(compressionLevel)}"
+        var text = "{\"format\":\"pkmz\",\"version\":\(version)"
+        text += ",\"compression\":{\"codec\":\"\(version == 1 ? "zstd" : "segments")\",\"level\":\(compressionLevel)}"
         text += ",\"frame_bytes\":\(frameBytes)"
         text += ",\"tensors\":["
         for (index, tensor) in tensors.enumerated() {
@@ -80,10 +118,18 @@ struct PKMZHeader: Sendable {
             text += "{\"name\":\(JSONText.quoted(tensor.info.name))"
             text += ",\"dtype\":\"\(tensor.info.dtype.rawValue)\""
             text += ",\"shape\":[\(tensor.info.shape.map(String.init).joined(separator: ","))]"
-            text += ",\"byte_grouping\":\(tensor.byteGrouping)"
+            if version == 1 {
+                text += ",\"byte_grouping\":\(tensor.byteGrouping)"
+            } else {
+                text += ",\"encoding\":\"\(tensor.encoding.rawValue)\""
+            }
             text += ",\"frames\":["
             text += tensor.frames.map {
-                "[\($0.offset),\($0.compressedBytes),\($0.rawBytes),\"\(XXHash64.hex($0.checksum))\"]"
+                var entry = "[\($0.offset),\($0.compressedBytes),\($0.rawBytes),\"\(XXHash64.hex($0.checksum))\""
+                if version != 1 {
+                    entry += ",\"\(String($0.segments.map(\.codec.rawValue)))\",[\($0.segments.map { String($0.storedBytes) }.joined(separator: ","))]"
+                }
+                return entry + "]"
             }.joined(separator: ",")
             text += "]}"
         }
@@ -113,7 +159,7 @@ struct PKMZHeader: Sendable {
     /// the data section `dataStart..<dataEnd` (contiguous, in order, covering it exactly), before
     /// anything is allocated for tensor data.
     /// - Throws: ``FormatError`` naming `path` and, where it applies, the tensor.
-    static func decode(_ bytes: [UInt8], path: String, limits: ReaderLimits,
+    static func decode(_ bytes: [UInt8], path: String, limits: ReaderLimits, version fileVersion: Int = PKMZLayout.version,
                        dataStart: Int, dataEnd: Int) throws -> PKMZHeader {
         let root: StrictJSON
         do {
@@ -131,13 +177,14 @@ struct PKMZHeader: Sendable {
             throw invalid("\"format\" must be \"pkmz\"")
         }
         let version = try integer(fields["version"], "\"version\"", fail: invalid)
-        guard version == PKMZLayout.version else {
-            throw invalid("\"version\" is \(version) but the binary prologue says \(PKMZLayout.version); the file is damaged")
+        guard version == fileVersion else {
+            throw invalid("\"version\" is \(version) but the binary prologue says \(fileVersion); the file is damaged")
         }
         guard let compressionMembers = fields["compression"]?.members else { throw invalid("\"compression\" must be an object") }
         let compression = try Fields(compressionMembers, allowed: ["codec", "level"], context: "\"compression\"", fail: invalid)
-        guard case .string(let codec)? = compression["codec"], codec == "zstd" else {
-            throw invalid("\"compression.codec\" must be \"zstd\"")
+        let expectedCodec = version == 1 ? "zstd" : "segments"
+        guard case .string(let codec)? = compression["codec"], codec == expectedCodec else {
+            throw invalid("\"compression.codec\" must be \"\(expectedCodec)\" in version \(version)")
         }
         let level = try integer(compression["level"], "\"compression.level\"", fail: invalid)
         let frameBytes = try integer(fields["frame_bytes"], "\"frame_bytes\"", fail: invalid)
@@ -155,7 +202,7 @@ struct PKMZHeader: Sendable {
         var totalBytes = 0
         var nextOffset = dataStart
         for (index, value) in tensorValues.enumerated() {
-            let entry = try decodeTensor(value, index: index, path: path, limits: limits, frameBytes: frameBytes,
+            let entry = try decodeTensor(value, index: index, version: version, path: path, limits: limits, frameBytes: frameBytes,
                                          nextOffset: &nextOffset, dataEnd: dataEnd, totalBytes: &totalBytes)
             guard names.insert(entry.info.name).inserted else {
                 throw FormatError.duplicateTensor(path: path, tensor: entry.info.name)
@@ -216,11 +263,11 @@ struct PKMZHeader: Sendable {
         case let other?: throw invalid("\"provenance\" is \(other.typeName), expected an object or null")
         }
 
-        return PKMZHeader(compressionLevel: level, frameBytes: frameBytes, tensors: tensors,
+        return PKMZHeader(version: version, compressionLevel: level, frameBytes: frameBytes, tensors: tensors,
                           configJSON: configJSON, metadata: metadata, provenance: provenance)
     }
 
-    private static func decodeTensor(_ value: StrictJSON, index: Int, path: String, limits: ReaderLimits, frameBytes: Int,
+    private static func decodeTensor(_ value: StrictJSON, index: Int, version: Int, path: String, limits: ReaderLimits, frameBytes: Int,
                                      nextOffset: inout Int, dataEnd: Int, totalBytes: inout Int) throws -> PKMZTensorEntry {
         guard let members = value.members else {
             throw FormatError.invalidHeader(path: path, reason: "tensors[\(index)] is \(value.typeName), expected an object")
@@ -230,7 +277,7 @@ struct PKMZHeader: Sendable {
             label = name
         }
         func invalid(_ reason: String) -> FormatError { .invalidTensor(path: path, tensor: label, reason: reason) }
-        let fields = try Fields(members, allowed: ["name", "dtype", "shape", "byte_grouping", "frames"],
+        let fields = try Fields(members, allowed: ["name", "dtype", "shape", version == 1 ? "byte_grouping" : "encoding", "frames"],
                                 context: "the entry", fail: invalid)
         guard case .string(let name)? = fields["name"], !name.isEmpty else { throw invalid("\"name\" must be a non-empty string") }
         guard case .string(let dtypeText)? = fields["dtype"] else { throw invalid("\"dtype\" must be a string") }
@@ -256,10 +303,23 @@ struct PKMZHeader: Sendable {
                                             maximum: limits.maxTotalBytes)
         }
         totalBytes = newTotal
-        guard case .bool(let byteGrouping)? = fields["byte_grouping"] else { throw invalid("\"byte_grouping\" must be true or false") }
-        if byteGrouping, dtype.byteSize < 2 {
-            throw invalid("\"byte_grouping\" is true for \(dtype.rawValue), whose elements are single bytes")
+        let encoding: PKMZEncoding
+        if version == 1 {
+            guard case .bool(let byteGrouping)? = fields["byte_grouping"] else { throw invalid("\"byte_grouping\" must be true or false") }
+            if byteGrouping, dtype.byteSize < 2 {
+                throw invalid("\"byte_grouping\" is true for \(dtype.rawValue), whose elements are single bytes")
+            }
+            encoding = byteGrouping ? .planes : .plain
+        } else {
+            guard case .string(let text)? = fields["encoding"], let value = PKMZEncoding(rawValue: text) else {
+                throw invalid("\"encoding\" must be \"plain\", \"planes\" or \"rotated_planes\"")
+            }
+            if value != .plain, dtype.byteSize < 2 {
+                throw invalid("\"encoding\" is \"\(text)\" for \(dtype.rawValue), whose elements are single bytes")
+            }
+            encoding = value
         }
+        let segmentCount = encoding == .plain ? 1 : dtype.byteSize
         guard case .array(let frameValues)? = fields["frames"] else { throw invalid("\"frames\" must be an array") }
 
         var frames: [PKMZFrame] = []
@@ -269,8 +329,9 @@ struct PKMZHeader: Sendable {
             func offsets(_ reason: String) -> FormatError {
                 .invalidOffsets(path: path, tensor: name, reason: "frame \(frameIndex): \(reason)")
             }
-            guard case .array(let parts) = frameValue, parts.count == 4 else {
-                throw invalid("frame \(frameIndex) must be [offset, compressed_bytes, raw_bytes, \"xxh64 hex\"]")
+            guard case .array(let parts) = frameValue, parts.count == (version == 1 ? 4 : 6) else {
+                throw invalid(version == 1 ? "frame \(frameIndex) must be [offset, compressed_bytes, raw_bytes, \"xxh64 hex\"]"
+                                           : "frame \(frameIndex) must be [offset, stored_bytes, raw_bytes, \"xxh64 hex\", \"codecs\", [segment bytes]]")
             }
             let offset = try integer(parts[0], "frame \(frameIndex) offset", fail: invalid)
             let compressed = try integer(parts[1], "frame \(frameIndex) compressed_bytes", fail: invalid)
@@ -290,9 +351,15 @@ struct PKMZHeader: Sendable {
             guard raw % dtype.byteSize == 0 else {
                 throw offsets("raw size \(raw) is not a whole number of \(dtype.byteSize)-byte elements")
             }
-            let (expansionLimit, expansionOverflow) = compressed.multipliedReportingOverflow(by: PKMZLayout.maximumExpansion)
-            guard expansionOverflow || raw <= expansionLimit else {
-                throw offsets("\(compressed) compressed bytes cannot decode to \(raw) bytes")
+            var segments: [PKMZSegment] = []
+            if version == 1 {
+                let (expansionLimit, expansionOverflow) = compressed.multipliedReportingOverflow(by: PKMZLayout.maximumExpansion)
+                guard expansionOverflow || raw <= expansionLimit else {
+                    throw offsets("\(compressed) compressed bytes cannot decode to \(raw) bytes")
+                }
+            } else {
+                segments = try decodeSegments(codes: parts[4], sizes: parts[5], count: segmentCount, segmentRaw: raw / segmentCount,
+                                              storedBytes: compressed, fail: { offsets($0) }, invalid: { invalid("frame \(frameIndex): \($0)") })
             }
             let (newRawTotal, rawOverflow) = rawTotal.addingReportingOverflow(raw)
             rawTotal = newRawTotal
@@ -300,13 +367,53 @@ struct PKMZHeader: Sendable {
                 throw offsets("frames hold more than the \(byteCount) bytes shape \(shape) of \(dtype) needs")
             }
             nextOffset = offset + compressed
-            frames.append(PKMZFrame(offset: offset, compressedBytes: compressed, rawBytes: raw, checksum: checksum))
+            frames.append(PKMZFrame(offset: offset, compressedBytes: compressed, rawBytes: raw, checksum: checksum, segments: segments))
         }
         guard rawTotal == byteCount else {
             throw FormatError.invalidOffsets(path: path, tensor: name,
                                              reason: "frames hold \(rawTotal) bytes but shape \(shape) of \(dtype) needs \(byteCount)")
         }
-        return PKMZTensorEntry(info: TensorInfo(name: name, dtype: dtype, shape: shape), byteGrouping: byteGrouping, frames: frames)
+        return PKMZTensorEntry(info: TensorInfo(name: name, dtype: dtype, shape: shape), encoding: encoding, frames: frames)
+    }
+
+    /// A version-2 frame's codec string and segment sizes (`schemas/pkmz.md` §7 step 6): one codec
+    /// per segment, raw segments exactly `segmentRaw` bytes, zstd segments within zstd's expansion
+    /// bound, rANS segments at least 2 bytes, sizes summing to the frame's stored bytes.
+    private static func decodeSegments(codes: StrictJSON, sizes: StrictJSON, count: Int, segmentRaw: Int, storedBytes: Int,
+                                       fail: (String) -> FormatError, invalid: (String) -> FormatError) throws -> [PKMZSegment] {
+        guard case .string(let codeText) = codes, case .array(let sizeValues) = sizes else {
+            throw invalid("the codecs must be a string and the segment sizes an array")
+        }
+        let codecs = Array(codeText)
+        guard codecs.count == count, sizeValues.count == count else {
+            throw invalid("\(codecs.count) codecs and \(sizeValues.count) segment sizes, expected \(count) of each")
+        }
+        var segments: [PKMZSegment] = []
+        segments.reserveCapacity(count)
+        var total = 0
+        for (index, character) in codecs.enumerated() {
+            guard let codec = PKMZSegmentCodec(rawValue: character) else {
+                throw invalid("segment \(index) has the unknown codec \"\(character)\" (r, z or a)")
+            }
+            let size = try integer(sizeValues[index], "segment \(index) size", fail: invalid)
+            switch codec {
+            case .raw:
+                guard size == segmentRaw else { throw fail("raw segment \(index) is \(size) bytes, not its decoded \(segmentRaw)") }
+            case .zstd:
+                let (limit, overflow) = size.multipliedReportingOverflow(by: PKMZLayout.maximumExpansion)
+                guard size >= 1, overflow || segmentRaw <= limit else {
+                    throw fail("zstd segment \(index) of \(size) bytes cannot decode to \(segmentRaw) bytes")
+                }
+            case .rans:
+                guard size >= 2 else { throw fail("rANS segment \(index) is \(size) bytes; the smallest is 2") }
+            }
+            let (newTotal, overflow) = total.addingReportingOverflow(size)
+            guard !overflow, newTotal <= storedBytes else { throw fail("segment sizes add up to more than the frame's \(storedBytes) bytes") }
+            total = newTotal
+            segments.append(PKMZSegment(codec: codec, storedBytes: size))
+        }
+        guard total == storedBytes else { throw fail("segment sizes add up to \(total), not the frame's \(storedBytes) bytes") }
+        return segments
     }
 
     /// 16 lower-case hex digits → value.
@@ -333,7 +440,7 @@ private struct Fields {
     init(_ members: [StrictJSON.Member], allowed: Set<String>, context: String, fail: (String) -> FormatError) throws {
         for member in members {
             guard allowed.contains(member.key) else {
-                throw fail("unknown key \"\(member.key)\" in \(context) (this build reads pkmz version \(PKMZLayout.version))")
+                throw fail("unknown key \"\(member.key)\" in \(context) (this build reads pkmz versions \(PKMZLayout.supportedVersions.map(String.init).joined(separator: " and ")))")
             }
             values[member.key] = member
         }
