@@ -198,8 +198,8 @@ public enum Grafter {
                 guard let tensor = make() else { throw FormatError.tensorNotFound(path: destination.path, tensor: info.name) }
                 return try tensor.converted(to: info.dtype)
             }
-            guard let source = sources[info.name] else { throw FormatError.tensorNotFound(path: path, tensor: info.name) }
-            return try checkpoint.reader.tensor(named: source).converted(to: info.dtype)
+            guard sources[info.name] != nil else { throw FormatError.tensorNotFound(path: path, tensor: info.name) }
+            return try checkpoint.tensor(canonical: info.name).converted(to: info.dtype)
         }
         var diagnostics = created.map { Diagnostic(.note, "created \($0.name) \($0.shape): \($0.initialisation)") }
         diagnostics += dropped.map { Diagnostic(.note, "dropped \($0) (replace mode has no feed-forward block)") }

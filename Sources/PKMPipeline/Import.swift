@@ -41,15 +41,11 @@ public enum Importer {
         let report = checkpoint.report
         let entries = report.mapped + report.unexpected
         let infos = entries.map { TensorInfo(name: $0.canonical, dtype: output.dtype.target(for: $0.dtype), shape: $0.shape) }
-        let sourceByCanonical = Dictionary(uniqueKeysWithValues: entries.map { ($0.canonical, $0.source) })
         var metadata: [String: String] = [:]
         metadata["config"] = String(decoding: checkpoint.config.encodedJSON(), as: UTF8.self)
         try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
                               progress: progress) { info in
-            guard let source = sourceByCanonical[info.name] else {
-                throw FormatError.tensorNotFound(path: checkpoint.reader.url.path, tensor: info.name)
-            }
-            return try checkpoint.reader.tensor(named: source).converted(to: info.dtype)
+            try checkpoint.tensor(canonical: info.name).converted(to: info.dtype)
         }
         var diagnostics = report.warnings.map { Diagnostic(.warning, $0) }
         diagnostics += report.unexpected.map { Diagnostic(.warning, "unexpected tensor '\($0.source)' kept as '\($0.canonical)' (the model does not use it)") }
