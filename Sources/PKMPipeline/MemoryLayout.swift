@@ -116,9 +116,19 @@ public enum MemoryLayouts {
             rule("norm.fn.num_batches_tracked", "query_proj.query_mlps.1.num_batches_tracked"),
             rule("keys", "keys", .keysSwapKeyHalf),
         ],
-        .lingua: [rule("keys", "keys", .keysReshape)],
+        // Meta's and XLM's rank-2 keys are handled by ``keysRule(layout:)``: canonical rank-4 keys need nothing.
+        .lingua: [],
         .xlm: [],
     ]
+
+    /// The rule for rank-2 keys: Meta's `[2·H·N, D]` (a reshape) or XLM's shared `[N, D]` (a broadcast).
+    static func keysRule(layout: DetectedMemoryLayout) -> LeafRule? {
+        switch layout {
+        case .lingua: return rule("keys", "keys", .keysReshape)
+        case .xlm: return rule("keys", "keys", .keysBroadcast)
+        case .lucidrains, .lucidrainsBatchNorm: return nil
+        }
+    }
 
     /// Memories pkm-convert refuses, recognised by a leaf, with the reason.
     public static let refusals: [(leafPrefix: String, reason: String)] = [

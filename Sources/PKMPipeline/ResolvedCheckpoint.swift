@@ -245,8 +245,8 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
         for index in entries.indices {
             guard let (layer, leaf) = memoryLeaf(of: entries[index].canonical), let (layout, heads) = layouts[layer] else { continue }
             var rules = MemoryLayouts.leafRules[layout] ?? []
-            if layout == .xlm, leaf == ParameterNames.Memory.keys, entries[index].shape.count == 2 {
-                rules = [MemoryLayouts.rule("keys", "keys", .keysBroadcast)]
+            if leaf == ParameterNames.Memory.keys, entries[index].shape.count == 2, let keys = MemoryLayouts.keysRule(layout: layout) {
+                rules = [keys]
             }
             guard let rule = rules.first(where: { $0.source == leaf }) else { continue }
             let prefix = ParameterNames.layerPrefix(layer) + ParameterNames.Layer.memory + "."
