@@ -143,7 +143,8 @@ def build(case):
         else:
             memory = peers.MetaMemory(d, N_KEYS, HEADS, KNN, 2 * DIM_HEAD, owns_values=owner is None, **options)
             if owner is not None:
-                memory.shared_values = owner.values
+                # A plain attribute, not a registered submodule: only the first memory's state dict holds values.
+                object.__setattr__(memory, "shared_values", owner.values)
             owner = owner or memory
         attribute = case.get("attribute", "memory")
         peers.attach(model, layer, mode, memory, attribute)

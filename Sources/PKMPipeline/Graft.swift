@@ -117,9 +117,9 @@ public enum Grafter {
     /// - Throws: ``PipelineError`` for invalid requests or checkpoints, ``FormatError`` for I/O.
     public static func run(base: URL, destination: URL, options: GraftOptions, configURL: URL? = nil,
                            output: OutputOptions = OutputOptions(), limits: ReaderLimits = ReaderLimits(),
-                           progress: ((Int, Int) -> Void)? = nil) throws -> GraftResult {
+                           memory: MemoryImportOptions = MemoryImportOptions(), progress: ((Int, Int) -> Void)? = nil) throws -> GraftResult {
         let start = Date()
-        let checkpoint = try ResolvedCheckpoint(url: base, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: base, configURL: configURL, limits: limits, memory: memory)
         try checkpoint.requireUsable()
         let config = try graftedConfig(base: checkpoint.config, options: options)
         let format = try output.resolvedFormat(for: destination)

@@ -28,9 +28,9 @@ public enum Importer {
     ///   tensors (or unexpected ones under `strict`); ``FormatError`` for unreadable input or a failed write.
     public static func run(source: URL, destination: URL, configURL: URL? = nil, strict: Bool = false,
                            output: OutputOptions = OutputOptions(), limits: ReaderLimits = ReaderLimits(),
-                           progress: ((Int, Int) -> Void)? = nil) throws -> ImportResult {
+                           memory: MemoryImportOptions = MemoryImportOptions(), progress: ((Int, Int) -> Void)? = nil) throws -> ImportResult {
         let start = Date()
-        let checkpoint = try ResolvedCheckpoint(url: source, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: source, configURL: configURL, limits: limits, memory: memory)
         try checkpoint.requireUsable(strict: strict)
         let format = try output.resolvedFormat(for: destination)
         var write = output.write

@@ -2,6 +2,7 @@ import Foundation
 import PKMCheckpoints
 import PKMFormats
 import PKMHDF5
+import PKMModel
 import PKMTensor
 
 /// What `inspect` shows about a checkpoint.
@@ -32,13 +33,20 @@ public struct CheckpointSummary: Sendable, Codable {
     public var provenance: Provenance?
     /// Whether every tensor's data was read (and, for pkmz, its checksums checked).
     public var dataVerified: Bool
+    /// The memory config as the model will run it (the config's `pkm` completed from the weights,
+    /// every semantic field explicit: query_norm, score_activation, slot_map, …), when the
+    /// checkpoint resolves as a model with memories.
+    public var resolvedMemory: MemoryConfig?
+    /// The memory layout detected per encoder layer (`lucidrains`, `xlm`, `lingua`, …).
+    public var memoryLayouts: [String: DetectedMemoryLayout] = [:]
 }
 
 /// `inspect`.
 public enum Inspector {
     /// Summarises a checkpoint; with `readData`, reads every tensor so damage anywhere is found.
     /// - Throws: ``FormatError``.
-    public static func inspect(_ url: URL, readData: Bool = false, limits: ReaderLimits = ReaderLimits()) throws -> CheckpointSummary {
+    public static func inspect(_ url: URL, readData: Bool = false, limits: ReaderLimits = ReaderLimits(),
+                               memory: MemoryImportOptions = MemoryImportOptions()) throws -> CheckpointSummary {
         let reader = try Checkpoints.open(url, limits: limits)
         var totals: [String: CheckpointSummary.DTypeTotal] = [:]
         for info in reader.tensorInfos {
@@ -50,10 +58,16 @@ public enum Inspector {
         }
         var metadata = reader.metadata
         let configText = metadata.removeValue(forKey: "config").map(prettyJSON)
-        return CheckpointSummary(path: reader.url.path, format: reader.format, fileBytes: diskBytes(of: reader),
-                                 tensorCount: reader.tensorInfos.count, tensorBytes: reader.totalBytes, dtypeTotals: totals,
-                                 tensors: reader.tensorInfos.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: $0.byteCount) },
-                                 metadata: metadata, config: configText, provenance: reader.provenance, dataVerified: readData)
+        var summary = CheckpointSummary(path: reader.url.path, format: reader.format, fileBytes: diskBytes(of: reader),
+                                        tensorCount: reader.tensorInfos.count, tensorBytes: reader.totalBytes, dtypeTotals: totals,
+                                        tensors: reader.tensorInfos.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: $0.byteCount) },
+                                        metadata: metadata, config: configText, provenance: reader.provenance, dataVerified: readData)
+        // Best effort: a file that is not a model (a reference, a bare state dict) has no resolved memory.
+        if let resolved = try? ResolvedCheckpoint(url: url, limits: limits, memory: memory) {
+            summary.resolvedMemory = resolved.config.memory
+            summary.memoryLayouts = resolved.report.memoryLayouts
+        }
+        return summary
     }
 
     static func diskBytes(of reader: any CheckpointReader) -> Int {

@@ -60,9 +60,10 @@ public enum Runner {
     /// and times `repeats` extra forward passes when `repeats > 0`.
     /// - Throws: ``PipelineError``, ``FormatError``.
     public static func run(checkpoint url: URL, inputs: ModelInputs, outputURL: URL? = nil, repeats: Int = 0,
-                           configURL: URL? = nil, limits: ReaderLimits = ReaderLimits()) throws -> RunResult {
+                           configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
+                           memory: MemoryImportOptions = MemoryImportOptions()) throws -> RunResult {
         let loadStart = Date()
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
         let model = try checkpoint.makeModel()
         let loadSeconds = Date().timeIntervalSince(loadStart)
         func forward(full: Bool, profile: Bool = false) throws -> ModelOutputs {

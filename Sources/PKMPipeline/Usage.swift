@@ -111,9 +111,10 @@ public enum UsageAnalyzer {
     /// - Parameter progress: called after each batch with (sequences done, total).
     /// - Throws: ``PipelineError``, ``FormatError``.
     public static func run(checkpoint url: URL, inputs inputsURL: URL, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
-                           limits: ReaderLimits = ReaderLimits(), progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
+                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions(),
+                           progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
         guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
         let model = try checkpoint.makeModel()
         guard let memory = model.config.memory else {
             throw PipelineError.invalidArgument(name: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")

@@ -70,8 +70,9 @@ public enum Verifier {
     /// - Throws: ``FormatError`` / ``PipelineError`` for unreadable files or config problems (exit 2);
     ///   a numeric disagreement is not an error but a report with `passed == false` (exit 1).
     public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
-                           atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits()) throws -> VerifyReport {
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+                           atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits(),
+                           memory: MemoryImportOptions = MemoryImportOptions()) throws -> VerifyReport {
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
         let model = try checkpoint.makeModel()
         let reference = try Checkpoints.open(referenceURL, limits: limits)
         return try verify(model: model, checkpointName: url.path, reference: reference, atol: atol, rtol: rtol)

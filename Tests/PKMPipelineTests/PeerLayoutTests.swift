@@ -43,6 +43,8 @@ struct PeerLayoutTests {
 
         let meta = try ResolvedCheckpoint(url: Self.fixture("bert_meta_memory_plus"))
         #expect(meta.report.memoryLayouts["0"] == .lingua)
+        #expect(meta.report.unexpected.isEmpty)
+        #expect(meta.sourceName(ofCanonical: "encoder.layer.2.memory.values.weight") == nil)
         let plus = try #require(meta.config.memory)
         #expect(plus.valueProjection == .swiglu && plus.outputGate == .sigmoid && plus.sharedValues == 0 && plus.valueDimension == 24)
     }

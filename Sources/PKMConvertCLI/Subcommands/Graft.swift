@@ -51,6 +51,7 @@ struct Graft: ParsableCommand {
     var config: String?
 
     @OptionGroup var out: OutputArguments
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
@@ -66,7 +67,7 @@ struct Graft: ParsableCommand {
             options.valueInit = valueInit
             options.seed = seed
             let result = try Grafter.run(base: URL(fileURLWithPath: base), destination: URL(fileURLWithPath: output), options: options,
-                                         configURL: config.map { URL(fileURLWithPath: $0) }, output: out.options, limits: global.limits,
+                                         configURL: config.map { URL(fileURLWithPath: $0) }, output: out.options, limits: global.limits, memory: memory.options,
                                          progress: Console.progress("graft", enabled: !global.json))
             if global.json { Console.printJSON(result); return }
             Console.diagnostics(result.diagnostics)

@@ -12,11 +12,12 @@ struct Inspect: ParsableCommand {
     @Flag(name: .long, help: "Also read every tensor, checking checksums and compressed frames.")
     var verifyData = false
 
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         try Console.run(json: global.json) {
-            let summary = try Inspector.inspect(URL(fileURLWithPath: checkpoint), readData: verifyData, limits: global.limits)
+            let summary = try Inspector.inspect(URL(fileURLWithPath: checkpoint), readData: verifyData, limits: global.limits, memory: memory.options)
             if global.json { Console.printJSON(summary); return }
             print("\(summary.path)")
             print("format: \(summary.format.rawValue)   file: \(Console.bytes(summary.fileBytes))   tensors: \(summary.tensorCount)   data: \(Console.bytes(summary.tensorBytes))")
@@ -44,6 +45,13 @@ struct Inspect: ParsableCommand {
                 if let operation = provenance.operation { print("  operation: \(operation)") }
             }
             if let config = summary.config { print("\nconfig:\n\(config)") }
+            if let memory = summary.resolvedMemory {
+                let layouts = summary.memoryLayouts.sorted { $0.key < $1.key }.map { "layer \($0.key): \($0.value.rawValue)" }
+                print("\nmemory as run (\(layouts.isEmpty ? "canonical" : layouts.joined(separator: ", "))):")
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                if let data = try? encoder.encode(memory) { print(String(decoding: data, as: UTF8.self)) }
+            }
             if verifyData { print("\nall tensor data read and checked") }
         }
     }

@@ -30,6 +30,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Config JSON, if the checkpoint carries none.")
     var config: String?
 
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -63,7 +64,7 @@ struct Run: ParsableCommand {
         try Console.run(json: global.json) {
             let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), inputs: try modelInputs(),
                                         outputURL: output.map { URL(fileURLWithPath: $0) }, repeats: `repeat`,
-                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits)
+                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits, memory: memory.options)
             if global.json { Console.printJSON(result); return }
             print("ran \(result.checkpoint): batch \(result.batchSize), sequence \(result.sequenceLength), hidden \(result.hiddenSize)"
                   + String(format: " (load %.2f s)", result.loadSeconds))

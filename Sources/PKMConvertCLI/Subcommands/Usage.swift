@@ -20,13 +20,14 @@ struct Usage: ParsableCommand {
     @Option(name: .long, help: "Sequences per forward pass (memory grows with it, not with the number of inputs).")
     var batchSize: Int = UsageAnalyzer.defaultBatchSize
 
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         try Console.run(json: global.json) {
             let report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), inputs: URL(fileURLWithPath: inputs),
                                                configURL: config.map { URL(fileURLWithPath: $0) }, batchSize: batchSize,
-                                               limits: global.limits, progress: Console.progress("usage", unit: "sequences"))
+                                               limits: global.limits, memory: memory.options, progress: Console.progress("usage", unit: "sequences"))
             if global.json { Console.printJSON(report); return }
             print("memory usage of \(report.checkpoint) over \(report.inputs) [\(report.batchSize), \(report.sequenceLength)]")
             for layer in report.layers {
