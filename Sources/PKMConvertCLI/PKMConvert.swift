@@ -12,6 +12,6 @@ struct PKMConvert: ParsableCommand {
         Exit status: 0 success, 1 verification mismatch, 2 error.
         """,
         version: PKMVersion.version,
-        subcommands: [Inspect.self, Convert.self, Import.self, Verify.self, Run.self, Graft.self, Usage.self, ProbeHDF5.self]
+        subcommands: [Inspect.self, Convert.self, Import.self, Verify.self, Run.self, Graft.self, Export.self, Usage.self, ProbeHDF5.self]
     )
 }

@@ -21,7 +21,13 @@ public struct GraftOptions: Sendable, Codable {
     public var headCount = 4
     public var knn = 32
     public var keyDimension = 256
-    public var queryBatchNorm = true
+    /// Query normalisation of the grafted memories (`--query-norm`; `--[no-]query-batchnorm` picks batchnorm or none).
+    public var queryNorm: QueryNorm = .batchnorm
+    /// Whether the grafted memories use query batchnorm.
+    public var queryBatchNorm: Bool {
+        get { queryNorm == .batchnorm }
+        set { queryNorm = newValue ? .batchnorm : .none }
+    }
     public var queryBias = true
     public var valueInit: ValueInit = .normal
     public var seed: UInt64 = 0
@@ -83,6 +89,7 @@ public enum Grafter {
         var memory = MemoryConfig(layers: [], modes: [], keyCount: options.keyCount, headCount: options.headCount, knn: options.knn,
                                   keyDimension: options.keyDimension, valueDimension: base.hiddenSize, queryBatchNorm: options.queryBatchNorm,
                                   queryBias: options.queryBias, batchNormEpsilon: options.batchNormEpsilon)
+        memory.queryNorm = options.queryNorm
         if let existing = base.memory {
             for layer in options.layers where existing.layers.contains(layer) {
                 throw PipelineError.invalidGraft(reason: "layer \(layer) already has a memory (\(existing.mode(ofLayer: layer)?.rawValue ?? "?") mode)")
@@ -171,7 +178,8 @@ public enum Grafter {
                     let bound = 1 / Float(d).squareRoot()
                     initialisation = "uniform ±1/sqrt(hidden) = ±\(bound) (nn.Linear default)"
                     make = { try? Tensor(dtype: .float32, shape: spec.shape, storage: random.uniformBytes(name: spec.name, count: count, bound: bound)) }
-                case ParameterNames.Memory.batchNormWeight, ParameterNames.Memory.batchNormVariance:
+                case ParameterNames.Memory.batchNormWeight, ParameterNames.Memory.batchNormVariance,
+                     ParameterNames.Memory.queryNorm + ".weight":
                     initialisation = "ones"
                     make = { try? Tensor(float32: [Float](repeating: 1, count: count), shape: spec.shape) }
                 case ParameterNames.Memory.batchNormBatchesTracked:
@@ -187,7 +195,7 @@ public enum Grafter {
                 created.append(GraftedTensor(name: spec.name, shape: spec.shape, initialisation: initialisation))
             }
         }
-        let optionText = "graft --layers \(options.layers.map(String.init).joined(separator: ",")) --mode \(options.mode.rawValue) --n-keys \(n) --heads \(h) --knn \(options.knn) --k-dim \(k) --\(options.queryBatchNorm ? "" : "no-")query-batchnorm --\(options.queryBias ? "" : "no-")query-bias --value-init \(options.valueInit.rawValue) --seed \(options.seed)"
+        let optionText = "graft --layers \(options.layers.map(String.init).joined(separator: ",")) --mode \(options.mode.rawValue) --n-keys \(n) --heads \(h) --knn \(options.knn) --k-dim \(k) --query-norm \(options.queryNorm.rawValue) --\(options.queryBias ? "" : "no-")query-bias --value-init \(options.valueInit.rawValue) --seed \(options.seed)"
         var write = output.write
         write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: nil, operation: optionText)
         write.pendingSourceDigest = digest

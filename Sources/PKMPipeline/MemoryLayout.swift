@@ -46,6 +46,10 @@ public enum LayoutTransform: String, Sendable, Codable {
     case keysReshape = "keys [2HN, D] -> [H, 2, N, D] (reshape)"
     /// `[N, D]` shared by heads and halves → `[H, 2, N, D]` (XLM `mem_use_different_keys=False`).
     case keysBroadcast = "keys [N, D] -> [H, 2, N, D] (broadcast)"
+    /// Export: canonical (head, half, dim) rows → lucidrains' (half, head, dim).
+    case headHalfRows = "rows (head, half, dim) -> (half, head, dim)"
+    /// Export: canonical `[H, 2, N, D]` → lucidrains' `[H, N, 2, D]`.
+    case keysToLucidrains = "keys [H, 2, N, D] -> [H, N, 2, D]"
 
     /// Applies the transform; `heads` is H, `canonicalShape` the result's shape.
     /// - Throws: ``TensorError`` when the element count disagrees (a corrupt shape).
@@ -68,6 +72,27 @@ public enum LayoutTransform: String, Sendable, Codable {
                         target.baseAddress!.advanced(by: canonical * rowBytes)
                             .copyMemory(from: source.baseAddress!.advanced(by: original * rowBytes), byteCount: d * rowBytes)
                     } }
+                }
+            }
+        case .headHalfRows:
+            let rows = tensor.shape[0], rowBytes = rows > 0 ? bytes.count / rows : 0, d = rows / (2 * heads)
+            out.withUnsafeMutableBytes { target in
+                bytes.withUnsafeBytes { source in
+                    for h in 0..<heads { for p in 0..<2 {
+                        let canonical = (h * 2 + p) * d, lucidrains = (p * heads + h) * d
+                        target.baseAddress!.advanced(by: lucidrains * rowBytes)
+                            .copyMemory(from: source.baseAddress!.advanced(by: canonical * rowBytes), byteCount: d * rowBytes)
+                    } }
+                }
+            }
+        case .keysToLucidrains:
+            let (h, n, d) = (tensor.shape[0], tensor.shape[2], tensor.shape[3]), chunk = d * size
+            out.withUnsafeMutableBytes { target in
+                bytes.withUnsafeBytes { source in
+                    for head in 0..<h { for key in 0..<n { for p in 0..<2 {
+                        target.baseAddress!.advanced(by: ((head * n + key) * 2 + p) * chunk)
+                            .copyMemory(from: source.baseAddress!.advanced(by: ((head * 2 + p) * n + key) * chunk), byteCount: chunk)
+                    } } }
                 }
             }
         case .keysSwapKeyHalf:
@@ -206,6 +231,10 @@ public enum MemoryLayouts {
             return [heads, 2, shape[0] / (2 * heads), shape[1]]
         case .keysBroadcast:
             return shape.count == 2 ? [heads, 2, shape[0], shape[1]] : nil
+        case .headHalfRows:
+            return shape
+        case .keysToLucidrains:
+            return shape.count == 4 && shape[1] == 2 ? [shape[0], shape[2], 2, shape[3]] : nil
         }
     }
 }

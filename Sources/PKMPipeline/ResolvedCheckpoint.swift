@@ -78,6 +78,8 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
     public let config: ModelConfig
     /// The mapping report.
     public let report: MappingReport
+    /// The config JSON as found (before the memory fields were completed), so exports keep its other keys.
+    public let sourceConfigJSON: Data
     private let sourceByCanonical: [String: MappedTensor]
 
     /// Opens `url` (file, sharded index or HF folder), resolves the config (spec §2 order: `configURL`;
@@ -96,6 +98,7 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
         } catch let error as ModelError {
             throw PipelineError.invalidConfig(source: configSource, underlying: error)
         }
+        sourceConfigJSON = configData
         var notes: [String] = []
         if config.memory == nil, let params = reader.metadata["xlm_params"],
            let (memory, filled) = try XLMParams.memoryConfig(fromJSON: params, hiddenSize: config.hiddenSize, source: "\(url.path) (XLM params)") {
