@@ -59,6 +59,10 @@ CASES = [
     dict(name="roberta_lucidrains_relu", seed=33, model_type="roberta", kind="lucidrains", attribute="mem", prefix="roberta.",
          memories=[(1, "after")], options=dict(non_competitive_gates=True), pkm_extra=dict(score_activation="relu"),
          description="lucidrains PKM 0.3.0 with non_competitive_gates (ReLU weights), after RoBERTa layer 1, attribute `mem`, roberta. prefix"),
+    dict(name="bert_lucidrains_01_batchnorm", seed=37, model_type="bert", kind="lucidrains01", attribute="pkm",
+         memories=[(2, "residual")], options={}, pkm_extra={},
+         description="lucidrains 0.1.x layout (re-implemented from its source): BatchNorm over the whole query (norm.fn.*), "
+                     "dim_head = K, beside layer 2's FFN"),
     dict(name="bert_xlm_options_params", seed=34, model_type="bert", kind="xlm", pth=True,
          memories=[(0, "replace"), (2, "after")],
          options=dict(query_layer_sizes=(24,), query_batchnorm=True, normalize_query=True, temperature=0.5,
@@ -134,6 +138,8 @@ def build(case):
         if case["kind"] == "lucidrains":
             memory = PKM(d, heads=HEADS, num_keys=N_KEYS, topk=KNN, dim_head=DIM_HEAD, **options)
             peers.hook_lucidrains(memory)
+        elif case["kind"] == "lucidrains01":
+            memory = peers.Lucidrains01PKM(d, heads=HEADS, num_keys=N_KEYS, topk=KNN, dim_head=2 * DIM_HEAD)
         elif case["kind"] == "xlm":
             share = case.get("pth", False)
             memory = peers.XLMMemory(d, N_KEYS, HEADS, KNN, 2 * DIM_HEAD, owns_values=True, **options)
@@ -191,7 +197,7 @@ def xlm_params(case, config):
     return {"emb_dim": config["hidden_size"], "n_layers": config["num_hidden_layers"], "use_memory": True,
             "mem_enc_positions": [[layer, "in" if mode == "replace" else "after"] for layer, mode in case["memories"]],
             "mem_implementation": "pq_fast", "mem_n_keys": N_KEYS, "mem_heads": HEADS, "mem_knn": KNN, "mem_k_dim": 2 * DIM_HEAD,
-            "mem_v_dim": -1, "mem_query_layer_sizes": "0," + ",".join(str(s) for s in o.get("query_layer_sizes", ())) + ",0",
+            "mem_v_dim": -1, "mem_query_layer_sizes": [0, *o.get("query_layer_sizes", ()), 0],   # XLM's check_params parses "0,24,0"
             "mem_query_bias": o.get("query_bias", True), "mem_query_batchnorm": o.get("query_batchnorm", False),
             "mem_normalize_query": o.get("normalize_query", False), "mem_temperature": o.get("temperature", 1.0),
             "mem_score_softmax": o.get("score_softmax", True), "mem_score_subtract": "", "mem_score_normalize": False,

@@ -187,3 +187,47 @@ class MetaMemory(nn.Module):
         self.last_indices = indices.clone()
         self.last_weights = weights.clone()
         return out.view(B, T, -1)
+
+
+class _MergeDims(nn.Module):
+    """lucidrains 0.1.0's wrapper: BatchNorm1d over the last axis of a [b, t, C] tensor (saved as ``norm.fn.*``)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        shape = x.shape
+        return self.fn(x.reshape(-1, shape[-1])).reshape(*shape)
+
+
+class Lucidrains01PKM(nn.Module):
+    """lucidrains product-key-memory 0.1.x (not installable beside 0.3.0), re-written from its 0.1.0/0.1.11 source:
+    ``dim_head`` is the full K; ``to_queries`` [H·K, d] in (half, head, dim) order; BatchNorm1d over the whole
+    query (``norm.fn``; 0.1.4+ wrap it in MaskedBatchNorm1D, equal with a mask or 2-D input); keys [H, N, 2, K/2]."""
+
+    def __init__(self, dim, heads, num_keys, topk, dim_head):
+        super().__init__()
+        self.topk, self.heads, self.num_keys = topk, heads, num_keys
+        dim_query = dim_head * heads
+        self.to_queries = nn.Linear(dim, dim_query, bias=False)
+        self.norm = _MergeDims(nn.BatchNorm1d(dim_query))
+        self.keys = nn.Parameter(torch.zeros(heads, num_keys, 2, dim_head // 2))
+        self.values = nn.EmbeddingBag(num_keys ** 2, dim, mode="sum")
+
+    def forward(self, x):
+        b, t, h = *x.shape[:2], self.heads
+        queries = self.norm(self.to_queries(x))
+        queries = queries.reshape(b, t, 2, h, -1).permute(2, 0, 1, 3, 4)          # 'b t (p h d) -> p b t h d'
+        dots = torch.einsum("pbthd,hnpd->bthpn", queries, self.keys)
+        scores, indices = dots.topk(k=self.topk, dim=-1)
+        (scores_x, scores_y), (indices_x, indices_y) = map(lambda v: v.chunk(2, dim=3), (scores, indices))
+        all_scores = (scores_x[..., :, None] + scores_y[..., None, :]).reshape(b, t, h, -1)
+        all_indices = (indices_x[..., :, None] * self.num_keys + indices_y[..., None, :]).reshape(b, t, h, -1)
+        final_topk, final_indices = all_scores.topk(self.topk, dim=-1)
+        value_indices = all_indices.gather(-1, final_indices)
+        attn = final_topk.softmax(dim=-1)
+        self.last_indices = value_indices.reshape(b * t, h, self.topk).clone()
+        self.last_weights = attn.reshape(b * t, h, self.topk).clone()
+        out = self.values(value_indices.reshape(b * t, -1), per_sample_weights=attn.reshape(b * t, -1))
+        return out.reshape(b, t, -1)

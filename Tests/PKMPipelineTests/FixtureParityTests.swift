@@ -44,7 +44,7 @@ struct FixtureParityTests {
         let names = Set(Self.cases.map(\.name))
         #expect(names.isSuperset(of: ["bert_residual", "bert_replace_nested", "roberta_after", "bert_two_memories_f16", "xlm_aliases", "bert_base_plain"]))
         #expect(names.isSuperset(of: ["bert_lucidrains_residual", "bert_lucidrains_norms", "roberta_lucidrains_relu", "bert_xlm_options_params",
-                                      "bert_xlm_modulo_raw", "bert_meta_memory_plus"]))
+                                      "bert_xlm_modulo_raw", "bert_meta_memory_plus", "bert_lucidrains_01_batchnorm"]))
         #expect(Self.cases.contains { $0.checkpoint.hasSuffix(".safetensors") })
         #expect(Self.cases.contains { $0.checkpoint.hasSuffix(".h5") })
     }

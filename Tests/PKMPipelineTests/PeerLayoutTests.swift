@@ -30,6 +30,10 @@ struct PeerLayoutTests {
         #expect(lucidrains.report.unexpected.isEmpty)
         #expect(lucidrains.report.warnings.contains { $0.contains("filled from the memory tensors") && $0.contains("pkm.n_keys") })
 
+        let legacy = try ResolvedCheckpoint(url: Self.fixture("bert_lucidrains_01_batchnorm"))
+        #expect(legacy.report.memoryLayouts == ["2": .lucidrainsBatchNorm])
+        #expect(legacy.config.memory?.queryNorm == .batchnorm && legacy.config.memory?.queryBias == false)
+
         let relu = try ResolvedCheckpoint(url: Self.fixture("roberta_lucidrains_relu"))
         #expect(relu.config.memory?.scoreActivation == .relu)
         #expect(relu.report.mapped.contains { $0.rules.contains("memory-attribute:mem") })
@@ -65,6 +69,7 @@ struct PeerLayoutTests {
     @Test("the canonicalised checkpoint verifies, and a perturbed memory weight fails", arguments: [
         ("bert_lucidrains_residual", "encoder.layer.1.memory.query_norm.weight"),
         ("bert_lucidrains_norms", "encoder.layer.0.memory.input_norm.bias"),
+        ("bert_lucidrains_01_batchnorm", "encoder.layer.2.memory.query_proj.query_mlps.1.running_mean"),
         ("bert_lucidrains_norms", "encoder.layer.2.memory.output_norm.weight"),
         ("roberta_lucidrains_relu", "encoder.layer.1.memory.keys"),
         ("bert_xlm_options_params", "encoder.layer.0.memory.query_proj.query_mlps.3.weight"),
