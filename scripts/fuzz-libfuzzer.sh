@@ -29,7 +29,7 @@ work="$scratch/fuzz"
 mkdir -p "$work" "$scratch/artifacts"
 
 echo "== building instrumented libraries in $scratch"
-for module in ZIPFoundation PKMTensor PKMFormats PKMModel; do   # each one: --target builds only its own objects
+for module in ZIPFoundation CPKMKernels PKMTensor PKMFormats PKMModel; do   # each one: --target builds only its own objects
     swift build --scratch-path "$scratch" --sanitize fuzzer --sanitize address --target "$module" >/dev/null
 done
 debug="$scratch/debug"
@@ -39,9 +39,10 @@ swiftc -sanitize=fuzzer,address -parse-as-library -g -Onone -suppress-warnings -
     -Xcc -fmodule-map-file=Sources/CZstd/module.modulemap -Xcc -fmodule-map-file=Sources/COpenSSL/module.modulemap \
     -Xcc -fmodule-map-file=Sources/CBLAS/module.modulemap -Xcc -fmodule-map-file=Sources/CSystemShims/module.modulemap \
     -Xcc -fmodule-map-file="$scratch/checkouts/ZIPFoundation/Sources/CZLib/module.modulemap" \
+    -Xcc -fmodule-map-file="$debug/CPKMKernels.build/module.modulemap" -Xcc -I -Xcc Sources/CPKMKernels/include \
     $(pkg-config --cflags-only-I openblas | sed 's/-I/-Xcc -I/g') \
     Tests/Fuzz/FuzzTarget.swift "$debug"/ZIPFoundation.build/*.swift.o "$debug"/PKMTensor.build/*.swift.o \
-    "$debug"/PKMFormats.build/*.swift.o "$debug"/PKMModel.build/*.swift.o \
+    "$debug"/PKMFormats.build/*.swift.o "$debug"/PKMModel.build/*.swift.o "$debug"/CPKMKernels.build/*.o \
     $(pkg-config --libs libzstd libcrypto openblas zlib) \
     -o "$scratch/pkm-fuzz" 2> >(grep -v "Cannot export local symbol" >&2)
 

@@ -17,7 +17,7 @@ struct PKMConvert: ParsableCommand {
         Exit status: 0 success, 1 verification mismatch, 2 error (including a mistyped command or option).
         """,
         version: PKMVersion.version,
-        subcommands: [Inspect.self, Convert.self, Import.self, Verify.self, Run.self, Graft.self, Usage.self, Diff.self, Tokenize.self, ProbeHDF5.self]
+        subcommands: [Inspect.self, Convert.self, Import.self, Verify.self, Run.self, Graft.self, Export.self, Usage.self, Diff.self, Tokenize.self, ProbeHDF5.self]
     )
 
     /// The exit status of every error, argument errors included (ArgumentParser's default for

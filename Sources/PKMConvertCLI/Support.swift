@@ -73,6 +73,19 @@ enum HDF5ProbeMode: String, ExpressibleByArgument, CaseIterable {
 }
 
 /// Options of commands that write a checkpoint.
+extension MemoryLayoutChoice: ExpressibleByArgument {}
+
+/// `--memory-layout` and `--memory-attribute`, for every command that reads a model.
+struct MemoryArguments: ParsableArguments {
+    @Option(name: .long, help: "Memory layout: auto (detect from names and shapes), xlm, lucidrains or lingua (Meta).")
+    var memoryLayout: MemoryLayoutChoice = .auto
+
+    @Option(name: .long, help: "Module attribute holding the memory under encoder.layer.{i}. (besides memory, pkm, mem).")
+    var memoryAttribute: String?
+
+    var options: MemoryImportOptions { MemoryImportOptions(layout: memoryLayout, attribute: memoryAttribute) }
+}
+
 struct OutputArguments: ParsableArguments {
     @Option(name: .long, help: "Output format (hdf5, safetensors, pkmz); default from the extension.")
     var to: CheckpointFormat?

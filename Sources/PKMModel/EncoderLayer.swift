@@ -44,7 +44,8 @@ public struct EncoderLayer: Sendable {
         specs.append(ParameterSpec(name: p + L.outputNorm + ".weight", shape: [d]))
         specs.append(ParameterSpec(name: p + L.outputNorm + ".bias", shape: [d]))
         if let memoryConfig = config.memory, mode != nil {
-            specs += ProductKeyMemory.parameterSpecs(prefix: p + L.memory + ".", config: memoryConfig, inputWidth: d)
+            specs += ProductKeyMemory.parameterSpecs(prefix: p + L.memory + ".", config: memoryConfig, inputWidth: d,
+                                                     ownsValues: memoryConfig.valueOwner(ofLayer: index) == index)
         }
         return specs
     }
@@ -75,7 +76,9 @@ public struct EncoderLayer: Sendable {
         outputNormWeight = try loader.floats(p + L.outputNorm + ".weight", [d])
         outputNormBias = try loader.floats(p + L.outputNorm + ".bias", [d])
         if let memoryConfig = config.memory, mode != nil {
-            memory = try ProductKeyMemory(prefix: p + L.memory + ".", config: memoryConfig, inputWidth: d, loader: loader)
+            let owner = memoryConfig.valueOwner(ofLayer: index)
+            memory = try ProductKeyMemory(prefix: p + L.memory + ".", valuesPrefix: ParameterNames.layerPrefix(owner) + L.memory + ".",
+                                          config: memoryConfig, inputWidth: d, loader: loader)
         } else {
             memory = nil
         }

@@ -10,32 +10,123 @@ public enum MemoryMode: String, Sendable, Codable, CaseIterable {
     case after
 }
 
+/// How the memory normalises its queries before scoring (spec §3 step 1).
+public enum QueryNorm: String, Sendable, Codable, CaseIterable {
+    /// No normalisation.
+    case none
+    /// Eval-mode BatchNorm1d over the whole `[H·K]` query (`query_mlps.{last}.{weight,bias,running_mean,running_var}`).
+    case batchnorm
+    /// LayerNorm of every half-query (width K/2) separately, one γ/β `[K/2]` shared by all heads and
+    /// halves (`query_norm.{weight,bias}`; lucidrains 0.2+ `norm`).
+    case layernorm
+}
+
+/// What turns the k selected scores of a head into the weights of its value rows (spec §3 step 7).
+public enum ScoreActivation: String, Sendable, Codable, CaseIterable {
+    /// Float32 softmax over the k scores (the default).
+    case softmax
+    /// ReLU of each score, not normalised (lucidrains `non_competitive_gates`).
+    case relu
+    /// The scores themselves (XLM `mem_score_softmax=False`).
+    case identity
+}
+
+/// Optional rescaling of each half-query before scoring.
+public enum QueryNormalize: String, Sendable, Codable, CaseIterable {
+    case none
+    /// Each half divided by its L2 norm (XLM `mem_normalize_query`; no epsilon, as XLM).
+    case l2
+}
+
+/// What maps the memory's read-out (width V) to the model width d.
+public enum ValueProjection: String, Sendable, Codable, CaseIterable {
+    /// None: V must equal d.
+    case none
+    /// `value_proj(m)` with `value_proj.{weight,bias}` `[d, V]`, `[d]`.
+    case linear
+    /// Meta's Memory+: `value_proj(m ⊙ silu(swilu_projection(x)))`, `swilu_projection.{weight,bias}` `[V, d]`, `[V]`.
+    case swiglu
+}
+
+/// An optional gate on the memory's output.
+public enum OutputGate: String, Sendable, Codable, CaseIterable {
+    case none
+    /// The output times `sigmoid(gating(x))`, `gating.{weight,bias}` `[1, d]`, `[1]` (Meta `mem_gated`).
+    case sigmoid
+}
+
+/// How a selected product-key slot becomes the value row actually read (spec §3 step 8).
+public enum SlotMap: String, Sendable, Codable, CaseIterable {
+    /// Slot s reads row s.
+    case none
+    /// Row `head_permutations[h][s]` (XLM `mem_shuffle_indices`; int64 buffer `[H, N²]`).
+    case headPermutations = "head_permutations"
+    /// Row `s mod modulo_size` (XLM `mem_modulo_size`; values then hold `modulo_size` rows).
+    case modulo
+}
+
 /// Product-key memory hyper-parameters (the config's `pkm` object, spec §2).
+///
+/// Fields added for the peer layouts (`query_norm`, `score_activation`, …) default to values that
+/// reproduce the original XLM math, so a config without them means what it always meant. The
+/// sizes (`n_keys`, `heads`, `k_dim`, `v_dim`) and the layout facts the weights show may be absent
+/// from a config: they are then 0 / nil here (``isComplete`` is false) until the checkpoint's
+/// tensors fill them in (PKMPipeline's `MemoryLayout`).
 public struct MemoryConfig: Sendable, Codable, Equatable {
     /// Encoder layer indices that carry a memory.
     public var layers: [Int]
     /// One mode per entry of `layers`.
     public var modes: [MemoryMode]
-    /// Sub-keys per half, N (the memory has N² slots).
+    /// Sub-keys per half, N (the memory has N² slots). 0 when the config leaves it to the weights.
     public var keyCount: Int
-    /// Memory heads, H.
+    /// Memory heads, H. 0 when the config leaves it to the weights.
     public var headCount: Int
-    /// Slots selected per head, k.
+    /// Slots selected per head, k (not recoverable from weights).
     public var knn: Int
-    /// Query width per head, K (even).
+    /// Query width per head, K (even). 0 when the config leaves it to the weights.
     public var keyDimension: Int
-    /// Value width, V (must equal the hidden size).
+    /// Value width, V (must equal the hidden size unless a value projection maps it). 0 when unknown.
     public var valueDimension: Int
-    /// Whether the query network ends in a BatchNorm1d.
-    public var queryBatchNorm: Bool
-    /// Whether the query linear has a bias.
+    /// Query normalisation.
+    public var queryNorm: QueryNorm
+    /// Whether the query linear(s) have a bias.
     public var queryBias: Bool
     /// BatchNorm epsilon.
     public var batchNormEpsilon: Double
+    /// Epsilon of the memory's own LayerNorms (query layernorm, input and output norms); PyTorch's default 1e-5.
+    public var layerNormEpsilon: Double
+    /// Hidden widths of the query MLP between d and H·K (XLM `mem_query_layer_sizes` without its
+    /// leading and trailing 0); ReLU after every linear but the last. Empty: one linear.
+    public var queryLayerSizes: [Int]
+    /// Per-half query rescaling.
+    public var queryNormalize: QueryNormalize
+    /// LayerNorm of the input before the query network only (`input_norm.{weight,bias}` `[d]`; lucidrains `pre_layernorm`).
+    public var inputNorm: Bool
+    /// LayerNorm of the memory's output (`output_norm.{weight,bias}` `[d]`; lucidrains `norm_output`).
+    public var outputNorm: Bool
+    /// Score → weight activation.
+    public var scoreActivation: ScoreActivation
+    /// Scores are divided by this before the activation (XLM `mem_temperature`).
+    public var temperature: Double
+    /// Read-out → model width.
+    public var valueProjection: ValueProjection
+    /// Output gate.
+    public var outputGate: OutputGate
+    /// When set, every memory reads the value table of this layer's memory, and only that memory
+    /// stores `values.weight` (XLM / Meta `mem_share_values`).
+    public var sharedValues: Int?
+    /// Slot → value row.
+    public var slotMap: SlotMap
+    /// Value rows under ``SlotMap/modulo``.
+    public var moduloSize: Int?
 
     enum CodingKeys: String, CodingKey {
         case layers, modes, keyCount = "n_keys", headCount = "heads", knn, keyDimension = "k_dim", valueDimension = "v_dim"
-        case queryBatchNorm = "query_batchnorm", queryBias = "query_bias", batchNormEpsilon = "bn_eps"
+        case queryBatchNorm = "query_batchnorm", queryNorm = "query_norm", queryBias = "query_bias", batchNormEpsilon = "bn_eps"
+        case layerNormEpsilon = "norm_eps", queryLayerSizes = "query_layer_sizes", queryNormalize = "query_normalize"
+        case inputNorm = "input_norm", outputNorm = "output_norm", scoreActivation = "score_activation", temperature
+        case valueProjection = "value_projection", outputGate = "output_gate", sharedValues = "shared_values"
+        case slotMap = "slot_map", moduloSize = "modulo_size"
     }
 
     public init(layers: [Int], modes: [MemoryMode], keyCount: Int = 512, headCount: Int = 4, knn: Int = 32,
@@ -48,9 +139,38 @@ public struct MemoryConfig: Sendable, Codable, Equatable {
         self.knn = knn
         self.keyDimension = keyDimension
         self.valueDimension = valueDimension
-        self.queryBatchNorm = queryBatchNorm
+        self.queryNorm = queryBatchNorm ? .batchnorm : .none
         self.queryBias = queryBias
         self.batchNormEpsilon = batchNormEpsilon
+        layerNormEpsilon = 1e-5
+        queryLayerSizes = []
+        queryNormalize = .none
+        inputNorm = false
+        outputNorm = false
+        scoreActivation = .softmax
+        temperature = 1
+        valueProjection = .none
+        outputGate = .none
+        sharedValues = nil
+        slotMap = .none
+        moduloSize = nil
+    }
+
+    /// The `pkm` fields a config stated explicitly (the others were defaulted or left to the weights).
+    /// Not part of equality or the encoding.
+    public var statedFields: Set<String> = []
+
+    public static func == (lhs: MemoryConfig, rhs: MemoryConfig) -> Bool {
+        var a = lhs, b = rhs
+        a.statedFields = []; b.statedFields = []
+        return a.layers == b.layers && a.modes == b.modes && a.keyCount == b.keyCount && a.headCount == b.headCount
+            && a.knn == b.knn && a.keyDimension == b.keyDimension && a.valueDimension == b.valueDimension
+            && a.queryNorm == b.queryNorm && a.queryBias == b.queryBias && a.batchNormEpsilon == b.batchNormEpsilon
+            && a.layerNormEpsilon == b.layerNormEpsilon && a.queryLayerSizes == b.queryLayerSizes
+            && a.queryNormalize == b.queryNormalize && a.inputNorm == b.inputNorm && a.outputNorm == b.outputNorm
+            && a.scoreActivation == b.scoreActivation && a.temperature == b.temperature
+            && a.valueProjection == b.valueProjection && a.outputGate == b.outputGate && a.sharedValues == b.sharedValues
+            && a.slotMap == b.slotMap && a.moduloSize == b.moduloSize
     }
 
     public init(from decoder: Decoder) throws {
@@ -62,15 +182,75 @@ public struct MemoryConfig: Sendable, Codable, Equatable {
         } else {
             modes = try container.decode([MemoryMode].self, forKey: .modes)
         }
-        keyCount = try container.decode(Int.self, forKey: .keyCount)
-        headCount = try container.decode(Int.self, forKey: .headCount)
         knn = try container.decode(Int.self, forKey: .knn)
-        keyDimension = try container.decode(Int.self, forKey: .keyDimension)
-        valueDimension = try container.decode(Int.self, forKey: .valueDimension)
-        queryBatchNorm = try container.decodeIfPresent(Bool.self, forKey: .queryBatchNorm) ?? true
+        // Sizes the weights show may be left out (0 = inferred from the checkpoint on import).
+        keyCount = try container.decodeIfPresent(Int.self, forKey: .keyCount) ?? 0
+        headCount = try container.decodeIfPresent(Int.self, forKey: .headCount) ?? 0
+        keyDimension = try container.decodeIfPresent(Int.self, forKey: .keyDimension) ?? 0
+        valueDimension = try container.decodeIfPresent(Int.self, forKey: .valueDimension) ?? 0
+        let legacyBatchNorm = try container.decodeIfPresent(Bool.self, forKey: .queryBatchNorm)
+        if let norm = try container.decodeIfPresent(QueryNorm.self, forKey: .queryNorm) {
+            if let legacyBatchNorm, legacyBatchNorm != (norm == .batchnorm) {
+                throw ModelError.invalidConfig(field: "pkm.query_batchnorm", reason: "is \(legacyBatchNorm) but pkm.query_norm is \"\(norm.rawValue)\"")
+            }
+            queryNorm = norm
+        } else {
+            queryNorm = (legacyBatchNorm ?? true) ? .batchnorm : .none
+        }
         queryBias = try container.decodeIfPresent(Bool.self, forKey: .queryBias) ?? true
         batchNormEpsilon = try container.decodeIfPresent(Double.self, forKey: .batchNormEpsilon) ?? 1e-5
+        layerNormEpsilon = try container.decodeIfPresent(Double.self, forKey: .layerNormEpsilon) ?? 1e-5
+        queryLayerSizes = try container.decodeIfPresent([Int].self, forKey: .queryLayerSizes) ?? []
+        queryNormalize = try container.decodeIfPresent(QueryNormalize.self, forKey: .queryNormalize) ?? .none
+        inputNorm = try container.decodeIfPresent(Bool.self, forKey: .inputNorm) ?? false
+        outputNorm = try container.decodeIfPresent(Bool.self, forKey: .outputNorm) ?? false
+        scoreActivation = try container.decodeIfPresent(ScoreActivation.self, forKey: .scoreActivation) ?? .softmax
+        temperature = try container.decodeIfPresent(Double.self, forKey: .temperature) ?? 1
+        valueProjection = try container.decodeIfPresent(ValueProjection.self, forKey: .valueProjection) ?? .none
+        outputGate = try container.decodeIfPresent(OutputGate.self, forKey: .outputGate) ?? .none
+        sharedValues = try container.decodeIfPresent(Int.self, forKey: .sharedValues)
+        slotMap = try container.decodeIfPresent(SlotMap.self, forKey: .slotMap) ?? .none
+        moduloSize = try container.decodeIfPresent(Int.self, forKey: .moduloSize)
+        statedFields = Set(container.allKeys.map(\.stringValue))
+        if legacyBatchNorm != nil { statedFields.insert(CodingKeys.queryNorm.stringValue) }
     }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(layers, forKey: .layers)
+        try container.encode(modes, forKey: .modes)
+        try container.encode(keyCount, forKey: .keyCount)
+        try container.encode(headCount, forKey: .headCount)
+        try container.encode(knn, forKey: .knn)
+        try container.encode(keyDimension, forKey: .keyDimension)
+        try container.encode(valueDimension, forKey: .valueDimension)
+        // `query_batchnorm` stays for readers that predate `query_norm`.
+        try container.encode(queryNorm == .batchnorm, forKey: .queryBatchNorm)
+        try container.encode(queryNorm, forKey: .queryNorm)
+        try container.encode(queryBias, forKey: .queryBias)
+        try container.encode(batchNormEpsilon, forKey: .batchNormEpsilon)
+        try container.encode(layerNormEpsilon, forKey: .layerNormEpsilon)
+        try container.encode(queryLayerSizes, forKey: .queryLayerSizes)
+        try container.encode(queryNormalize, forKey: .queryNormalize)
+        try container.encode(inputNorm, forKey: .inputNorm)
+        try container.encode(outputNorm, forKey: .outputNorm)
+        try container.encode(scoreActivation, forKey: .scoreActivation)
+        try container.encode(temperature, forKey: .temperature)
+        try container.encode(valueProjection, forKey: .valueProjection)
+        try container.encode(outputGate, forKey: .outputGate)
+        try container.encodeIfPresent(sharedValues, forKey: .sharedValues)
+        try container.encode(slotMap, forKey: .slotMap)
+        try container.encodeIfPresent(moduloSize, forKey: .moduloSize)
+    }
+
+    /// Whether the query network ends in a BatchNorm1d (``queryNorm`` is ``QueryNorm/batchnorm``).
+    public var queryBatchNorm: Bool {
+        get { queryNorm == .batchnorm }
+        set { queryNorm = newValue ? .batchnorm : (queryNorm == .batchnorm ? .none : queryNorm) }
+    }
+
+    /// Whether every size is known (a config may leave them to the checkpoint's tensors).
+    public var isComplete: Bool { keyCount > 0 && headCount > 0 && keyDimension > 0 && valueDimension > 0 }
 
     /// The mode of the memory at `layer`, if it has one.
     public func mode(ofLayer layer: Int) -> MemoryMode? {
@@ -80,6 +260,19 @@ public struct MemoryConfig: Sendable, Codable, Equatable {
 
     /// Total slots, N².
     public var slotCount: Int { keyCount * keyCount }
+
+    /// Rows of the value table: N², or ``moduloSize`` under ``SlotMap/modulo``.
+    public var valueRowCount: Int { slotMap == .modulo ? (moduloSize ?? 0) : slotCount }
+
+    /// The layer whose memory stores the values the memory at `layer` reads.
+    public func valueOwner(ofLayer layer: Int) -> Int { sharedValues ?? layer }
+
+    /// Widths of the query network's linears, input first: `[d, hidden…, H·K]`.
+    public func queryWidths(inputWidth: Int) -> [Int] { [inputWidth] + queryLayerSizes + [headCount * keyDimension] }
+
+    /// Index of the j-th linear of the query network inside `query_proj.query_mlps` (XLM's
+    /// `mlp()`: Linear, [BatchNorm1d], ReLU between linears; batchnorm follows every linear).
+    public func queryLinearIndex(_ j: Int) -> Int { j * (queryNorm == .batchnorm ? 3 : 2) }
 }
 
 /// The architecture of a BERT or RoBERTa model, optionally with product-key memories.
@@ -185,9 +378,10 @@ public struct ModelConfig: Sendable, Codable, Equatable {
         }
     }
 
-    /// Decodes a config from JSON bytes and validates it.
+    /// Decodes a config from JSON bytes and validates it (unless `validating` is false: import
+    /// first fills memory sizes the config leaves to the weights, then validates).
     /// - Throws: ``ModelError/invalidConfig(field:reason:)`` naming the field.
-    public static func decode(json: Data) throws -> ModelConfig {
+    public static func decode(json: Data, validating: Bool = true) throws -> ModelConfig {
         let config: ModelConfig
         do {
             config = try JSONDecoder().decode(ModelConfig.self, from: json)
@@ -205,7 +399,7 @@ public struct ModelConfig: Sendable, Codable, Equatable {
         } catch {
             throw ModelError.invalidConfig(field: "(json)", reason: "\(error)")
         }
-        try config.validate()
+        if validating { try config.validate() }
         return config
     }
 
@@ -249,18 +443,22 @@ public struct ModelConfig: Sendable, Codable, Equatable {
             throw ModelError.invalidConfig(field: "max_position_embeddings", reason: "RoBERTa needs more than pad_token_id + 1 positions")
         }
         guard let memory else { return }
+        for (value, field) in [(memory.keyCount, "pkm.n_keys"), (memory.headCount, "pkm.heads"), (memory.keyDimension, "pkm.k_dim"), (memory.valueDimension, "pkm.v_dim")] where value == 0 {
+            throw ModelError.invalidConfig(field: field, reason: "missing (and not inferred from the checkpoint's memory tensors)")
+        }
         try positive(memory.keyCount, "pkm.n_keys", limit: 1 << 16)
         try positive(memory.headCount, "pkm.heads", limit: 1024)
         try positive(memory.knn, "pkm.knn", limit: 1 << 16)
         try positive(memory.keyDimension, "pkm.k_dim", limit: 1 << 16)
+        try positive(memory.valueDimension, "pkm.v_dim", limit: 1 << 20)
         guard memory.knn <= memory.keyCount else {
             throw ModelError.invalidConfig(field: "pkm.knn", reason: "\(memory.knn) exceeds n_keys \(memory.keyCount)")
         }
         guard memory.keyDimension % 2 == 0 else {
             throw ModelError.invalidConfig(field: "pkm.k_dim", reason: "\(memory.keyDimension) must be even (it is split into two halves)")
         }
-        guard memory.valueDimension == hiddenSize else {
-            throw ModelError.invalidConfig(field: "pkm.v_dim", reason: "\(memory.valueDimension) must equal hidden_size \(hiddenSize)")
+        guard memory.valueProjection != .none || memory.valueDimension == hiddenSize else {
+            throw ModelError.invalidConfig(field: "pkm.v_dim", reason: "\(memory.valueDimension) must equal hidden_size \(hiddenSize) (or set pkm.value_projection)")
         }
         guard memory.layers.count == memory.modes.count else {
             throw ModelError.invalidConfig(field: "pkm.modes", reason: "\(memory.modes.count) modes for \(memory.layers.count) layers")
@@ -274,6 +472,29 @@ public struct ModelConfig: Sendable, Codable, Equatable {
         }
         guard memory.batchNormEpsilon >= 0, memory.batchNormEpsilon.isFinite else {
             throw ModelError.invalidConfig(field: "pkm.bn_eps", reason: "must be a non-negative number")
+        }
+        guard memory.layerNormEpsilon >= 0, memory.layerNormEpsilon.isFinite else {
+            throw ModelError.invalidConfig(field: "pkm.norm_eps", reason: "must be a non-negative number")
+        }
+        guard memory.temperature > 0, memory.temperature.isFinite else {
+            throw ModelError.invalidConfig(field: "pkm.temperature", reason: "must be a positive number, is \(memory.temperature)")
+        }
+        for size in memory.queryLayerSizes { try positive(size, "pkm.query_layer_sizes", limit: 1 << 18) }
+        guard memory.queryLayerSizes.count <= 16 else {
+            throw ModelError.invalidConfig(field: "pkm.query_layer_sizes", reason: "more than 16 hidden layers")
+        }
+        if let owner = memory.sharedValues, !memory.layers.contains(owner) {
+            throw ModelError.invalidConfig(field: "pkm.shared_values", reason: "layer \(owner) has no memory (pkm.layers is \(memory.layers))")
+        }
+        switch memory.slotMap {
+        case .modulo:
+            guard let size = memory.moduloSize, size >= 1, size <= memory.slotCount else {
+                throw ModelError.invalidConfig(field: "pkm.modulo_size", reason: "slot_map \"modulo\" needs 1 ≤ modulo_size ≤ n_keys² = \(memory.slotCount), is \(memory.moduloSize.map(String.init) ?? "absent")")
+            }
+        case .none, .headPermutations:
+            guard memory.moduloSize == nil else {
+                throw ModelError.invalidConfig(field: "pkm.modulo_size", reason: "is set but pkm.slot_map is \"\(memory.slotMap.rawValue)\", not \"modulo\"")
+            }
         }
     }
 }

@@ -6,6 +6,8 @@ public enum ModelError: Error, Sendable, CustomStringConvertible {
     case missingTensor(name: String)
     /// A tensor's shape differs from what the config implies.
     case shapeMismatch(name: String, expected: [Int], actual: [Int])
+    /// A tensor holds values the model cannot use (an out-of-range slot id, a float where an integer is needed).
+    case invalidTensor(name: String, reason: String)
     /// Inputs are malformed (ragged, ids out of range, …).
     case invalidInput(reason: String)
 
@@ -17,6 +19,8 @@ public enum ModelError: Error, Sendable, CustomStringConvertible {
             return "missing tensor '\(name)'; the checkpoint does not match its config (check the pkm layers/modes, or pass --config)"
         case .shapeMismatch(let name, let expected, let actual):
             return "tensor '\(name)' has shape \(actual), the config implies \(expected); fix the config or the checkpoint"
+        case .invalidTensor(let name, let reason):
+            return "tensor '\(name)' \(reason)"
         case .invalidInput(let reason):
             return "invalid input: \(reason)"
         }

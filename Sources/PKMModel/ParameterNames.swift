@@ -40,6 +40,22 @@ public enum ParameterNames {
         public static let batchNormMean = "query_proj.query_mlps.1.running_mean"
         public static let batchNormVariance = "query_proj.query_mlps.1.running_var"
         public static let batchNormBatchesTracked = "query_proj.query_mlps.1.num_batches_tracked"
+        /// `query_proj.query_mlps.{index}` (a linear, or the batchnorm after one).
+        public static func queryModule(_ index: Int) -> String { "query_proj.query_mlps.\(index)" }
+        /// Per-half query LayerNorm, `[K/2]` (``QueryNorm/layernorm``).
+        public static let queryNorm = "query_norm"
+        /// LayerNorm of the input before the query network, `[d]`.
+        public static let inputNorm = "input_norm"
+        /// LayerNorm of the memory's output, `[d]`.
+        public static let outputNorm = "output_norm"
+        /// Output projection `[d, V]` (``ValueProjection``).
+        public static let valueProjection = "value_proj"
+        /// Memory+ gate projection `[V, d]` (``ValueProjection/swiglu``; Meta's spelling).
+        public static let swigluProjection = "swilu_projection"
+        /// Sigmoid output gate `[1, d]` (``OutputGate/sigmoid``).
+        public static let gating = "gating"
+        /// Int64 buffer `[H, N²]` (``SlotMap/headPermutations``).
+        public static let headPermutations = "head_permutations"
     }
 }
 
@@ -53,11 +69,14 @@ public struct ParameterSpec: Sendable, Equatable {
     public var isOptional: Bool
     /// Whether the tensor is a weight the forward pass reads (false for buffers such as `num_batches_tracked`).
     public var isUsed: Bool
+    /// Whether the tensor holds integers the forward pass reads (`head_permutations`) rather than float weights.
+    public var isInteger: Bool
 
-    public init(name: String, shape: [Int], isOptional: Bool = false, isUsed: Bool = true) {
+    public init(name: String, shape: [Int], isOptional: Bool = false, isUsed: Bool = true, isInteger: Bool = false) {
         self.name = name
         self.shape = shape
         self.isOptional = isOptional
         self.isUsed = isUsed
+        self.isInteger = isInteger
     }
 }

@@ -4,113 +4,333 @@ import PKMTensor
 
 /// A product-key memory layer (Lample et al. 2019; spec §3, "Memory M(x)").
 ///
-/// Queries `[tokens, H·K]` come from a linear map (plus optional eval-mode batchnorm). Each head
-/// scores its two query halves against `N` sub-keys each, keeps the top k of each half, and
-/// searches the k×k grid of sums for the exact top k over all N² product keys; it never touches
-/// all N² slots. Softmax weights over the k scores mix the selected value rows.
+/// Queries `[tokens, H·K]` come from a query network (one linear, or XLM's MLP with ReLU; plus
+/// optional eval-mode batchnorm), optionally after an input LayerNorm and followed by a per-half
+/// LayerNorm or L2 normalisation. Each head scores its two query halves against `N` sub-keys each,
+/// keeps the top k of each half, and searches the k×k grid of sums for the exact top k over all
+/// N² product keys; it never touches all N² slots. An activation (softmax, ReLU or identity, after
+/// an optional temperature) turns the k scores into weights of the value rows the slots map to;
+/// the read-out may then be projected (linear or Memory+ SwiGLU), gated and layer-normed. Which
+/// of these steps run is data: the ``MemoryConfig`` fields, whose defaults are XLM's math.
 ///
 /// Ties are broken by the lower index (sub-key index within a half, slot index in the grid), so
 /// results are deterministic; PyTorch's top-k leaves tie order unspecified.
 public struct ProductKeyMemory: Sendable {
+    /// One linear of the query network, with the eval-mode batchnorm folded into scale and shift.
+    struct QueryLayer: Sendable {
+        let weight: [Float]        // [out, in]
+        let bias: [Float]?         // [out]
+        let inFeatures: Int
+        let outFeatures: Int
+        let batchNormScale: [Float]?  // γ / sqrt(var + eps)
+        let batchNormMean: [Float]?
+        let batchNormShift: [Float]?  // β
+    }
+
     /// Hyper-parameters.
     public let config: MemoryConfig
     let inputWidth: Int
     let keys: [Float]          // [H, 2, N, K/2]
-    let values: FloatStorage   // [N·N, V], used in place when the checkpoint's bytes allow it
-    let queryWeight: [Float]   // [H·K, d]
-    let queryBias: [Float]?    // [H·K]
-    let batchNormScale: [Float]?  // γ / sqrt(var + eps)
-    let batchNormMean: [Float]?
-    let batchNormShift: [Float]?  // β
+    let values: FloatStorage   // [rows, V], used in place when the checkpoint's bytes allow it
+    let queryLayers: [QueryLayer]
+    let queryNormWeight: [Float]?   // [K/2]
+    let queryNormBias: [Float]?
+    let inputNormWeight: [Float]?   // [d]
+    let inputNormBias: [Float]?
+    let outputNormWeight: [Float]?  // [d]
+    let outputNormBias: [Float]?
+    let valueProjectionWeight: [Float]?  // [d, V]
+    let valueProjectionBias: [Float]?
+    let swigluWeight: [Float]?      // [V, d]
+    let swigluBias: [Float]?
+    let gateWeight: [Float]?        // [d]
+    let gateBias: Float
+    let headPermutations: [Int64]?  // [H, N²]
 
-    /// The tensors a memory at `prefix` (`encoder.layer.{i}.memory.`) owns.
-    public static func parameterSpecs(prefix: String, config: MemoryConfig, inputWidth: Int) -> [ParameterSpec] {
-        let h = config.headCount, n = config.keyCount, k = config.keyDimension
-        var specs = [
-            ParameterSpec(name: prefix + ParameterNames.Memory.keys, shape: [h, 2, n, k / 2]),
-            ParameterSpec(name: prefix + ParameterNames.Memory.values, shape: [n * n, config.valueDimension]),
-            ParameterSpec(name: prefix + ParameterNames.Memory.queryWeight, shape: [h * k, inputWidth]),
-        ]
-        if config.queryBias {
-            specs.append(ParameterSpec(name: prefix + ParameterNames.Memory.queryBias, shape: [h * k]))
-        }
-        if config.queryBatchNorm {
-            for name in [ParameterNames.Memory.batchNormWeight, ParameterNames.Memory.batchNormBias,
-                         ParameterNames.Memory.batchNormMean, ParameterNames.Memory.batchNormVariance] {
-                specs.append(ParameterSpec(name: prefix + name, shape: [h * k]))
+    /// The first linear's weight (kept for tools that read the query projection).
+    var queryWeight: [Float] { queryLayers[0].weight }
+
+    /// The tensors a memory at `prefix` (`encoder.layer.{i}.memory.`) owns. `ownsValues` is false
+    /// for a memory that reads another layer's value table (``MemoryConfig/sharedValues``).
+    public static func parameterSpecs(prefix: String, config: MemoryConfig, inputWidth: Int, ownsValues: Bool = true) -> [ParameterSpec] {
+        typealias M = ParameterNames.Memory
+        let h = config.headCount, n = config.keyCount, k = config.keyDimension, d = inputWidth, v = config.valueDimension
+        var specs = [ParameterSpec(name: prefix + M.keys, shape: [h, 2, n, k / 2])]
+        if ownsValues { specs.append(ParameterSpec(name: prefix + M.values, shape: [config.valueRowCount, v])) }
+        let widths = config.queryWidths(inputWidth: inputWidth)
+        for j in 0..<(widths.count - 1) {
+            let linear = prefix + M.queryModule(config.queryLinearIndex(j))
+            specs.append(ParameterSpec(name: linear + ".weight", shape: [widths[j + 1], widths[j]]))
+            if config.queryBias { specs.append(ParameterSpec(name: linear + ".bias", shape: [widths[j + 1]])) }
+            if config.queryNorm == .batchnorm {
+                let norm = prefix + M.queryModule(config.queryLinearIndex(j) + 1)
+                for leaf in ["weight", "bias", "running_mean", "running_var"] {
+                    specs.append(ParameterSpec(name: norm + "." + leaf, shape: [widths[j + 1]]))
+                }
+                specs.append(ParameterSpec(name: norm + ".num_batches_tracked", shape: [], isOptional: true, isUsed: false))
             }
-            specs.append(ParameterSpec(name: prefix + ParameterNames.Memory.batchNormBatchesTracked, shape: [],
-                                       isOptional: true, isUsed: false))
+        }
+        func norm(_ name: String, width: Int) {
+            specs.append(ParameterSpec(name: prefix + name + ".weight", shape: [width]))
+            specs.append(ParameterSpec(name: prefix + name + ".bias", shape: [width]))
+        }
+        if config.queryNorm == .layernorm { norm(M.queryNorm, width: k / 2) }
+        if config.inputNorm { norm(M.inputNorm, width: d) }
+        if config.valueProjection == .swiglu {
+            specs.append(ParameterSpec(name: prefix + M.swigluProjection + ".weight", shape: [v, d]))
+            specs.append(ParameterSpec(name: prefix + M.swigluProjection + ".bias", shape: [v]))
+        }
+        if config.valueProjection != .none {
+            specs.append(ParameterSpec(name: prefix + M.valueProjection + ".weight", shape: [d, v]))
+            specs.append(ParameterSpec(name: prefix + M.valueProjection + ".bias", shape: [d]))
+        }
+        if config.outputGate == .sigmoid {
+            specs.append(ParameterSpec(name: prefix + M.gating + ".weight", shape: [1, d]))
+            specs.append(ParameterSpec(name: prefix + M.gating + ".bias", shape: [1]))
+        }
+        if config.outputNorm { norm(M.outputNorm, width: d) }
+        if config.slotMap == .headPermutations {
+            specs.append(ParameterSpec(name: prefix + M.headPermutations, shape: [h, n * n], isInteger: true))
         }
         return specs
     }
 
-    init(prefix: String, config: MemoryConfig, inputWidth: Int, loader: WeightLoader) throws {
+    /// Loads the memory at `prefix`; its value table comes from `valuesPrefix` (another layer's
+    /// memory under shared values).
+    init(prefix: String, valuesPrefix: String? = nil, config: MemoryConfig, inputWidth: Int, loader: WeightLoader) throws {
+        typealias M = ParameterNames.Memory
         self.config = config
         self.inputWidth = inputWidth
-        let h = config.headCount, n = config.keyCount, k = config.keyDimension
-        keys = try loader.floats(prefix + ParameterNames.Memory.keys, [h, 2, n, k / 2])
-        values = try loader.floatStorage(prefix + ParameterNames.Memory.values, [n * n, config.valueDimension])
-        queryWeight = try loader.floats(prefix + ParameterNames.Memory.queryWeight, [h * k, inputWidth])
-        queryBias = config.queryBias ? try loader.floats(prefix + ParameterNames.Memory.queryBias, [h * k]) : nil
-        if config.queryBatchNorm {
-            let gamma = try loader.floats(prefix + ParameterNames.Memory.batchNormWeight, [h * k])
-            let beta = try loader.floats(prefix + ParameterNames.Memory.batchNormBias, [h * k])
-            let mean = try loader.floats(prefix + ParameterNames.Memory.batchNormMean, [h * k])
-            let variance = try loader.floats(prefix + ParameterNames.Memory.batchNormVariance, [h * k])
-            let epsilon = Float(config.batchNormEpsilon)
-            batchNormScale = zip(gamma, variance).map { $0 / ($1 + epsilon).squareRoot() }
-            batchNormMean = mean
-            batchNormShift = beta
+        let h = config.headCount, n = config.keyCount, k = config.keyDimension, d = inputWidth, v = config.valueDimension
+        keys = try loader.floats(prefix + M.keys, [h, 2, n, k / 2])
+        values = try loader.floatStorage((valuesPrefix ?? prefix) + M.values, [config.valueRowCount, v])
+        let widths = config.queryWidths(inputWidth: inputWidth)
+        var layers: [QueryLayer] = []
+        for j in 0..<(widths.count - 1) {
+            let linear = prefix + M.queryModule(config.queryLinearIndex(j)), out = widths[j + 1]
+            let weight = try loader.floats(linear + ".weight", [out, widths[j]])
+            let bias = config.queryBias ? try loader.floats(linear + ".bias", [out]) : nil
+            var scale: [Float]?, mean: [Float]?, shift: [Float]?
+            if config.queryNorm == .batchnorm {
+                let norm = prefix + M.queryModule(config.queryLinearIndex(j) + 1)
+                let gamma = try loader.floats(norm + ".weight", [out])
+                let variance = try loader.floats(norm + ".running_var", [out])
+                let epsilon = Float(config.batchNormEpsilon)
+                scale = zip(gamma, variance).map { $0 / ($1 + epsilon).squareRoot() }
+                mean = try loader.floats(norm + ".running_mean", [out])
+                shift = try loader.floats(norm + ".bias", [out])
+            }
+            layers.append(QueryLayer(weight: weight, bias: bias, inFeatures: widths[j], outFeatures: out,
+                                     batchNormScale: scale, batchNormMean: mean, batchNormShift: shift))
+        }
+        queryLayers = layers
+        func norm(_ enabled: Bool, _ name: String, _ width: Int) throws -> ([Float]?, [Float]?) {
+            guard enabled else { return (nil, nil) }
+            return (try loader.floats(prefix + name + ".weight", [width]), try loader.floats(prefix + name + ".bias", [width]))
+        }
+        (queryNormWeight, queryNormBias) = try norm(config.queryNorm == .layernorm, M.queryNorm, k / 2)
+        (inputNormWeight, inputNormBias) = try norm(config.inputNorm, M.inputNorm, d)
+        (outputNormWeight, outputNormBias) = try norm(config.outputNorm, M.outputNorm, d)
+        if config.valueProjection == .swiglu {
+            swigluWeight = try loader.floats(prefix + M.swigluProjection + ".weight", [v, d])
+            swigluBias = try loader.floats(prefix + M.swigluProjection + ".bias", [v])
         } else {
-            batchNormScale = nil
-            batchNormMean = nil
-            batchNormShift = nil
+            swigluWeight = nil; swigluBias = nil
+        }
+        if config.valueProjection != .none {
+            valueProjectionWeight = try loader.floats(prefix + M.valueProjection + ".weight", [d, v])
+            valueProjectionBias = try loader.floats(prefix + M.valueProjection + ".bias", [d])
+        } else {
+            valueProjectionWeight = nil; valueProjectionBias = nil
+        }
+        if config.outputGate == .sigmoid {
+            gateWeight = try loader.floats(prefix + M.gating + ".weight", [1, d])
+            gateBias = try loader.floats(prefix + M.gating + ".bias", [1])[0]
+        } else {
+            gateWeight = nil; gateBias = 0
+        }
+        if config.slotMap == .headPermutations {
+            let name = prefix + M.headPermutations
+            let permutations = try loader.int64s(name, [h, n * n])
+            let rows = Int64(config.valueRowCount)
+            if let bad = permutations.first(where: { $0 < 0 || $0 >= rows }) {
+                throw ModelError.invalidTensor(name: name, reason: "holds slot \(bad), outside the value table's 0..<\(rows) rows")
+            }
+            headPermutations = permutations
+        } else {
+            headPermutations = nil
         }
     }
 
-    /// The score of `slot` for one head's query (`query` points at the token's `[H·K]` query):
-    /// `keys[h,0,slot / N] · q1 + keys[h,1,slot mod N] · q2`, summed in order (so it may differ from
-    /// the forward pass's sgemm in the last bits). Verification uses it to decide whether a slot
-    /// the reference kept and this run did not is a genuine tie at the top-k boundary.
-    /// - Returns: nil for a slot outside `0..<N²` or a head outside `0..<H`.
+    /// The value row that product-key `slot` of `head` reads (``MemoryConfig/slotMap``).
+    @inline(__always)
+    func valueRow(head: Int, slot: Int) -> Int {
+        switch config.slotMap {
+        case .none: return slot
+        case .headPermutations: return Int(headPermutations![head * config.slotCount + slot])
+        case .modulo: return slot % (config.moduloSize ?? 1)
+        }
+    }
+
+    /// The raw product-key score (before temperature and activation) of the value row `slot` for
+    /// one head's query (`query` points at the token's `[H·K]` query after every normalisation):
+    /// `keys[h,0,p / N] · q1 + keys[h,1,p mod N] · q2`, summed in order (so it may differ from the
+    /// forward pass's sgemm in the last bits), for the product slot p that reads row `slot`. Under
+    /// a slot map several product slots may read one row (`modulo`); the best of their scores is
+    /// returned, which is the score that ranked the row when the forward pass picked it.
+    /// Verification uses it to decide whether a row the reference kept and this run did not is a
+    /// genuine tie at the top-k boundary.
+    /// - Returns: nil for a row outside the value table or a head outside `0..<H`.
     public func slotScore(query: UnsafePointer<Float>, head: Int, slot: Int64) -> Float? {
         let h = config.headCount, n = config.keyCount, k = config.keyDimension, half = k / 2
-        guard (0..<h).contains(head), slot >= 0, slot < Int64(n) * Int64(n) else { return nil }
-        let first = Int(slot / Int64(n)), second = Int(slot % Int64(n))
-        var score: Float = 0
-        for j in 0..<half { score += keys[((head * 2) * n + first) * half + j] * query[head * k + j] }
-        for j in 0..<half { score += keys[((head * 2 + 1) * n + second) * half + j] * query[head * k + half + j] }
-        return score
+        let slots = Int64(config.slotCount)
+        guard (0..<h).contains(head), slot >= 0, slot < Int64(config.valueRowCount) else { return nil }
+        func productScore(_ product: Int64) -> Float {
+            let first = Int(product / Int64(n)), second = Int(product % Int64(n))
+            var score: Float = 0
+            for j in 0..<half { score += keys[((head * 2) * n + first) * half + j] * query[head * k + j] }
+            for j in 0..<half { score += keys[((head * 2 + 1) * n + second) * half + j] * query[head * k + half + j] }
+            return score
+        }
+        switch config.slotMap {
+        case .none:
+            return productScore(slot)
+        case .headPermutations:
+            guard let permutations = headPermutations else { return nil }
+            let base = head * config.slotCount
+            for product in 0..<config.slotCount where permutations[base + product] == slot { return productScore(Int64(product)) }
+            return nil
+        case .modulo:
+            let step = Int64(config.moduloSize ?? 1)
+            var best: Float?
+            for product in stride(from: slot, to: slots, by: Int(step)) {
+                let score = productScore(product)
+                if best.map({ TopK.precedes(score, 0, $0, 1) }) ?? true { best = score }
+            }
+            return best
+        }
     }
 
     /// Pointers a forward pass fills for verification, each per token and head, score-descending.
     struct Trace {
-        /// `[rows, H, k]` slot ids (64-bit: N² exceeds `Int32` from N = 46,341).
+        /// `[rows, H, k]` value rows read (after the slot map; 64-bit: N² exceeds `Int32` from N = 46,341).
         var indices: UnsafeMutablePointer<Int64>
-        /// `[rows, H, k]` softmax weights.
+        /// `[rows, H, k]` weights (after temperature and activation).
         var weights: UnsafeMutablePointer<Float>
-        /// `[rows, H·K]` queries after the optional batchnorm (to score any slot afterwards).
+        /// `[rows, H·K]` queries after every normalisation (to score any slot afterwards).
         var queries: UnsafeMutablePointer<Float>
     }
 
-    /// Applies the memory to `rows` tokens of width d, adding `M(x)` into `output` (`[rows, V]`).
-    /// When `trace` is given, stores per token and head the selected slot ids and softmax weights
+    /// Whether the read-out needs steps after the weighted sum (projection, gate, output norm).
+    var hasPostProcessing: Bool { config.valueProjection != .none || config.outputGate != .none || config.outputNorm }
+
+    /// Applies the memory to `rows` tokens of width d, adding `M(x)` into `output` (`[rows, d]`).
+    /// When `trace` is given, stores per token and head the value rows read and their weights
     /// (`[rows, H, k]`, score-descending), and the queries.
     func forward(_ x: UnsafePointer<Float>, rows: Int, blockRows: Int? = nil, addingInto output: UnsafeMutablePointer<Float>,
                  trace: Trace?, workspace: ForwardWorkspace = ForwardWorkspace()) {
-        let h = config.headCount, n = config.keyCount, k = config.keyDimension, half = k / 2, knn = config.knn
-        let v = config.valueDimension, width = h * k
-        // Both buffers are fully overwritten (linear, then sgemm with beta 0) before they are read.
+        let h = config.headCount, k = config.keyDimension, half = k / 2
+        let v = config.valueDimension, d = inputWidth, width = h * k
         let query = workspace.buffer(.memoryQuery, count: rows * width)
-        Compute.linear(x, rows: rows, inFeatures: inputWidth, weight: queryWeight, bias: queryBias, outFeatures: width, into: query, blockRows: blockRows)
-        if let scale = batchNormScale, let mean = batchNormMean, let shift = batchNormShift {
-            for row in 0..<rows {
-                let r = query + row * width
-                for i in 0..<width { r[i] = (r[i] - mean[i]) * scale[i] + shift[i] }
+        // Query network input: x, or LayerNorm(x) (lucidrains pre_layernorm feeds the queries only).
+        var normed: [Float] = []
+        if let weight = inputNormWeight, let bias = inputNormBias {
+            normed = Array(UnsafeBufferPointer(start: x, count: rows * d))
+            normed.withUnsafeMutableBufferPointer {
+                Compute.layerNorm($0.baseAddress!, rows: rows, width: d, weight: weight, bias: bias, epsilon: Float(config.layerNormEpsilon))
+            }
+        }
+        normed.withUnsafeBufferPointer { normedBuffer in
+            let input = inputNormWeight == nil ? x : normedBuffer.baseAddress!
+            runQueryNetwork(input, rows: rows, into: query, blockRows: blockRows)
+        }
+        if let weight = queryNormWeight, let bias = queryNormBias {
+            // Canonical (head, half, dim) order: every half-query is a contiguous row of K/2.
+            Compute.layerNorm(query, rows: rows * h * 2, width: half, weight: weight, bias: bias, epsilon: Float(config.layerNormEpsilon))
+        }
+        if config.queryNormalize == .l2 {
+            for part in 0..<(rows * h * 2) {
+                let r = query + part * half
+                var squares: Float = 0
+                for i in 0..<half { squares += r[i] * r[i] }
+                let norm = squares.squareRoot()
+                for i in 0..<half { r[i] /= norm }
             }
         }
         if let trace { trace.queries.update(from: query, count: rows * width) }
+        if !hasPostProcessing {
+            select(query: query, rows: rows, blockRows: blockRows, readOut: output, trace: trace, workspace: workspace)
+            return
+        }
+        // Read-out [rows, V], then projection, gate and norm, then added into `output`.
+        var readOut = [Float](repeating: 0, count: rows * v)
+        var result = [Float](repeating: 0, count: rows * d)
+        readOut.withUnsafeMutableBufferPointer { m in
+            select(query: query, rows: rows, blockRows: blockRows, readOut: m.baseAddress!, trace: trace, workspace: workspace)
+            if let weight = swigluWeight {
+                var gate = [Float](repeating: 0, count: rows * v)
+                gate.withUnsafeMutableBufferPointer { g in
+                    Compute.linear(x, rows: rows, inFeatures: d, weight: weight, bias: swigluBias, outFeatures: v, into: g.baseAddress!, blockRows: blockRows)
+                    for i in 0..<(rows * v) { let z = g[i]; m[i] *= z / (1 + expf(-z)) }
+                }
+            }
+            result.withUnsafeMutableBufferPointer { r in
+                if let weight = valueProjectionWeight {
+                    Compute.linear(m.baseAddress!, rows: rows, inFeatures: v, weight: weight, bias: valueProjectionBias, outFeatures: d,
+                                   into: r.baseAddress!, blockRows: blockRows)
+                } else {
+                    r.baseAddress!.update(from: m.baseAddress!, count: rows * d)
+                }
+            }
+        }
+        result.withUnsafeMutableBufferPointer { r in
+            if let weight = gateWeight {
+                for row in 0..<rows {
+                    var z = gateBias
+                    for i in 0..<d { z += weight[i] * x[row * d + i] }
+                    let gate = 1 / (1 + expf(-z))
+                    for i in 0..<d { r[row * d + i] *= gate }
+                }
+            }
+            if let weight = outputNormWeight, let bias = outputNormBias {
+                Compute.layerNorm(r.baseAddress!, rows: rows, width: d, weight: weight, bias: bias, epsilon: Float(config.layerNormEpsilon))
+            }
+            Compute.add(output, r.baseAddress!, count: rows * d)
+        }
+    }
+
+    /// The query network: linears with eval batchnorm and ReLU between them, into `query` `[rows, H·K]`.
+    private func runQueryNetwork(_ x: UnsafePointer<Float>, rows: Int, into query: UnsafeMutablePointer<Float>, blockRows: Int?) {
+        var current: [Float] = []
+        for (j, layer) in queryLayers.enumerated() {
+            let last = j == queryLayers.count - 1
+            var next = last ? [] : [Float](repeating: 0, count: rows * layer.outFeatures)
+            current.withUnsafeBufferPointer { input in
+                next.withUnsafeMutableBufferPointer { hidden in
+                    let source = j == 0 ? x : input.baseAddress!
+                    let target = last ? query : hidden.baseAddress!
+                    Compute.linear(source, rows: rows, inFeatures: layer.inFeatures, weight: layer.weight, bias: layer.bias,
+                                   outFeatures: layer.outFeatures, into: target, blockRows: blockRows)
+                    if let scale = layer.batchNormScale, let mean = layer.batchNormMean, let shift = layer.batchNormShift {
+                        for row in 0..<rows {
+                            let r = target + row * layer.outFeatures
+                            for i in 0..<layer.outFeatures { r[i] = (r[i] - mean[i]) * scale[i] + shift[i] }
+                        }
+                    }
+                    if !last { for i in 0..<(rows * layer.outFeatures) { target[i] = max(target[i], 0) } }
+                }
+            }
+            current = next
+        }
+    }
+
+    /// Scores, top-k and weighted read-out: adds `Σ_h Σ_j w[h,j] · values[row[h,j]]` into `readOut` `[rows, V]`.
+    private func select(query: UnsafeMutablePointer<Float>, rows: Int, blockRows: Int?, readOut output: UnsafeMutablePointer<Float>,
+                        trace: Trace?, workspace: ForwardWorkspace) {
+        let h = config.headCount, n = config.keyCount, k = config.keyDimension, half = k / 2, knn = config.knn
+        let v = config.valueDimension, width = h * k
+        let activation = config.scoreActivation
+        let temperature = Float(config.temperature)
         // Sub-key scores for every token: [rows, N] per head and half, through sgemm.
         let scoreBuffer = workspace.buffer(.memoryScores, count: h * 2 * rows * n)
         keys.withUnsafeBufferPointer { keyBuffer in
@@ -122,45 +342,51 @@ public struct ProductKeyMemory: Sendable {
                 }
             }
         }
-        do {
-            let s = UnsafeBufferPointer(start: UnsafePointer(scoreBuffer), count: h * 2 * rows * n)
-            values.withFloats { valueBuffer in
-                Compute.parallelChunks(rows, minimumChunk: 4) { start, end in
-                    var first = TopK(capacity: knn), second = TopK(capacity: knn), grid = TopK(capacity: knn)
-                    var weights = [Float](repeating: 0, count: knn)
-                    for row in start..<end {
-                        let out = output + row * v
-                        for head in 0..<h {
-                            first.reset(); second.reset(); grid.reset()
-                            let s1 = s.baseAddress! + (head * 2) * rows * n + row * n
-                            let s2 = s.baseAddress! + (head * 2 + 1) * rows * n + row * n
-                            for i in 0..<n { first.offer(score: s1[i], index: i) }
-                            for i in 0..<n { second.offer(score: s2[i], index: i) }
-                            // Both lists are score-descending, so each inner scan stops at the first
-                            // sum that cannot enter the grid's top k.
-                            for a in 0..<first.count {
-                                let scoreA = first.scores[a], slotBase = first.indices[a] * n
-                                if grid.isFull && scoreA + second.scores[0] < grid.minimumScore { break }
-                                for b in 0..<second.count {
-                                    let score = scoreA + second.scores[b]
-                                    if !grid.offer(score: score, index: slotBase + second.indices[b]) && grid.isFull
-                                        && score < grid.minimumScore { break }
-                                }
+        let s = UnsafeBufferPointer(start: UnsafePointer(scoreBuffer), count: h * 2 * rows * n)
+        values.withFloats { valueBuffer in
+            Compute.parallelChunks(rows, minimumChunk: 4) { start, end in
+                var first = TopK(capacity: knn), second = TopK(capacity: knn), grid = TopK(capacity: knn)
+                var weights = [Float](repeating: 0, count: knn)
+                for row in start..<end {
+                    let out = output + row * v
+                    for head in 0..<h {
+                        first.reset(); second.reset(); grid.reset()
+                        let s1 = s.baseAddress! + (head * 2) * rows * n + row * n
+                        let s2 = s.baseAddress! + (head * 2 + 1) * rows * n + row * n
+                        for i in 0..<n { first.offer(score: s1[i], index: i) }
+                        for i in 0..<n { second.offer(score: s2[i], index: i) }
+                        // Both lists are score-descending, so each inner scan stops at the first
+                        // sum that cannot enter the grid's top k.
+                        for a in 0..<first.count {
+                            let scoreA = first.scores[a], slotBase = first.indices[a] * n
+                            if grid.isFull && scoreA + second.scores[0] < grid.minimumScore { break }
+                            for b in 0..<second.count {
+                                let score = scoreA + second.scores[b]
+                                if !grid.offer(score: score, index: slotBase + second.indices[b]) && grid.isFull
+                                    && score < grid.minimumScore { break }
                             }
-                            // Softmax in float32 over the k scores.
-                            let maximum = grid.scores[0]
+                        }
+                        // Scores (÷ temperature, as XLM divides) → weights, in float32.
+                        for j in 0..<grid.count { weights[j] = temperature == 1 ? grid.scores[j] : grid.scores[j] / temperature }
+                        switch activation {
+                        case .softmax:
+                            let maximum = weights[0]
                             var total: Float = 0
-                            for j in 0..<grid.count { weights[j] = expf(grid.scores[j] - maximum); total += weights[j] }
+                            for j in 0..<grid.count { weights[j] = expf(weights[j] - maximum); total += weights[j] }
                             for j in 0..<grid.count { weights[j] /= total }
-                            for j in 0..<grid.count {
-                                let slot = grid.indices[j]
-                                let w = weights[j]
-                                let valueRow = valueBuffer.baseAddress! + slot * v
-                                for i in 0..<v { out[i] += w * valueRow[i] }
-                                if let trace {
-                                    trace.indices[(row * h + head) * knn + j] = Int64(slot)
-                                    trace.weights[(row * h + head) * knn + j] = w
-                                }
+                        case .relu:
+                            for j in 0..<grid.count { weights[j] = max(weights[j], 0) }
+                        case .identity:
+                            break
+                        }
+                        for j in 0..<grid.count {
+                            let slot = valueRow(head: head, slot: grid.indices[j])
+                            let w = weights[j]
+                            let valueRow = valueBuffer.baseAddress! + slot * v
+                            for i in 0..<v { out[i] += w * valueRow[i] }
+                            if let trace {
+                                trace.indices[(row * h + head) * knn + j] = Int64(slot)
+                                trace.weights[(row * h + head) * knn + j] = w
                             }
                         }
                     }

@@ -15,6 +15,16 @@ struct WeightLoader {
         FloatStorage(try tensor(name, shape))
     }
 
+    /// An integer tensor's values as int64 (`head_permutations`).
+    /// - Throws: ``ModelError/invalidTensor(name:reason:)`` for a floating-point tensor.
+    func int64s(_ name: String, _ shape: [Int]) throws -> [Int64] {
+        let tensor = try tensor(name, shape)
+        guard !tensor.dtype.isFloatingPoint else {
+            throw ModelError.invalidTensor(name: name, reason: "has dtype \(tensor.dtype), an integer buffer is required")
+        }
+        return tensor.int64Values()
+    }
+
     func optionalFloats(_ name: String, _ shape: [Int]) throws -> [Float]? {
         guard lookup(name) != nil else { return nil }
         return try floats(name, shape)

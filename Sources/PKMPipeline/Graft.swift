@@ -21,7 +21,13 @@ public struct GraftOptions: Sendable, Codable {
     public var headCount = 4
     public var knn = 32
     public var keyDimension = 256
-    public var queryBatchNorm = true
+    /// Query normalisation of the grafted memories (`--query-norm`; `--[no-]query-batchnorm` picks batchnorm or none).
+    public var queryNorm: QueryNorm = .batchnorm
+    /// Whether the grafted memories use query batchnorm.
+    public var queryBatchNorm: Bool {
+        get { queryNorm == .batchnorm }
+        set { queryNorm = newValue ? .batchnorm : .none }
+    }
     public var queryBias = true
     public var valueInit: ValueInit = .normal
     public var seed: UInt64 = 0
@@ -86,6 +92,7 @@ public enum Grafter {
         var memory = MemoryConfig(layers: [], modes: [], keyCount: options.keyCount, headCount: options.headCount, knn: options.knn,
                                   keyDimension: options.keyDimension, valueDimension: base.hiddenSize, queryBatchNorm: options.queryBatchNorm,
                                   queryBias: options.queryBias, batchNormEpsilon: options.batchNormEpsilon)
+        memory.queryNorm = options.queryNorm
         if let existing = base.memory {
             for layer in options.layers where existing.layers.contains(layer) {
                 throw PipelineError.invalidGraft(reason: "layer \(layer) already has a memory (\(existing.mode(ofLayer: layer)?.rawValue ?? "?") mode)")
@@ -122,10 +129,11 @@ public enum Grafter {
     /// - Throws: ``PipelineError`` for invalid requests or checkpoints, ``FormatError`` for I/O.
     public static func run(base: URL, destination: URL, options: GraftOptions, configURL: URL? = nil,
                            output: OutputOptions = OutputOptions(), limits: ReaderLimits = ReaderLimits(),
+                           memory: MemoryImportOptions = MemoryImportOptions(),
                            progress: ((Int, Int) -> Void)? = nil,
                            byteProgress: ((Int, Int) -> Void)? = nil) throws -> GraftResult {
         let start = Date()
-        let checkpoint = try ResolvedCheckpoint(url: base, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: base, configURL: configURL, limits: limits, memory: memory)
         try checkpoint.requireUsable()
         let config = try graftedConfig(base: checkpoint.config, options: options)
         let format = try output.resolvedFormat(for: destination)
@@ -177,7 +185,8 @@ public enum Grafter {
                     let bound = 1 / Float(d).squareRoot()
                     initialisation = "uniform ±1/sqrt(hidden) = ±\(bound) (nn.Linear default)"
                     make = { try? Tensor(dtype: .float32, shape: spec.shape, storage: random.uniformBytes(name: spec.name, count: count, bound: bound)) }
-                case ParameterNames.Memory.batchNormWeight, ParameterNames.Memory.batchNormVariance:
+                case ParameterNames.Memory.batchNormWeight, ParameterNames.Memory.batchNormVariance,
+                     ParameterNames.Memory.queryNorm + ".weight":
                     initialisation = "ones"
                     make = { try? Tensor(float32: [Float](repeating: 1, count: count), shape: spec.shape) }
                 case ParameterNames.Memory.batchNormBatchesTracked:
@@ -193,7 +202,7 @@ public enum Grafter {
                 created.append(GraftedTensor(name: spec.name, shape: spec.shape, initialisation: initialisation))
             }
         }
-        let optionText = "graft --layers \(options.layers.map(String.init).joined(separator: ",")) --mode \(options.mode.rawValue) --n-keys \(n) --heads \(h) --knn \(options.knn) --k-dim \(k) --\(options.queryBatchNorm ? "" : "no-")query-batchnorm --\(options.queryBias ? "" : "no-")query-bias --value-init \(options.valueInit.rawValue) --seed \(options.seed)"
+        let optionText = "graft --layers \(options.layers.map(String.init).joined(separator: ",")) --mode \(options.mode.rawValue) --n-keys \(n) --heads \(h) --knn \(options.knn) --k-dim \(k) --query-norm \(options.queryNorm.rawValue) --\(options.queryBias ? "" : "no-")query-bias --value-init \(options.valueInit.rawValue) --seed \(options.seed)"
         var write = output.write
         write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: nil, operation: optionText)
         write.pendingSourceDigest = digest
@@ -205,8 +214,8 @@ public enum Grafter {
                 guard let tensor = make() else { throw FormatError.tensorNotFound(path: destination.path, tensor: info.name) }
                 return try tensor.converted(to: info.dtype)
             }
-            guard let source = sources[info.name] else { throw FormatError.tensorNotFound(path: path, tensor: info.name) }
-            return try checkpoint.reader.tensor(named: source).converted(to: info.dtype)
+            guard sources[info.name] != nil else { throw FormatError.tensorNotFound(path: path, tensor: info.name) }
+            return try checkpoint.tensor(canonical: info.name).converted(to: info.dtype)
         }
         var diagnostics = created.map { Diagnostic(.note, "created \($0.name) \($0.shape): \($0.initialisation)") }
         diagnostics += dropped.map { Diagnostic(.note, "dropped \($0) (replace mode has no feed-forward block)") }

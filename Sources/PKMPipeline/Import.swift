@@ -30,10 +30,11 @@ public enum Importer {
     ///   tensors (or unexpected ones under `strict`); ``FormatError`` for unreadable input or a failed write.
     public static func run(source: URL, destination: URL, configURL: URL? = nil, strict: Bool = false,
                            output: OutputOptions = OutputOptions(), limits: ReaderLimits = ReaderLimits(),
+                           memory: MemoryImportOptions = MemoryImportOptions(),
                            progress: ((Int, Int) -> Void)? = nil,
                            byteProgress: ((Int, Int) -> Void)? = nil) throws -> ImportResult {
         let start = Date()
-        let checkpoint = try ResolvedCheckpoint(url: source, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: source, configURL: configURL, limits: limits, memory: memory)
         try checkpoint.requireUsable(strict: strict)
         let format = try output.resolvedFormat(for: destination)
         var write = output.write
@@ -44,16 +45,12 @@ public enum Importer {
         let report = checkpoint.report
         let entries = report.mapped + report.unexpected
         let infos = entries.map { TensorInfo(name: $0.canonical, dtype: output.dtype.target(for: $0.dtype), shape: $0.shape) }
-        let sourceByCanonical = Dictionary(uniqueKeysWithValues: entries.map { ($0.canonical, $0.source) })
         var metadata: [String: String] = [:]
         metadata["config"] = String(decoding: checkpoint.config.encodedJSON(), as: UTF8.self)
         metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: source, reader: checkpoint.reader)
         try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
                               progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress)) { info in
-            guard let source = sourceByCanonical[info.name] else {
-                throw FormatError.tensorNotFound(path: checkpoint.reader.url.path, tensor: info.name)
-            }
-            return try checkpoint.reader.tensor(named: source).converted(to: info.dtype)
+            try checkpoint.tensor(canonical: info.name).converted(to: info.dtype)
         }
         var diagnostics = report.warnings.map { Diagnostic(.warning, $0) }
         diagnostics += report.unexpected.map { Diagnostic(.warning, "unexpected tensor '\($0.source)' kept as '\($0.canonical)' (the model does not use it)") }

@@ -2,6 +2,7 @@ import Foundation
 import PKMCheckpoints
 import PKMFormats
 import PKMHDF5
+import PKMModel
 import PKMTensor
 
 /// What `inspect` shows about a checkpoint.
@@ -32,6 +33,12 @@ public struct CheckpointSummary: Sendable, Codable {
     public var provenance: Provenance?
     /// Whether every tensor's data was read (and, for pkmz, its checksums checked).
     public var dataVerified: Bool
+    /// The memory config as the model will run it (the config's `pkm` completed from the weights,
+    /// every semantic field explicit: query_norm, score_activation, slot_map, …), when the
+    /// checkpoint resolves as a model with memories.
+    public var resolvedMemory: MemoryConfig?
+    /// The memory layout detected per encoder layer (`lucidrains`, `xlm`, `lingua`, …).
+    public var memoryLayouts: [String: DetectedMemoryLayout] = [:]
     /// Elements of the floating-point tensors, in all and per group of canonical names.
     public var parameters = ParameterCounts()
     /// Where the config came from when it is not embedded (`config.json` beside the weights), else nil.
@@ -86,7 +93,7 @@ public struct CheckpointSummary: Sendable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case path, format, fileBytes, tensorCount, tensorBytes, dtypeTotals, tensors, metadata, config, provenance, dataVerified
-        case parameters, configSource
+        case parameters, configSource, resolvedMemory, memoryLayouts
     }
 
     /// `config` and metadata values holding a JSON object (`pkm_source_provenance`) are written as
@@ -106,6 +113,8 @@ public struct CheckpointSummary: Sendable, Codable {
         try container.encode(dataVerified, forKey: .dataVerified)
         try container.encode(parameters, forKey: .parameters)
         try container.encodeIfPresent(configSource, forKey: .configSource)
+        try container.encodeIfPresent(resolvedMemory, forKey: .resolvedMemory)
+        try container.encode(memoryLayouts, forKey: .memoryLayouts)
     }
 
     public init(from decoder: Decoder) throws {
@@ -123,6 +132,8 @@ public struct CheckpointSummary: Sendable, Codable {
         dataVerified = try container.decode(Bool.self, forKey: .dataVerified)
         parameters = try container.decodeIfPresent(ParameterCounts.self, forKey: .parameters) ?? ParameterCounts()
         configSource = try container.decodeIfPresent(String.self, forKey: .configSource)
+        resolvedMemory = try container.decodeIfPresent(MemoryConfig.self, forKey: .resolvedMemory)
+        memoryLayouts = try container.decodeIfPresent([String: DetectedMemoryLayout].self, forKey: .memoryLayouts) ?? [:]
     }
 
     public init(path: String, format: CheckpointFormat, fileBytes: Int, tensorCount: Int, tensorBytes: Int,
@@ -191,7 +202,8 @@ public indirect enum JSONValue: Sendable, Codable, Equatable {
 public enum Inspector {
     /// Summarises a checkpoint; with `readData`, reads every tensor so damage anywhere is found.
     /// - Throws: ``FormatError``.
-    public static func inspect(_ url: URL, readData: Bool = false, limits: ReaderLimits = ReaderLimits()) throws -> CheckpointSummary {
+    public static func inspect(_ url: URL, readData: Bool = false, limits: ReaderLimits = ReaderLimits(),
+                               memory: MemoryImportOptions = MemoryImportOptions()) throws -> CheckpointSummary {
         let reader = try Checkpoints.open(url, limits: limits)
         var totals: [String: CheckpointSummary.DTypeTotal] = [:]
         for info in reader.tensorInfos {
@@ -228,6 +240,11 @@ public enum Inspector {
         summary.configSource = configSource
         for info in reader.tensorInfos where info.dtype.isFloatingPoint {
             summary.parameters.add(name: info.name, count: ShapeMath.elementCount(info.shape) ?? 0)
+        }
+        // Best effort: a file that is not a model (a reference, a bare state dict) has no resolved memory.
+        if let resolved = try? ResolvedCheckpoint(url: url, limits: limits, memory: memory) {
+            summary.resolvedMemory = resolved.config.memory
+            summary.memoryLayouts = resolved.report.memoryLayouts
         }
         return summary
     }

@@ -50,6 +50,8 @@ public enum KeyMapping {
         Rule(id: "layernorm-gamma", pattern: #"^(.*)LayerNorm\.gamma$"#, template: "$1LayerNorm.weight"),
         Rule(id: "layernorm-beta", pattern: #"^(.*)LayerNorm\.beta$"#, template: "$1LayerNorm.bias"),
         Rule(id: "xlm-query-proj", pattern: #"^(encoder\.layer\.\d+\.memory\.query_proj)\.([01])\.(.+)$"#, template: "$1.query_mlps.$2.$3"),
+        // XLM's QueryMLP with hidden layers is a ModuleList of one Sequential: `query_mlps.0.{j}.*`.
+        Rule(id: "xlm-query-mlp-list", pattern: #"^(encoder\.layer\.\d+\.memory\.query_proj\.query_mlps)\.0\.(\d+)\.(.+)$"#, template: "$1.$2.$3"),
         Rule(id: "replace-layer-norm", pattern: #"^encoder\.layer\.(\d+)\.layer_norm\.(weight|bias|gamma|beta)$"#, template: "encoder.layer.$1.output.LayerNorm.$2"),
     ]
 
@@ -70,11 +72,21 @@ public enum KeyMapping {
         }
     }
 
-    private static let compiledContainers = containerRules.map { ($0, try? NSRegularExpression(pattern: $0.pattern)) }
+    /// Module attributes under `encoder.layer.{i}.` that hold a memory (`memory` is canonical; lucidrains
+    /// users attach `pkm` or `mem`). `--memory-attribute NAME` adds one.
+    public static let memoryAttributes = ["memory", "pkm", "mem"]
+
+    /// The container rule that renames `encoder.layer.{i}.{attribute}.` to the canonical `memory`.
+    static func attributeRule(_ attribute: String) -> Rule {
+        Rule(id: "memory-attribute:\(attribute)", pattern: "^encoder\\.layer\\.(\\d+)\\.\(NSRegularExpression.escapedPattern(for: attribute))\\.(.+)$",
+             template: "encoder.layer.$1.memory.$2")
+    }
+
+    private static let compiledContainers = (containerRules + memoryAttributes.dropFirst().map(attributeRule)).map { ($0, try? NSRegularExpression(pattern: $0.pattern)) }
     private static let compiledLeaves = leafRules.map { ($0, try? NSRegularExpression(pattern: $0.pattern)) }
 
-    /// Maps one source name to its canonical name.
-    public static func canonicalName(for source: String) -> Mapped {
+    /// Maps one source name to its canonical name; `extraAttribute` is one more memory attribute (`--memory-attribute`).
+    public static func canonicalName(for source: String, extraAttribute: String? = nil) -> Mapped {
         var name = source
         var applied: [String] = []
         var modelType: ModelConfig.ModelType?
@@ -90,7 +102,12 @@ public enum KeyMapping {
             }
         }
         var impliedMode: (Int, MemoryMode)?
-        if let (rule, captures, rewritten) = firstMatch(compiledContainers, in: name) {
+        var containers = compiledContainers
+        if let extraAttribute, !memoryAttributes.contains(extraAttribute) {
+            let rule = attributeRule(extraAttribute)
+            containers.append((rule, try? NSRegularExpression(pattern: rule.pattern)))
+        }
+        if let (rule, captures, rewritten) = firstMatch(containers, in: name) {
             name = rewritten
             applied.append(rule.id)
             if let mode = rule.impliedMode, let layer = Int(captures.first ?? "") { impliedMode = (layer, mode) }

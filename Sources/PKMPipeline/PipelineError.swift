@@ -21,6 +21,8 @@ public enum PipelineError: Error, Sendable, CustomStringConvertible {
     case invalidGraft(reason: String)
     /// An argument is invalid.
     case invalidArgument(name: String, reason: String)
+    /// A memory layer whose implementation pkm-convert refuses (it would run with the wrong math).
+    case unsupportedMemory(layer: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -39,6 +41,8 @@ public enum PipelineError: Error, Sendable, CustomStringConvertible {
             return "graft: \(reason)"
         case .invalidArgument(let name, let reason):
             return "\(name): \(reason)"
+        case .unsupportedMemory(let layer, let reason):
+            return "memory at encoder layer \(layer): \(reason)"
         }
     }
 }

@@ -14,7 +14,12 @@ public struct MappedTensor: Sendable, Codable, Equatable {
     /// Rules applied (`strip:bert.`, `layernorm-gamma`, …); empty when the name was already canonical.
     public var rules: [String]
     public var dtype: DType
+    /// Canonical shape (after ``transform``).
     public var shape: [Int]
+    /// The re-ordering that turns the source tensor into the canonical one (peer memory layouts), if any.
+    public var transform: LayoutTransform?
+    /// Memory heads H, for ``transform``.
+    public var transformHeads: Int?
 }
 
 /// A shape (or dtype) disagreement between a checkpoint tensor and the config.
@@ -47,6 +52,8 @@ public struct MappingReport: Sendable, Codable {
     public var conflicts: [String]
     /// Non-fatal findings.
     public var warnings: [String]
+    /// The layout detected (or forced) for each memory, by encoder layer.
+    public var memoryLayouts: [String: DetectedMemoryLayout] = [:]
 
     /// Every problem that makes the checkpoint unusable.
     public func problems(strict: Bool) -> [String] {
@@ -71,36 +78,38 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
     public let config: ModelConfig
     /// The mapping report.
     public let report: MappingReport
-    private let sourceByCanonical: [String: String]
+    /// The config JSON as found (before the memory fields were completed), so exports keep its other keys.
+    public let sourceConfigJSON: Data
+    private let sourceByCanonical: [String: MappedTensor]
 
     /// Opens `url` (file, sharded index or HF folder), resolves the config (spec §2 order: `configURL`;
     /// the file's own `config`; `config.json` beside it) and maps tensor names (spec §6).
     /// - Throws: ``FormatError`` for unreadable files, ``PipelineError`` for config problems. Mapping
     ///   problems are recorded in ``report``; call ``requireUsable(strict:)`` to turn them into an error.
-    public init(url: URL, configURL: URL? = nil, limits: ReaderLimits = ReaderLimits()) throws {
+    /// `memory` says which memory layout and module attribute to expect (`--memory-layout`, `--memory-attribute`).
+    public init(url: URL, configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
+                memory memoryOptions: MemoryImportOptions = MemoryImportOptions()) throws {
         reader = try Checkpoints.open(url, limits: limits)
         let (configData, configSource) = try ResolvedCheckpoint.findConfig(checkpoint: url, reader: reader, explicit: configURL,
                                                                            maxBytes: limits.maxHeaderBytes)
         var config: ModelConfig
         do {
-            config = try ModelConfig.decode(json: configData)
+            config = try ModelConfig.decode(json: configData, validating: false)
         } catch let error as ModelError {
             throw PipelineError.invalidConfig(source: configSource, underlying: error)
         }
+        sourceConfigJSON = configData
         var notes: [String] = []
         if config.memory == nil, let params = reader.metadata["xlm_params"],
            let (memory, filled) = try XLMParams.memoryConfig(fromJSON: params, hiddenSize: config.hiddenSize, source: "\(url.path) (XLM params)") {
             config.memory = memory
-            do { try config.validate() } catch let error as ModelError {
-                throw PipelineError.invalidConfig(source: "\(url.path) (XLM params)", underlying: error)
-            }
             notes.append("the config has no pkm object: filled pkm.\(filled.joined(separator: ", pkm.")) from the checkpoint's XLM params")
         }
         if let torch = reader as? TorchCheckpointReader {
             notes += torch.sharedStorages.map { "tensors \($0.map { "'\($0)'" }.joined(separator: ", ")) share one storage (tied weights): each is kept under its own name" }
             notes += torch.diagnostics
         }
-        let mapping = ResolvedCheckpoint.map(reader: reader, config: &config)
+        let mapping = try ResolvedCheckpoint.map(reader: reader, config: &config, memory: memoryOptions, configSource: configSource)
         self.config = config
         var report = mapping.report
         report.configSource = configSource
@@ -118,13 +127,19 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
     }
 
     /// The source name of a canonical tensor, if the checkpoint has it.
-    public func sourceName(ofCanonical name: String) -> String? { sourceByCanonical[name] }
+    public func sourceName(ofCanonical name: String) -> String? { sourceByCanonical[name]?.source }
 
-    /// Reads a tensor by canonical name.
+    /// Reads a tensor by canonical name, re-ordered into the canonical layout when it comes from a peer layout.
     /// - Throws: ``FormatError`` when it is absent or damaged.
     public func tensor(canonical name: String) throws -> Tensor {
-        guard let source = sourceByCanonical[name] else { throw FormatError.tensorNotFound(path: reader.url.path, tensor: name) }
-        return try reader.tensor(named: source)
+        guard let entry = sourceByCanonical[name] else { throw FormatError.tensorNotFound(path: reader.url.path, tensor: name) }
+        let tensor = try reader.tensor(named: entry.source)
+        guard let transform = entry.transform else { return tensor }
+        do {
+            return try transform.apply(to: tensor, heads: entry.transformHeads ?? 1, canonicalShape: entry.shape)
+        } catch {
+            throw FormatError.io(path: reader.url.path, operation: "re-order '\(entry.source)'", message: "\(error)")
+        }
     }
 
     /// Builds the Swift model (float32) from the checkpoint.
@@ -199,16 +214,21 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
         return data
     }
 
-    /// Maps every tensor name and compares against the model's parameter specs.
-    static func map(reader: any CheckpointReader, config: inout ModelConfig) -> (report: MappingReport, sources: [String: String]) {
+    /// Maps every tensor name (spec §6 aliases, then the peer memory layouts), fills and checks the
+    /// memory config against the weights, validates it, and compares against the model's parameter specs.
+    /// - Throws: ``PipelineError/unsupportedMemory(layer:reason:)`` for refused memories,
+    ///   ``PipelineError/invalidConfig(source:underlying:)`` when the completed config is invalid.
+    static func map(reader: any CheckpointReader, config: inout ModelConfig, memory options: MemoryImportOptions = MemoryImportOptions(),
+                    configSource: String = "") throws -> (report: MappingReport, sources: [String: MappedTensor]) {
         var report = MappingReport(checkpoint: reader.url.path, format: reader.format, configSource: "", modelType: config.modelType,
                                    mapped: [], missing: [], unexpected: [], shapeMismatches: [], ignored: [], conflicts: [], warnings: [])
-        var sources: [String: String] = [:]
+        var sources: [String: MappedTensor] = [:]
         var infoByCanonical: [String: MappedTensor] = [:]
         var order: [String] = []
         var impliedTypes = Set<ModelConfig.ModelType>()
+        var entries: [MappedTensor] = []
         for info in reader.tensorInfos {
-            let mapped = KeyMapping.canonicalName(for: info.name)
+            let mapped = KeyMapping.canonicalName(for: info.name, extraAttribute: options.attribute)
             let entry = MappedTensor(source: info.name, canonical: mapped.canonical, rules: mapped.applied, dtype: info.dtype, shape: info.shape)
             if let type = mapped.impliedModelType { impliedTypes.insert(type) }
             if let (layer, mode) = mapped.impliedMemoryMode {
@@ -224,15 +244,67 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
                 report.ignored.append(entry)
                 continue
             }
-            if let previous = infoByCanonical[mapped.canonical] {
-                report.conflicts.append("tensors '\(previous.source)' and '\(info.name)' both map to '\(mapped.canonical)'")
+            entries.append(entry)
+        }
+        // Peer layouts: per memory, detect, rename leaves and record the re-ordering.
+        var memoryLeaves: [Int: [String: [Int]]] = [:]
+        for entry in entries {
+            if let (layer, leaf) = memoryLeaf(of: entry.canonical) { memoryLeaves[layer, default: [:]][leaf] = entry.shape }
+        }
+        var layouts: [Int: (DetectedMemoryLayout, Int?)] = [:]
+        for (layer, leaves) in memoryLeaves {
+            let layout = try MemoryLayouts.detect(layer: layer, leaves: leaves, choice: options.layout)
+            layouts[layer] = (layout, MemoryLayouts.heads(layout: layout, leaves: leaves))
+            report.memoryLayouts[String(layer)] = layout
+        }
+        for index in entries.indices {
+            guard let (layer, leaf) = memoryLeaf(of: entries[index].canonical), let (layout, heads) = layouts[layer] else { continue }
+            var rules = MemoryLayouts.leafRules[layout] ?? []
+            if leaf == ParameterNames.Memory.keys, entries[index].shape.count == 2, let keys = MemoryLayouts.keysRule(layout: layout) {
+                rules = [keys]
+            }
+            guard let rule = rules.first(where: { $0.source == leaf }) else { continue }
+            let prefix = ParameterNames.layerPrefix(layer) + ParameterNames.Layer.memory + "."
+            if let transform = rule.transform {
+                guard let heads, let shape = MemoryLayouts.canonicalShape(entries[index].shape, transform: transform, heads: heads) else {
+                    report.conflicts.append("tensor '\(entries[index].source)' has shape \(entries[index].shape), which the \(layout.rawValue) memory layout cannot re-order (\(transform.rawValue))")
+                    continue
+                }
+                entries[index].shape = shape
+                entries[index].transform = transform
+                entries[index].transformHeads = heads
+            }
+            entries[index].canonical = prefix + rule.canonical
+            entries[index].rules.append("\(layout.rawValue):\(rule.source)")
+        }
+        for entry in entries {
+            if let previous = infoByCanonical[entry.canonical] {
+                report.conflicts.append("tensors '\(previous.source)' and '\(entry.source)' both map to '\(entry.canonical)'")
                 continue
             }
-            infoByCanonical[mapped.canonical] = entry
-            order.append(mapped.canonical)
+            infoByCanonical[entry.canonical] = entry
+            order.append(entry.canonical)
         }
         if impliedTypes.count == 1, let type = impliedTypes.first, type != config.modelType {
             report.warnings.append("tensor prefixes say \(type.rawValue) but the config says \(config.modelType.rawValue); using the config")
+        }
+        // The weights fill what the config's pkm object leaves out, and must agree with what it states.
+        if var memory = config.memory {
+            var canonicalLeaves: [Int: [String: (source: String, shape: [Int])]] = [:]
+            for entry in infoByCanonical.values {
+                if let (layer, leaf) = memoryLeaf(of: entry.canonical), memory.layers.contains(layer) {
+                    canonicalLeaves[layer, default: [:]][leaf] = (entry.source, entry.shape)
+                }
+            }
+            let (filled, conflicts) = InferredMemory(layers: canonicalLeaves).reconcile(&memory)
+            report.conflicts += conflicts
+            if !filled.isEmpty {
+                report.warnings.append("the config's pkm object leaves pkm.\(filled.joined(separator: ", pkm.")) to the weights: filled from the memory tensors")
+            }
+            config.memory = memory
+        }
+        do { try config.validate() } catch let error as ModelError {
+            throw PipelineError.invalidConfig(source: configSource, underlying: error)
         }
         let specs = PKMBertModel.parameterSpecs(for: config)
         var expected = Set<String>()
@@ -242,10 +314,10 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
                 if !spec.isOptional { report.missing.append(spec.name) }
                 continue
             }
-            sources[spec.name] = entry.source
+            sources[spec.name] = entry
             if entry.shape != spec.shape {
                 report.shapeMismatches.append(ShapeMismatch(name: entry.source, expected: spec.shape, actual: entry.shape, dtype: nil))
-            } else if spec.isUsed && !entry.dtype.isFloatingPoint {
+            } else if spec.isUsed && spec.isInteger == entry.dtype.isFloatingPoint {
                 report.shapeMismatches.append(ShapeMismatch(name: entry.source, expected: spec.shape, actual: entry.shape, dtype: entry.dtype))
             }
             report.mapped.append(entry)
@@ -256,10 +328,22 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
         for canonical in order where !expected.contains(canonical) {
             if let entry = infoByCanonical[canonical] {
                 report.unexpected.append(entry)
-                sources[canonical] = entry.source
+                sources[canonical] = entry
             }
         }
         report.modelType = config.modelType
         return (report, sources)
+    }
+
+    /// `(layer, leaf)` when `name` is `encoder.layer.{layer}.memory.{leaf}`.
+    static func memoryLeaf(of name: String) -> (Int, String)? {
+        let head = "encoder.layer."
+        guard name.hasPrefix(head) else { return nil }
+        let rest = name.dropFirst(head.count)
+        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]) else { return nil }
+        let after = rest[rest.index(after: dot)...]
+        let memory = ParameterNames.Layer.memory + "."
+        guard after.hasPrefix(memory) else { return nil }
+        return (layer, String(after.dropFirst(memory.count)))
     }
 }

@@ -60,8 +60,10 @@ public enum Runner {
     /// and times `repeats` extra forward passes when `repeats > 0`.
     /// - Throws: ``PipelineError``, ``FormatError``.
     public static func run(checkpoint url: URL, inputs: ModelInputs, outputURL: URL? = nil, repeats: Int = 0,
-                           configURL: URL? = nil, limits: ReaderLimits = ReaderLimits()) throws -> RunResult {
-        try run(checkpoint: url, source: .given(inputs), outputURL: outputURL, repeats: repeats, configURL: configURL, limits: limits)
+                           configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
+                           memory: MemoryImportOptions = MemoryImportOptions()) throws -> RunResult {
+        try run(checkpoint: url, source: .given(inputs), outputURL: outputURL, repeats: repeats, configURL: configURL, limits: limits,
+                memory: memory)
     }
 
     /// Runs the inputs of `source` (a file's `/inputs`, given ids, or seeded random ids drawn from the
@@ -71,9 +73,10 @@ public enum Runner {
     /// - Throws: ``PipelineError``, ``FormatError``.
     public static func run(checkpoint url: URL, source: InputSource, outputURL: URL? = nil, repeats: Int = 0,
                            configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
+                           memory: MemoryImportOptions = MemoryImportOptions(),
                            loadProgress: ((Int, Int) -> Void)? = nil) throws -> RunResult {
         let loadStart = Date()
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
         let model = try checkpoint.makeModel(byteProgress: loadProgress)
         let loadSeconds = Date().timeIntervalSince(loadStart)
         let inputs = try source.inputs(for: model.config, limits: limits)

@@ -161,15 +161,19 @@ public enum UsageAnalyzer {
     /// - Parameter progress: called after each batch with (sequences done, total).
     /// - Throws: ``PipelineError``, ``FormatError``.
     public static func run(checkpoint url: URL, inputs inputsURL: URL, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
-                           limits: ReaderLimits = ReaderLimits(), progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
-        try run(checkpoint: url, source: .file(inputsURL), configURL: configURL, batchSize: batchSize, limits: limits, progress: progress)
+                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions(),
+                           progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
+        try run(checkpoint: url, source: .file(inputsURL), configURL: configURL, batchSize: batchSize, limits: limits, memory: memory,
+                progress: progress)
     }
 
     /// Runs given inputs through the model in batches of `batchSize` sequences and measures every memory layer.
     /// - Throws: ``PipelineError``, ``FormatError``.
     public static func run(checkpoint url: URL, inputs: ModelInputs, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
-                           limits: ReaderLimits = ReaderLimits(), progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
-        try run(checkpoint: url, source: .given(inputs), configURL: configURL, batchSize: batchSize, limits: limits, progress: progress)
+                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions(),
+                           progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
+        try run(checkpoint: url, source: .given(inputs), configURL: configURL, batchSize: batchSize, limits: limits, memory: memory,
+                progress: progress)
     }
 
     /// Runs the inputs of `source` (a file's `/inputs`, given ids, or seeded random ids) through the model in
@@ -179,10 +183,11 @@ public enum UsageAnalyzer {
     ///   - loadProgress: called while the weights are read, with (bytes read, total).
     /// - Throws: ``PipelineError``, ``FormatError``.
     public static func run(checkpoint url: URL, source: InputSource, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
-                           limits: ReaderLimits = ReaderLimits(), progress: ((Int, Int) -> Void)? = nil,
+                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions(),
+                           progress: ((Int, Int) -> Void)? = nil,
                            loadProgress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
         guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
         let model = try checkpoint.makeModel(byteProgress: loadProgress)
         guard let memory = model.config.memory else {
             throw PipelineError.invalidArgument(name: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")

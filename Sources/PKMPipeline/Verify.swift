@@ -96,8 +96,10 @@ public enum Verifier {
     /// - Throws: ``FormatError`` / ``PipelineError`` for unreadable files or config problems (exit 2);
     ///   a numeric disagreement is not an error but a report with `passed == false` (exit 1).
     public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
-                           atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits()) throws -> VerifyReport {
-        try run(checkpoint: url, reference: referenceURL, configURL: configURL, atol: atol, rtol: rtol, limits: limits, loadProgress: nil)
+                           atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits(),
+                           memory: MemoryImportOptions = MemoryImportOptions()) throws -> VerifyReport {
+        try run(checkpoint: url, reference: referenceURL, configURL: configURL, atol: atol, rtol: rtol, limits: limits, memory: memory,
+                loadProgress: nil)
     }
 
     /// Verifies a checkpoint against a reference file, reporting the weights read while the model loads.
@@ -105,8 +107,9 @@ public enum Verifier {
     /// - Throws: as ``run(checkpoint:reference:configURL:atol:rtol:limits:)``.
     public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
                            atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits(),
+                           memory: MemoryImportOptions = MemoryImportOptions(),
                            loadProgress: ((Int, Int) -> Void)?) throws -> VerifyReport {
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
         let model = try checkpoint.makeModel(byteProgress: loadProgress)
         let reference = try Checkpoints.open(referenceURL, limits: limits)
         var report = try verify(model: model, checkpointName: url.path, reference: reference, atol: atol, rtol: rtol)

@@ -16,6 +16,17 @@ enum XLMParams {
     static let booleanFields: [(option: String, field: String)] = [
         ("mem_query_batchnorm", "query_batchnorm"), ("mem_query_bias", "query_bias"),
     ]
+    /// XLM options whose non-default values change the math in ways the model does not implement: refused.
+    /// Values are rendered as JSON scalars (`false`, `"pq_fast"`).
+    static let refusedOptions: [(option: String, accepted: [String], meaning: String)] = [
+        ("mem_score_subtract", ["\"\""], "score subtraction (min/mean/median) is not implemented"),
+        ("mem_score_normalize", ["false"], "L1 score normalisation is not implemented"),
+        ("mem_multi_query_net", ["false"], "one query network per head and half is not implemented"),
+        ("mem_input2d", ["false"], "convolutional (2-D) query networks are not implemented"),
+        ("mem_implementation", ["\"pq_fast\"", "\"pq_default\""], "only product-key memories (pq_fast, pq_default) are implemented"),
+        ("mem_shuffle_query", ["false"], "the shuffled identity query is not implemented"),
+        ("mem_query_residual", ["false"], "residual query networks are not implemented"),
+    ]
     /// XLM position kinds → modes.
     static let modes: [String: MemoryMode] = ["in": .replace, "after": .after]
 
@@ -56,6 +67,11 @@ enum XLMParams {
             booleans[field] = flag
             filled.append(field)
         }
+        for (option, accepted, meaning) in refusedOptions {
+            guard let value = object[option], !(value is NSNull) else { continue }
+            let text = (value as? Bool).map { $0 ? "true" : "false" } ?? (value as? String).map { "\"\($0)\"" } ?? "\(value)"
+            if !accepted.contains(text) { throw invalid(option, "is \(text): \(meaning)") }
+        }
         var valueDimension = hiddenSize
         if let value = (object["mem_v_dim"] as? NSNumber)?.intValue, value > 0 { valueDimension = value }
         filled.append("v_dim")
@@ -63,6 +79,55 @@ enum XLMParams {
                                   headCount: integers["heads"] ?? 4, knn: integers["knn"] ?? 32,
                                   keyDimension: integers["k_dim"] ?? 256, valueDimension: valueDimension,
                                   queryBatchNorm: booleans["query_batchnorm"] ?? false, queryBias: booleans["query_bias"] ?? true)
-        return (config, filled)
+        var memory = config
+        // Options that change the forward math (peer-layouts.md, "XLM HashingMemory").
+        if let value = object["mem_normalize_query"] {
+            guard let flag = value as? Bool else { throw invalid("mem_normalize_query", "is \(value), not a boolean") }
+            memory.queryNormalize = flag ? .l2 : .none
+            filled.append("query_normalize")
+        }
+        if let value = object["mem_temperature"] {
+            guard let number = value as? NSNumber, !(value is Bool), number.doubleValue > 0 else { throw invalid("mem_temperature", "is \(value), not a positive number") }
+            memory.temperature = number.doubleValue
+            filled.append("temperature")
+        }
+        if let value = object["mem_score_softmax"] {
+            guard let flag = value as? Bool else { throw invalid("mem_score_softmax", "is \(value), not a boolean") }
+            memory.scoreActivation = flag ? .softmax : .identity
+            filled.append("score_activation")
+        }
+        if let value = object["mem_shuffle_indices"] {
+            guard let flag = value as? Bool else { throw invalid("mem_shuffle_indices", "is \(value), not a boolean") }
+            if flag { memory.slotMap = .headPermutations; filled.append("slot_map") }
+        }
+        if let value = object["mem_modulo_size"] {
+            guard let number = value as? NSNumber, !(value is Bool), let size = Int(exactly: number.doubleValue) else { throw invalid("mem_modulo_size", "is \(value), not an integer") }
+            if size != -1 {
+                guard memory.slotMap == .none else { throw invalid("mem_modulo_size", "with mem_shuffle_indices is not implemented") }
+                memory.slotMap = .modulo
+                memory.moduloSize = size
+                filled += ["slot_map", "modulo_size"]
+            }
+        }
+        if let value = object["mem_share_values"] {
+            guard let flag = value as? Bool else { throw invalid("mem_share_values", "is \(value), not a boolean") }
+            if flag, layers.count > 1, let first = layers.min() { memory.sharedValues = first; filled.append("shared_values") }
+        }
+        if let value = object["mem_query_layer_sizes"] {
+            // XLM parses "0,512,0" into [0, 512, 0]; the 0s stand for d and H·K.
+            let sizes: [Int]
+            if let text = value as? String {
+                sizes = text.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            } else if let list = value as? [Any] {
+                sizes = list.compactMap { ($0 as? NSNumber)?.intValue }
+            } else { throw invalid("mem_query_layer_sizes", "is \(value), not a list of sizes") }
+            guard sizes.count >= 2, sizes.first == 0, sizes.last == 0 else {
+                throw invalid("mem_query_layer_sizes", "is \(value): expected 0,…,0 (an identity query network is not implemented)")
+            }
+            memory.queryLayerSizes = Array(sizes.dropFirst().dropLast())
+            filled.append("query_layer_sizes")
+        }
+        memory.statedFields = Set(filled)
+        return (memory, filled)
     }
 }

@@ -326,4 +326,25 @@ struct CLITests {
         let object = try #require(try JSONSerialization.jsonObject(with: Data(full.stdout.utf8)) as? [String: Any])
         #expect(object["storagePrecision"] == nil)
     }
+
+    @Test("convert and graft into a folder path write an HF model folder (export)")
+    func folderDestinations() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = "fixtures/peers/bert_lucidrains_residual/model.safetensors"
+        let converted = folder.appendingPathComponent("converted").path
+        let convert = try Self.run(["convert", source, "-o", converted, "--export-memory-layout", "lucidrains", "--export-memory-attribute", "pkm"])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        #expect(FileManager.default.fileExists(atPath: converted + "/config.json") && FileManager.default.fileExists(atPath: converted + "/model.safetensors"))
+        let verify = try Self.run(["verify", converted, "--reference", "fixtures/peers/bert_lucidrains_residual/reference.h5"])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        let grafted = folder.appendingPathComponent("grafted").path
+        let graft = try Self.run(["graft", "fixtures/models/bert_base_plain/model.safetensors", "-o", grafted, "--layers", "1", "--n-keys", "16",
+                                  "--heads", "2", "--knn", "4", "--k-dim", "16", "--query-norm", "layernorm", "--no-query-bias",
+                                  "--export-memory-layout", "lucidrains", "--export-memory-attribute", "pkm", "--max-shard-size", "60KB"])
+        #expect(graft.status == 0, "\(graft.stderr)")
+        #expect(FileManager.default.fileExists(atPath: grafted + "/model.safetensors.index.json"))
+        let inspect = try Self.run(["inspect", grafted])
+        #expect(inspect.status == 0 && inspect.stdout.contains("layer 1: lucidrains"), "\(inspect.stdout)\(inspect.stderr)")
+    }
 }

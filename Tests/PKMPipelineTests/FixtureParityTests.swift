@@ -13,15 +13,19 @@ struct FixtureParityTests {
     struct Case: CustomTestStringConvertible, Sendable {
         let name: String
         let checkpoint: String
+        /// `fixtures/models` (tools/gen_model_fixtures.py) or `fixtures/peers` (tools/gen_peer_fixtures.py).
+        var root = "fixtures/models"
         var testDescription: String { "\(name)/\(checkpoint)" }
-        var folder: URL { PipelineFixtures.repositoryRoot.appendingPathComponent("fixtures/models/\(name)") }
+        var folder: URL { PipelineFixtures.repositoryRoot.appendingPathComponent("\(root)/\(name)") }
         var checkpointURL: URL { folder.appendingPathComponent(checkpoint) }
         var referenceURL: URL { folder.appendingPathComponent("reference.h5") }
     }
 
-    /// Cases and checkpoint files, read from fixtures/models/MANIFEST.json.
-    static let cases: [Case] = {
-        let manifest = PipelineFixtures.repositoryRoot.appendingPathComponent("fixtures/models/MANIFEST.json")
+    /// Cases and checkpoint files, read from fixtures/models/MANIFEST.json and fixtures/peers/MANIFEST.json.
+    static let cases: [Case] = cases(in: "fixtures/models") + cases(in: "fixtures/peers")
+
+    static func cases(in root: String) -> [Case] {
+        let manifest = PipelineFixtures.repositoryRoot.appendingPathComponent("\(root)/MANIFEST.json")
         guard let data = FileManager.default.contents(atPath: manifest.path),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let cases = object["cases"] as? [String: Any] else { return [] }
@@ -29,16 +33,18 @@ struct FixtureParityTests {
         for (name, value) in cases.sorted(by: { $0.key < $1.key }) {
             guard let files = (value as? [String: Any])?["files"] as? [String: Any] else { continue }
             for file in files.keys.sorted() where file.hasPrefix("model") {
-                result.append(Case(name: name, checkpoint: file))
+                result.append(Case(name: name, checkpoint: file, root: root))
             }
         }
         return result
-    }()
+    }
 
     @Test("the manifest lists every case and checkpoint kind")
     func manifestCoverage() {
         let names = Set(Self.cases.map(\.name))
         #expect(names.isSuperset(of: ["bert_residual", "bert_replace_nested", "roberta_after", "bert_two_memories_f16", "xlm_aliases", "bert_base_plain"]))
+        #expect(names.isSuperset(of: ["bert_lucidrains_residual", "bert_lucidrains_norms", "roberta_lucidrains_relu", "bert_xlm_options_params",
+                                      "bert_xlm_modulo_raw", "bert_meta_memory_plus", "bert_lucidrains_01_batchnorm"]))
         #expect(Self.cases.contains { $0.checkpoint.hasSuffix(".safetensors") })
         #expect(Self.cases.contains { $0.checkpoint.hasSuffix(".h5") })
     }

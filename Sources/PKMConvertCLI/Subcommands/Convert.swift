@@ -11,14 +11,23 @@ struct Convert: ParsableCommand {
     @Argument(help: "Source checkpoint.")
     var source: String
 
-    @Option(name: .shortAndLong, help: "Destination file (format from the extension, or --to).")
+    @Option(name: .shortAndLong, help: "Destination file (format from the extension, or --to); a folder (or a path without extension) writes an HF model folder, as export.")
     var output: String
 
     @OptionGroup var out: OutputArguments
+    @OptionGroup var export: ExportArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         try Console.run(json: global.json) {
+            if ExportConsole.isFolder(output) {
+                // A folder (existing, or a path without extension) means `export`.
+                let result = try Exporter.run(source: URL(fileURLWithPath: source), destination: URL(fileURLWithPath: output),
+                                              options: try export.options(dtype: out.dtype), limits: global.limits,
+                                              progress: Console.progress("export", enabled: !global.json))
+                ExportConsole.print(result, json: global.json)
+                return
+            }
             let result = try Converter.convert(URL(fileURLWithPath: source), to: URL(fileURLWithPath: output), options: out.options,
                                                limits: global.limits, byteProgress: Console.byteProgress("convert", enabled: !global.json))
             Console.diagnostics(result.diagnostics)

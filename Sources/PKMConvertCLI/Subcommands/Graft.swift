@@ -6,6 +6,7 @@ import PKMPipeline
 
 extension MemoryMode: ExpressibleByArgument {}
 extension ValueInit: ExpressibleByArgument {}
+extension QueryNorm: ExpressibleByArgument {}
 
 struct Graft: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -71,7 +72,12 @@ struct Graft: ParsableCommand {
     @Option(name: .long, help: "Config JSON, if the base carries none.")
     var config: String?
 
+    @Option(name: .long, help: "Query normalisation: none, batchnorm or layernorm (overrides --query-batchnorm).")
+    var queryNorm: QueryNorm?
+
     @OptionGroup var out: OutputArguments
+    @OptionGroup var export: ExportArguments
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
@@ -82,12 +88,32 @@ struct Graft: ParsableCommand {
             options.headCount = heads
             options.knn = effectiveKnn
             options.keyDimension = kDim
-            options.queryBatchNorm = queryBatchnorm
+            options.queryNorm = queryNorm ?? (queryBatchnorm ? .batchnorm : .none)
             options.queryBias = queryBias
             options.valueInit = valueInit
             options.seed = seed
+            if ExportConsole.isFolder(output) {
+                // A folder means `export`: graft into a temporary pkmz, then write the HF folder from it.
+                let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-graft-\(UUID().uuidString)")
+                try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true)
+                defer { try? FileManager.default.removeItem(at: temporary) }
+                let grafted = temporary.appendingPathComponent("grafted.pkmz")
+                let result = try Grafter.run(base: URL(fileURLWithPath: base), destination: grafted, options: options,
+                                             configURL: config.map { URL(fileURLWithPath: $0) }, output: out.options, limits: global.limits,
+                                             memory: memory.options)
+                Console.diagnostics(result.diagnostics)
+                var exportOptions = try export.options(dtype: out.dtype)
+                let baseURL = URL(fileURLWithPath: base)
+                var isDirectory: ObjCBool = false
+                exportOptions.tokenizerSource = FileManager.default.fileExists(atPath: base, isDirectory: &isDirectory) && isDirectory.boolValue
+                    ? baseURL : baseURL.deletingLastPathComponent()
+                let exported = try Exporter.run(source: grafted, destination: URL(fileURLWithPath: output), options: exportOptions,
+                                                limits: global.limits)
+                ExportConsole.print(exported, json: global.json)
+                return
+            }
             let result = try Grafter.run(base: URL(fileURLWithPath: base), destination: URL(fileURLWithPath: output), options: options,
-                                         configURL: config.map { URL(fileURLWithPath: $0) }, output: out.options, limits: global.limits,
+                                         configURL: config.map { URL(fileURLWithPath: $0) }, output: out.options, limits: global.limits, memory: memory.options,
                                          byteProgress: Console.byteProgress("graft", enabled: !global.json))
             if global.json { Console.printJSON(result); return }
             Console.diagnostics(verbose ? result.diagnostics : GraftSummary.diagnostics(of: result))

@@ -27,13 +27,14 @@ struct Import: ParsableCommand {
     var strict = false
 
     @OptionGroup var out: OutputArguments
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         try Console.run(json: global.json) {
             let result = try Importer.run(source: URL(fileURLWithPath: source), destination: URL(fileURLWithPath: output),
                                           configURL: config.map { URL(fileURLWithPath: $0) }, strict: strict, output: out.options,
-                                          limits: global.limits, byteProgress: Console.byteProgress("import", enabled: !global.json))
+                                          limits: global.limits, memory: memory.options, byteProgress: Console.byteProgress("import", enabled: !global.json))
             Console.diagnostics(result.diagnostics)
             if global.json { Console.printJSON(result); return }
             let report = result.report

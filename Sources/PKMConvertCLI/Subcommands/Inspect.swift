@@ -18,11 +18,12 @@ struct Inspect: ParsableCommand {
     @Flag(name: .long, help: "Also read every tensor, checking checksums and compressed frames.")
     var verifyData = false
 
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         try Console.run(json: global.json) {
-            let summary = try Inspector.inspect(URL(fileURLWithPath: checkpoint), readData: verifyData, limits: global.limits)
+            let summary = try Inspector.inspect(URL(fileURLWithPath: checkpoint), readData: verifyData, limits: global.limits, memory: memory.options)
             if global.json { Console.printJSON(summary); return }
             print("\(summary.path)")
             var sizes = "format: \(summary.format.rawValue)   file: \(Console.bytes(summary.fileBytes))   \(Count.of(summary.tensorCount, "tensor"))   data: \(Console.bytes(summary.tensorBytes))"
@@ -66,7 +67,17 @@ struct Inspect: ParsableCommand {
                           + String(repeating: " ", count: max(0, 10 - size.count)) + size)
                 }
                 if let config = summary.config { print("\nconfig:\n\(config)") }
+                if let memory = summary.resolvedMemory {
+                    let layouts = summary.memoryLayouts.sorted { $0.key < $1.key }.map { "layer \($0.key): \($0.value.rawValue)" }
+                    print("\nmemory as run (\(layouts.isEmpty ? "canonical" : layouts.joined(separator: ", "))):")
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    if let data = try? encoder.encode(memory) { print(String(decoding: data, as: UTF8.self)) }
+                }
             } else {
+                if !summary.memoryLayouts.isEmpty {
+                    print("memory layouts: " + summary.memoryLayouts.sorted { $0.key < $1.key }.map { "layer \($0.key): \($0.value.rawValue)" }.joined(separator: ", "))
+                }
                 print("(tensor table and full config: --tensors; everything: --json)")
             }
             if verifyData { print("all tensor data read and checked") }

@@ -49,6 +49,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Config JSON, if the checkpoint carries none.")
     var config: String?
 
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -96,7 +97,7 @@ struct Run: ParsableCommand {
         try Console.run(json: global.json) {
             let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try source,
                                         outputURL: output.map { URL(fileURLWithPath: $0) }, repeats: `repeat`,
-                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits,
+                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits, memory: memory.options,
                                         loadProgress: Console.byteProgress("load", enabled: !global.json))
             if global.json { Console.printJSON(result); return }
             print("ran \(result.checkpoint): batch \(result.batchSize), sequence \(result.sequenceLength), hidden \(result.hiddenSize)"

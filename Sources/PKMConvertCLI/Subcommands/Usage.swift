@@ -41,6 +41,7 @@ struct Usage: ParsableCommand {
     @Option(name: .long, help: "Also draw the sorted slot-weight curve and per-head usage of every memory layer as an SVG file.")
     var plot: String?
 
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -70,7 +71,7 @@ struct Usage: ParsableCommand {
             } else {
                 report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try source,
                                                configURL: config.map { URL(fileURLWithPath: $0) }, batchSize: batchSize,
-                                               limits: global.limits, progress: Console.progress("usage", unit: "sequences", enabled: !global.json),
+                                               limits: global.limits, memory: memory.options, progress: Console.progress("usage", unit: "sequences", enabled: !global.json),
                                                loadProgress: Console.byteProgress("load", enabled: !global.json))
             }
             if let plot {

@@ -24,6 +24,7 @@ struct Verify: ParsableCommand {
     @Option(name: .long, help: "Relative tolerance (default: the reference's attribute, else 1e-4).")
     var rtol: Double?
 
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -35,7 +36,7 @@ struct Verify: ParsableCommand {
         var passed = false
         try Console.run(json: global.json) {
             let report = try Verifier.run(checkpoint: URL(fileURLWithPath: checkpoint), reference: URL(fileURLWithPath: reference),
-                                          configURL: config.map { URL(fileURLWithPath: $0) }, atol: atol, rtol: rtol, limits: global.limits,
+                                          configURL: config.map { URL(fileURLWithPath: $0) }, atol: atol, rtol: rtol, limits: global.limits, memory: memory.options,
                                           loadProgress: Console.byteProgress("load", enabled: !global.json))
             passed = report.passed
             if global.json { Console.printJSON(report); return }

@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import PKMFormats
+import PKMModel
+import PKMPipeline
+
+extension ExportMemoryLayout: ExpressibleByArgument {}
+extension ExportPrefix: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument {
+        case "none", "": self = .none
+        case "bert", "bert.": self = .bert
+        case "roberta", "roberta.": self = .roberta
+        default: return nil
+        }
+    }
+}
+
+/// Options shared by `export` and by `convert`/`graft` into a folder.
+struct ExportArguments: ParsableArguments {
+    @Option(name: .customLong("export-memory-layout"), help: "Memory layout written into a model folder: canonical, lucidrains or xlm.")
+    var layout: ExportMemoryLayout = .canonical
+
+    @Option(name: .customLong("export-memory-attribute"), help: "Module attribute of each memory in a model folder (default memory).")
+    var attribute: String = ParameterNames.Layer.memory
+
+    @Option(name: .long, help: "Prefix of the base model's names in a model folder: bert., roberta. or none.")
+    var prefix: ExportPrefix = .none
+
+    @Option(name: .long, help: "Shard a model folder's weights at this size, as HF does (2GB, 500MB).")
+    var maxShardSize: String?
+
+    func options(dtype: DTypePolicy) throws -> ExportOptions {
+        var options = ExportOptions()
+        options.layout = layout
+        options.attribute = attribute
+        options.prefix = prefix
+        options.dtype = dtype
+        options.maxShardBytes = try maxShardSize.map(ExportOptions.parseSize)
+        return options
+    }
+}
+
+enum ExportConsole {
+    /// Whether `path` means a model folder: an existing directory, or a path without extension.
+    static func isFolder(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) { return isDirectory.boolValue }
+        return URL(fileURLWithPath: path).pathExtension.isEmpty
+    }
+
+    static func print(_ result: ExportResult, json: Bool) {
+        Console.diagnostics(result.diagnostics)
+        if json { Console.printJSON(result); return }
+        Swift.print("exported \(result.source) -> \(result.destination) (\(result.layout.rawValue) memory layout)")
+        Swift.print("  \(result.tensorCount) tensors, \(Console.bytes(result.totalBytes)) in \(result.shards.count == 1 ? result.shards[0] : "\(result.shards.count) shards + model.safetensors.index.json")")
+        if !result.tokenizerFiles.isEmpty { Swift.print("  tokenizer files: \(result.tokenizerFiles.joined(separator: ", "))") }
+    }
+}
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a Hugging Face model folder: config.json, model.safetensors (or HF shards + index), tokenizer files.",
+        discussion: """
+        The memory can be written in the canonical layout, as lucidrains product-key-memory modules (to_queries, norm,
+        keys [H, N, 2, D]; load_state_dict(strict=True) into PKM modules attached under --memory-attribute), or with
+        XLM's memories.{i}_in / _after names. config.json keeps the source config's keys and holds the complete pkm object.
+        """)
+
+    @Argument(help: "Source checkpoint (any format or a model folder).")
+    var source: String
+
+    @Option(name: .shortAndLong, help: "Destination folder.")
+    var output: String
+
+    @Option(name: .long, help: "Memory layout written: canonical, lucidrains or xlm.")
+    var memoryLayout: ExportMemoryLayout = .canonical
+
+    @Option(name: .long, help: "Module attribute of each memory under encoder.layer.{i}. (default memory).")
+    var memoryAttribute: String = ParameterNames.Layer.memory
+
+    @Option(name: .long, help: "Storage dtype of floating-point tensors: keep, f32, f16, bf16.")
+    var dtype: DTypePolicy = .keep
+
+    @Option(name: .long, help: "Prefix of the base model's names: bert., roberta. or none.")
+    var prefix: ExportPrefix = .none
+
+    @Option(name: .long, help: "Shard the weights at this size, as HF does (2GB, 500MB).")
+    var maxShardSize: String?
+
+    @Option(name: .long, help: "Config JSON, if the source carries none.")
+    var config: String?
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        try Console.run(json: global.json) {
+            var options = ExportOptions()
+            options.layout = memoryLayout
+            options.attribute = memoryAttribute
+            options.dtype = dtype
+            options.prefix = prefix
+            options.maxShardBytes = try maxShardSize.map(ExportOptions.parseSize)
+            let result = try Exporter.run(source: URL(fileURLWithPath: source), destination: URL(fileURLWithPath: output), options: options,
+                                          configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits,
+                                          progress: Console.progress("export", enabled: !global.json))
+            ExportConsole.print(result, json: global.json)
+        }
+    }
+}
