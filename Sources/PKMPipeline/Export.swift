@@ -225,6 +225,11 @@ public enum Exporter {
             try FileManager.default.copyItem(at: from, to: to)
             copied.append(file)
         }
+        // A tokenizer carried inside the checkpoint (import, graft and convert carry it) is written back out.
+        if !copied.contains("tokenizer.json"), let carried = checkpoint.reader.metadata[TextInputs.metadataKey] {
+            try Data(carried.utf8).write(to: destination.appendingPathComponent("tokenizer.json"), options: .atomic)
+            copied.append("tokenizer.json")
+        }
         var diagnostics = checkpoint.report.warnings.map { Diagnostic(.warning, $0) }
         diagnostics += checkpoint.report.unexpected.map { Diagnostic(.note, "unused tensor '\($0.source)' exported as '\($0.canonical)'") }
         return ExportResult(source: source.path, destination: destination.path, layout: options.layout, shards: names,

@@ -46,9 +46,9 @@ extension Runner {
     /// - Throws: ``PipelineError``, ``FormatError``, the tokenizer's errors.
     public static func run(checkpoint url: URL, texts: [String], batchSize: Int = 8, tokenizerURL: URL? = nil,
                            maxLength: Int? = nil, outputURL: URL? = nil, configURL: URL? = nil,
-                           limits: ReaderLimits = ReaderLimits()) throws -> TextRunResult {
+                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions()) throws -> TextRunResult {
         guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
         let (tokenizer, tokenizerSource) = try TextInputs.tokenizer(for: url, reader: checkpoint.reader, explicit: tokenizerURL,
                                                                     maxBytes: limits.maxHeaderBytes)
         let model = try checkpoint.makeModel()
@@ -122,9 +122,10 @@ extension UsageAnalyzer {
     /// - Throws: ``PipelineError``, ``FormatError``, the tokenizer's errors.
     public static func run(checkpoint url: URL, textFile: URL, batchSize: Int = defaultBatchSize, maxLength: Int? = nil,
                            tokenizerURL: URL? = nil, configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
+                           memory: MemoryImportOptions = MemoryImportOptions(),
                            progress: ((CorpusProgress) -> Void)? = nil) throws -> UsageReport {
         guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits)
+        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
         let model = try checkpoint.makeModel()
         guard let memory = model.config.memory else {
             throw PipelineError.invalidArgument(name: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
@@ -133,25 +134,36 @@ extension UsageAnalyzer {
         var accumulators = memory.layers.sorted().map {
             UsageAccumulator(layer: $0, mode: memory.mode(ofLayer: $0) ?? .residual, slots: memory.slotCount, heads: memory.headCount)
         }
-        var batches = try TextLines(url: textFile, batchSize: batchSize).batches()
+        // Lines are read in pools of 16 batches and grouped by token count, so a batch pads to a
+        // length near its own lines' (usage counts do not depend on the order of the sequences).
+        var pools = try TextLines(url: textFile, batchSize: batchSize * 16).batches()
         let start = Date()
         var sequences = 0, tokens = 0, longest = 0
-        while let batch = try batches.next() {
-            let inputs = try TextInputs.encode(batch.lines, tokenizer: tokenizer, config: model.config, maxLength: maxLength)
-            let outputs: ModelOutputs
-            do {
-                outputs = try model.forward(inputs, collectMemoryTraces: true)
-            } catch let error as ModelError {
-                throw PipelineError.model(checkpoint: url.path, underlying: error)
+        let limit = maxLength ?? (tokenizer.truncation == nil ? model.config.maxPositionEmbeddings - (model.config.modelType == .roberta ? model.config.padTokenId + 1 : 0) : nil)
+        while let pool = try pools.next() {
+            let lengths = try pool.lines.map { try tokenizer.encode($0, maxLength: limit).ids.count }
+            let order = pool.lines.indices.sorted { lengths[$0] < lengths[$1] }
+            for batchStart in stride(from: 0, to: order.count, by: batchSize) {
+                let lines = order[batchStart..<min(order.count, batchStart + batchSize)].map { pool.lines[$0] }
+                let inputs = try TextInputs.encode(lines, tokenizer: tokenizer, config: model.config, maxLength: maxLength)
+                let outputs: ModelOutputs
+                do {
+                    outputs = try model.forward(inputs, collectMemoryTraces: true)
+                } catch let error as ModelError {
+                    throw PipelineError.model(checkpoint: url.path, underlying: error)
+                }
+                for index in accumulators.indices {
+                    if let trace = outputs.memoryTraces[accumulators[index].layer] { accumulators[index].add(trace, mask: inputs.attentionMask) }
+                }
+                sequences += inputs.batchSize
+                tokens += inputs.attentionMask?.reduce(0, +) ?? inputs.inputIds.count
+                longest = max(longest, inputs.sequenceLength)
+                // Bytes: this pool's share, in proportion to the lines done.
+                let poolStart = pool.bytesRead - pool.lines.reduce(0) { $0 + $1.utf8.count + 1 }
+                let done = max(0, poolStart) + (pool.bytesRead - max(0, poolStart)) * min(order.count, batchStart + batchSize) / max(order.count, 1)
+                progress?(CorpusProgress(sequences: sequences, tokens: tokens, bytesRead: min(done, pool.totalBytes),
+                                         totalBytes: pool.totalBytes, seconds: Date().timeIntervalSince(start)))
             }
-            for index in accumulators.indices {
-                if let trace = outputs.memoryTraces[accumulators[index].layer] { accumulators[index].add(trace, mask: inputs.attentionMask) }
-            }
-            sequences += inputs.batchSize
-            tokens += inputs.attentionMask?.reduce(0, +) ?? inputs.inputIds.count
-            longest = max(longest, inputs.sequenceLength)
-            progress?(CorpusProgress(sequences: sequences, tokens: tokens, bytesRead: batch.bytesRead, totalBytes: batch.totalBytes,
-                                     seconds: Date().timeIntervalSince(start)))
         }
         guard sequences > 0 else { throw PipelineError.invalidArgument(name: textFile.path, reason: "the file has no non-empty lines") }
         return UsageReport(checkpoint: url.path, inputs: textFile.path, batchSize: sequences, sequenceLength: longest,

@@ -48,7 +48,7 @@ public enum UsagePlot {
             out += "<text x=\(q(x - 6)) y=\(q(gy + 4)) text-anchor=\"end\" fill=\"#555\">\(quarter * 25) %</text>\n"
         }
         out += "<text x=\(q(x + width / 2)) y=\(q(y + height + 30)) text-anchor=\"middle\">slots, heaviest first (log scale)</text>\n"
-        out += "<text transform=\"translate(\(q(x - 46)) \(q(y + height / 2))) rotate(-90)\" text-anchor=\"middle\">share of the total weight</text>\n"
+        out += "<text transform=\"translate(\(r(x - 46)) \(r(y + height / 2))) rotate(-90)\" text-anchor=\"middle\">share of the total weight</text>\n"
         // Uniform use, for reference.
         var uniform: [String] = []
         for step in 0...60 {

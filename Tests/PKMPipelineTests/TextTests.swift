@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import PKMCheckpoints
 import PKMFormats
 import PKMModel
@@ -117,5 +120,8 @@ struct TextTests {
         // The plot is a self-contained SVG with one panel per layer.
         let svg = UsagePlot.svg(small)
         #expect(svg.hasPrefix("<svg") && svg.contains("layer 1 (residual)") && svg.contains("head 1") && !svg.contains("<script"))
+        // Well-formed XML, so browsers and converters render it.
+        let parser = XMLParser(data: Data(svg.utf8))
+        #expect(parser.parse(), "\(String(describing: parser.parserError))")
     }
 }

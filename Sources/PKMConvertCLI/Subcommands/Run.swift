@@ -77,7 +77,7 @@ struct Run: ParsableCommand {
             let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), texts: texts, batchSize: batchSize,
                                         tokenizerURL: tokenizer.map { URL(fileURLWithPath: $0) }, maxLength: maxLength,
                                         outputURL: output.map { URL(fileURLWithPath: $0) },
-                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits)
+                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits, memory: memory.options)
             if global.json { Console.printJSON(result); return }
             print("ran \(result.checkpoint) on \(Console.number(result.sequences.count)) \(result.sequences.count == 1 ? "sequence" : "sequences"), "
                   + "\(Console.number(result.tokens)) tokens (tokenizer: \(result.tokenizer)); "

@@ -67,7 +67,7 @@ struct Usage: ParsableCommand {
                 report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), textFile: URL(fileURLWithPath: textFile),
                                                batchSize: batchSize, maxLength: maxLength, tokenizerURL: tokenizer.map { URL(fileURLWithPath: $0) },
                                                configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits,
-                                               progress: Console.corpusProgress("usage", enabled: !global.json))
+                                               memory: memory.options, progress: Console.corpusProgress("usage", enabled: !global.json))
             } else {
                 report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try source,
                                                configURL: config.map { URL(fileURLWithPath: $0) }, batchSize: batchSize,
