@@ -58,10 +58,22 @@ extension Runner {
         if outputURL != nil {
             padTo = try TextInputs.encode(texts, tokenizer: tokenizer, config: config, maxLength: maxLength).sequenceLength
         }
-        var sequences: [TextSequenceResult] = [], tokens = 0
+        // Without -o, lines are grouped by token count within pools of 16 batches, so each batch pads to
+        // a length near its own lines'; results are reported in the input order.
+        var order = Array(texts.indices)
+        if outputURL == nil {
+            let limit = maxLength ?? (tokenizer.truncation == nil ? config.maxPositionEmbeddings - (config.modelType == .roberta ? config.padTokenId + 1 : 0) : nil)
+            let lengths = try texts.map { try tokenizer.encode($0, maxLength: limit).ids.count }
+            order = []
+            for poolStart in stride(from: 0, to: texts.count, by: batchSize * 16) {
+                order += (poolStart..<min(texts.count, poolStart + batchSize * 16)).sorted { lengths[$0] < lengths[$1] }
+            }
+        }
+        var results = [TextSequenceResult?](repeating: nil, count: texts.count), tokens = 0
         var written: [(ModelInputs, ModelOutputs)] = []
-        for batchStart in stride(from: 0, to: texts.count, by: batchSize) {
-            let lines = Array(texts[batchStart..<min(texts.count, batchStart + batchSize)])
+        for batchStart in stride(from: 0, to: order.count, by: batchSize) {
+            let positions = Array(order[batchStart..<min(order.count, batchStart + batchSize)])
+            let lines = positions.map { texts[$0] }
             let inputs = try TextInputs.encode(lines, tokenizer: tokenizer, config: config, maxLength: maxLength, padTo: padTo)
             let outputs: ModelOutputs
             do {
@@ -77,11 +89,12 @@ extension Runner {
                 let pooled = outputs.poolerOutput.map { Array($0[(row * d)..<((row + 1) * d)]) }
                     ?? Array(outputs.lastHiddenState[(row * t * d)..<(row * t * d + d)])
                 let norm = pooled.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-                sequences.append(TextSequenceResult(text: text, tokens: ids.map { tokenizer.token(forId: $0) ?? "<\($0)>" }, ids: ids,
-                                                    pooledNorm: norm, pooledFirstValues: Array(pooled.prefix(8))))
+                results[positions[row]] = TextSequenceResult(text: text, tokens: ids.map { tokenizer.token(forId: $0) ?? "<\($0)>" }, ids: ids,
+                                                             pooledNorm: norm, pooledFirstValues: Array(pooled.prefix(8)))
             }
             if outputURL != nil { written.append((inputs, outputs)) }
         }
+        let sequences = results.compactMap { $0 }
         let seconds = Date().timeIntervalSince(start)
         if let outputURL {
             try Checkpoints.write(try referenceTensors(joining: written, config: config), to: outputURL, format: .hdf5)
