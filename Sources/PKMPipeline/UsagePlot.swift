@@ -56,7 +56,7 @@ public enum UsagePlot {
             uniform.append("\(r(px(share))),\(r(py(share)))")
         }
         out += "<polyline points=\"\(uniform.joined(separator: " "))\" fill=\"none\" stroke=\"#bbb\" stroke-dasharray=\"4 3\"/>\n"
-        out += "<text x=\(q(x + width - 4)) y=\(q(py(0.96) + 16)) text-anchor=\"end\" fill=\"#999\">uniform use</text>\n"
+        out += "<text x=\(q(x + width - 14)) y=\(q(py(0.12))) text-anchor=\"end\" fill=\"#999\">uniform use</text>\n"
         if !layer.weightCurve.isEmpty {
             let points = layer.weightCurve.map { "\(r(px($0.slotShare))),\(r(py($0.weightShare)))" }
             out += "<polyline points=\"\(points.joined(separator: " "))\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n"
@@ -64,7 +64,10 @@ public enum UsagePlot {
         for (share, count) in [(0.5, layer.slotsFor50Percent), (0.9, layer.slotsFor90Percent), (0.99, layer.slotsFor99Percent)] where count > 0 {
             let mx = px(Double(count) / slots), my = py(share)
             out += "<circle cx=\(q(mx)) cy=\(q(my)) r=\"3.5\" fill=\"#d62728\"/>\n"
-            out += "<text x=\(q(mx + 6)) y=\(q(my + 12)) fill=\"#d62728\">\(Int(share * 100)) %: \(count.formatted()) slots</text>\n"
+            // The 90 and 99 % labels sit below-left of their markers (the 99 % marker is higher), so they never overlap.
+            let dy = 16.0
+            let anchor = share >= 0.9 ? "end" : "start"
+            out += "<text x=\(q(mx + (share >= 0.9 ? -8 : 6))) y=\(q(my + dy)) text-anchor=\"\(anchor)\" fill=\"#d62728\">\(Int(share * 100)) %: \(count.formatted()) slots</text>\n"
         }
         return out + "</g>\n"
     }
