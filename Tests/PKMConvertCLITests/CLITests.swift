@@ -347,4 +347,47 @@ struct CLITests {
         let inspect = try Self.run(["inspect", grafted])
         #expect(inspect.status == 0 && inspect.stdout.contains("layer 1: lucidrains"), "\(inspect.stdout)\(inspect.stderr)")
     }
+
+    @Test("text in and diff out, as a user runs them: tokenize, run --text, usage --text-file --plot, diff exit codes and JSON")
+    func textAndDiff() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        // A tiny PKM-BERT with MiniLM's vocabulary and tokenizer in an HF folder.
+        var config = SyntheticModel.config(memoryLayers: [1], modes: [.residual])
+        config.vocabSize = 30_522
+        config.maxPositionEmbeddings = 64
+        var dict = try SyntheticModel.stateDict(for: config)
+        dict.metadata["config"] = String(decoding: config.encodedJSON(), as: UTF8.self)
+        let model = folder.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        try Checkpoints.write(dict, to: model.appendingPathComponent("model.safetensors"), format: .safetensors)
+        try FileManager.default.copyItem(at: Self.repositoryRoot.appendingPathComponent("fixtures/tokenizers/minilm/tokenizer.json"),
+                                         to: model.appendingPathComponent("tokenizer.json"))
+        let tokens = try Self.run(["tokenize", model.path, "--text", "Hello, world!", "--json"])
+        #expect(tokens.status == 0, "\(tokens.stderr)")
+        let parsed = try #require(try JSONSerialization.jsonObject(with: Data(tokens.stdout.utf8)) as? [String: Any])
+        #expect(parsed["tokens"] as? [String] == ["[CLS]", "hello", ",", "world", "!", "[SEP]"])
+        let run = try Self.run(["run", model.path, "--text", "memory slots", "--text", "product keys are cheap", "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        #expect((result["sequences"] as? [Any])?.count == 2)
+        let corpus = folder.appendingPathComponent("corpus.txt")
+        try "the memory\n\nproduct keys\nslots are used\n".write(to: corpus, atomically: true, encoding: .utf8)
+        let plot = folder.appendingPathComponent("usage.svg")
+        let usage = try Self.run(["usage", model.path, "--text-file", corpus.path, "--plot", plot.path])
+        #expect(usage.status == 0, "\(usage.stderr)")
+        #expect(usage.stdout.contains("per head:") && FileManager.default.fileExists(atPath: plot.path))
+        // diff: 0 for a checkpoint and its pkmz, 1 after a graft changed it, JSON with the documented keys.
+        let pkmz = folder.appendingPathComponent("same.pkmz").path
+        #expect(try Self.run(["convert", model.path, "-o", pkmz]).status == 0)
+        #expect(try Self.run(["diff", model.path, pkmz]).status == 0)
+        let other = folder.appendingPathComponent("other.pkmz").path
+        #expect(try Self.run(["graft", model.path, "-o", other, "--layers", "2", "--n-keys", "8", "--heads", "2", "--knn", "4", "--k-dim", "8"]).status == 0)
+        let different = try Self.run(["diff", model.path, other, "--json"])
+        #expect(different.status == 1, "\(different.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(different.stdout.utf8)) as? [String: Any])
+        #expect(Set(report.keys).isSuperset(of: ["tensors", "memories", "onlyInA", "onlyInB"]))
+        #expect((report["onlyInB"] as? [String])?.contains("encoder.layer.2.memory.values.weight") == true)
+        #expect(try Self.run(["diff", model.path, "/nonexistent.pkmz"]).status == 2)
+    }
 }
