@@ -1,4 +1,5 @@
 import CBLAS
+import CPKMKernels
 import Dispatch
 import Foundation
 
@@ -180,6 +181,9 @@ enum Compute {
     /// `x[i] = GELU(x[i] + bias[i])`, eight lanes at a time.
     @inline(__always)
     static func biasGELURow(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, count: Int) {
+        // AVX-512 (16 lanes, FMA) when the CPU has it: the same formulas, a quarter of the instructions of
+        // the baseline-x86-64 SIMD8 path below (GELU was ~7 % of a BERT-base forward there).
+        if pkm_bias_gelu_avx512(x, bias, count) != 0 { return }
         var i = 0
         while i + 8 <= count {
             let raw = UnsafeMutableRawPointer(x + i)
