@@ -7,7 +7,7 @@
 //   PKMTensor ← PKMFormats (+ CPKMKernels, CZstd, COpenSSL, CSystemShims, ZIPFoundation): safetensors, pkmz, PyTorch pickles, I/O
 //   PKMFormats ← PKMHDF5 (+ CHDF5): the only target linking libhdf5
 //   PKMFormats, PKMHDF5 ← PKMCheckpoints: picks the reader or writer for a path or model folder
-//   PKMTensor ← PKMModel (+ CBLAS): the Swift BERT/RoBERTa + PKM forward pass (knows no file format)
+//   PKMTensor ← PKMModel (+ CBLAS, CPKMKernels): the Swift BERT/RoBERTa + PKM forward pass (knows no file format)
 //   PKMCheckpoints, PKMModel, PKMTokenizers ← PKMPipeline: import, verify, run, graft, usage, diff
 //   PKMPipeline ← pkm-convert (PKMConvertCLI, thin: arguments in, rendering out)
 //
@@ -48,7 +48,7 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSystemShims", path: "Sources/CSystemShims"),
-        // Hot loops in C (byte planes, rANS, the graft generator): plain C + SSE2, no unsafe flags.
+        // Hot loops in C (byte planes, rANS, the graft generator, AVX-512 GELU chosen at run time): plain C + SSE2, no unsafe flags.
         .target(name: "CPKMKernels"),
         .target(name: "PKMTensor"),
         // HF-compatible tokenizers (BERT WordPiece, byte-level BPE); Foundation only.
@@ -57,7 +57,7 @@ let package = Package(
                                             .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "PKMHDF5", dependencies: ["PKMTensor", "PKMFormats", "CHDF5", "CSystemShims"]),
         .target(name: "PKMCheckpoints", dependencies: ["PKMTensor", "PKMFormats", "PKMHDF5"]),
-        .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS"], swiftSettings: benchmarkUnchecked),
+        .target(name: "PKMModel", dependencies: ["PKMTensor", "CBLAS", "CPKMKernels"], swiftSettings: benchmarkUnchecked),
         .target(name: "PKMPipeline", dependencies: ["PKMTensor", "CPKMKernels", "PKMFormats", "PKMHDF5", "PKMCheckpoints", "PKMModel", "PKMTokenizers"]),
         .executableTarget(
             name: "PKMConvertCLI",
@@ -72,7 +72,7 @@ let package = Package(
         .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMCheckpoints", "PKMTestSupport"]),
         .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline", "PKMTestSupport"]),
         // Depends on the executable so `swift test` builds `pkm-convert`, which these tests run as a process.
-        .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMScriptingExample", "PKMPipeline", "PKMTestSupport"]),
+        .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMScriptingExample", "PKMPipeline", "PKMCheckpoints", "PKMTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -59,6 +59,39 @@ def timed(fn, runs, warmup, key=None):
     return statistics.median(times)
 
 
+def onnx_runtime(model, ids, args, results):
+    """Exports the plain model to ONNX (TorchScript exporter, opset 17) and times ONNX Runtime's CPU provider on it."""
+    import numpy as np
+    import onnxruntime as ort
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids):
+            return self.inner(input_ids=input_ids).last_hidden_state
+
+    with torch.inference_mode():
+        reference = model(ids).last_hidden_state.numpy()
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "plain.onnx")
+    torch.onnx.export(LastHidden(model), (ids,), path, input_names=["input_ids"], output_names=["last_hidden_state"],
+                      dynamo=False, opset_version=17)
+    # The TorchScript exporter leaves the module in training mode (dropout on): back to eval for the timings after it.
+    model.eval()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {"input_ids": ids.numpy()}
+    results["onnxruntime"] = ort.__version__
+    results["onnxruntime_seconds"] = timed(lambda: session.run(None, feed), args.runs, args.warmup, "onnxruntime")
+    results["onnxruntime_min_seconds"] = MINIMA["onnxruntime"]
+    results["onnxruntime_max_abs_diff"] = float(np.abs(session.run(None, feed)[0] - reference).max())
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
@@ -66,6 +99,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", default="bench-data/forward")
     parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (CPU, same threads) on the plain model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -94,6 +128,8 @@ def main():
         hidden = torch.randn(batch, sequence, 768)
         results["ffn_block_seconds"] = timed(lambda: layer6.output(layer6.intermediate(hidden), hidden), args.runs, args.warmup)
     export("plain", model)
+    if args.onnx:
+        onnx_runtime(model, ids, args, results)
 
     memory = FastMemory(768, n_keys=512, heads=4, knn=32, k_dim=256, v_dim=768).eval()
     with torch.no_grad():

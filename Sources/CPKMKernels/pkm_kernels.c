@@ -368,3 +368,73 @@ void pkm_uniform_fill(uint64_t key, uint64_t start, float bound, float *destinat
         destination[i] = (unit * 2.0f - 1.0f) * bound;
     }
 }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+__attribute__((target("avx512f,fma")))
+static inline __m512 pkm_exp16(__m512 input) {
+    const __m512 low = _mm512_set1_ps(-87.3f), high = _mm512_set1_ps(88.3762626647949f);
+    __m512 x = _mm512_min_ps(_mm512_max_ps(input, low), high);
+    const __m512 shifter = _mm512_set1_ps(12582912.0f);
+    __m512 shifted = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), shifter);
+    __m512 n = _mm512_sub_ps(shifted, shifter);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 z = _mm512_mul_ps(x, x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_add_ps(_mm512_fmadd_ps(y, z, x), _mm512_set1_ps(1.0f));
+    __m512i exponent = _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(shifted),
+        _mm512_set1_epi32(0x4B400000)), _mm512_set1_epi32(127)), 23);
+    __m512 result = _mm512_mul_ps(y, _mm512_castsi512_ps(exponent));
+    __mmask16 under = _mm512_cmp_ps_mask(input, low, _CMP_LT_OQ);
+    return _mm512_mask_mov_ps(result, under, _mm512_setzero_ps());
+}
+
+__attribute__((target("avx512f,fma")))
+static inline __m512 pkm_gelu16(__m512 v) {
+    __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752440f));
+    __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(0x7FFFFFFF)));
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+    __m512 p = _mm512_set1_ps(1.061405429f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+    p = _mm512_mul_ps(p, t);
+    __m512 e = pkm_exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+    __m512 erf = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0f));
+    __mmask16 negative = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
+    erf = _mm512_mask_sub_ps(erf, negative, _mm512_setzero_ps(), erf);
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+}
+
+__attribute__((target("avx512f,fma")))
+static void pkm_bias_gelu_avx512_body(float *x, const float *bias, size_t count) {
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        __m512 v = _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(bias + i));
+        _mm512_storeu_ps(x + i, pkm_gelu16(v));
+    }
+    if (i < count) {
+        __mmask16 mask = (__mmask16)((1u << (count - i)) - 1);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, x + i), _mm512_maskz_loadu_ps(mask, bias + i));
+        _mm512_mask_storeu_ps(x + i, mask, pkm_gelu16(v));
+    }
+}
+
+int pkm_bias_gelu_avx512(float *x, const float *bias, size_t count) {
+    static int supported = -1;
+    if (supported < 0) supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    if (!supported) return 0;
+    pkm_bias_gelu_avx512_body(x, bias, count);
+    return 1;
+}
+#else
+int pkm_bias_gelu_avx512(float *x, const float *bias, size_t count) { (void)x; (void)bias; (void)count; return 0; }
+#endif

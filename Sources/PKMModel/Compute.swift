@@ -1,11 +1,17 @@
 import CBLAS
+import CPKMKernels
 import Dispatch
 import Foundation
 
 /// Small numeric kernels over float32 buffers. Matrix products go through cblas.
 enum Compute {
     /// Columns per GEMM job (a multiple of every BLAS micro-tile width).
-    static let columnChunk = 256
+    ///
+    /// 768 (BERT-base's hidden width) measured best with OpenBLAS 0.3.21's SkylakeX kernels on 2 cores
+    /// (tools/bench_sgemm.sh, BENCHMARKS.md §2): 247 GFLOP/s against 235 for 256-column jobs, fewer
+    /// calls packing each sequence's rows fewer times; and a job then covers whole rows of every
+    /// 768-wide output, so residual + LayerNorm run in the job's epilogue while the block is in cache.
+    static let columnChunk = 768
 
     /// OpenBLAS runs single-threaded; pkm-convert parallelises over its own GEMM jobs instead.
     ///
@@ -14,44 +20,216 @@ enum Compute {
     /// results, independent of the thread count.
     static let singleThreadedBLAS: Void = { openblas_set_num_threads(1) }()
 
+    /// What a GEMM job does to its output block right after computing it (while it is in cache).
+    enum Epilogue {
+        /// Nothing.
+        case none
+        /// `+ bias[column]`.
+        case bias(UnsafePointer<Float>)
+        /// `GELU(· + bias[column])`.
+        case biasGELU(UnsafePointer<Float>)
+        /// `LayerNorm(· + bias[column] + residual[row, column])` over whole rows (`residual` has the output's strides).
+        case biasResidualLayerNorm(bias: UnsafePointer<Float>, residual: UnsafePointer<Float>,
+                                   gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, epsilon: Float)
+    }
+
     /// `C[rows, n] (+)= A[rows, k] · B[n, k]ᵀ` with row-major strides, as independent jobs.
     ///
     /// Jobs are (block of `blockRows` rows) × (chunk of ``columnChunk`` columns), each one
-    /// single-threaded `cblas_sgemm` call. A job's shape depends only on the sequence length and
-    /// the layer, never on the batch or the thread count, and BLAS sums every element along k in
-    /// the same order within a job shape; so each sequence's outputs are bit-identical whatever
-    /// else is in the batch and however many threads run.
+    /// single-threaded `cblas_sgemm` call followed by `epilogue` on its block. A job's shape depends
+    /// only on the sequence length and the layer, never on the batch or the thread count, and BLAS
+    /// sums every element along k in the same order within a job shape; so each sequence's outputs
+    /// are bit-identical whatever else is in the batch and however many threads run.
+    /// ``Epilogue/biasResidualLayerNorm(bias:residual:gamma:beta:epsilon:)`` needs `columns ≤ columnChunk`.
     static func gemmJobs(rows: Int, columns: Int, depth: Int, a: UnsafePointer<Float>, lda: Int,
                          b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
-                         blockRows: Int?) {
+                         blockRows: Int?, epilogue: Epilogue = .none) {
         _ = singleThreadedBLAS
         guard rows > 0, columns > 0 else { return }
         let block = max(1, min(blockRows ?? rows, rows))
         let rowBlocks = (rows + block - 1) / block
         let columnBlocks = (columns + columnChunk - 1) / columnChunk
-        let pointers = UncheckedSendable((a, b, c))
+        let pointers = UncheckedSendable((a, b, c, epilogue))
         DispatchQueue.concurrentPerform(iterations: rowBlocks * columnBlocks) { job in
-            let (a, b, c) = pointers.value
+            let (a, b, c, epilogue) = pointers.value
             let row = (job / columnBlocks) * block, column = (job % columnBlocks) * columnChunk
             let m = min(block, rows - row), n = min(columnChunk, columns - column)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(depth), 1,
                         a + row * lda, Int32(lda), b + column * ldb, Int32(ldb), beta, c + row * ldc + column, Int32(ldc))
+            for r in row..<(row + m) {
+                let out = c + r * ldc + column
+                switch epilogue {
+                case .none: break
+                case .bias(let bias): addRow(out, bias + column, count: n)
+                case .biasGELU(let bias): biasGELURow(out, bias + column, count: n)
+                case .biasResidualLayerNorm(let bias, let residual, let gamma, let beta, let epsilon):
+                    addRows(out, bias, residual + r * ldc, count: n)
+                    layerNormRow(out, width: n, gamma: gamma, beta: beta, epsilon: epsilon)
+                }
+            }
         }
     }
 
-    /// `y[n, out] = x[n, in] · W[out, in]ᵀ + b`, through ``gemmJobs(rows:columns:depth:a:lda:b:ldb:beta:c:ldc:blockRows:)``
-    /// with one row block per sequence (`blockRows`).
+    /// `y[n, out] = x[n, in] · W[out, in]ᵀ + b`, through ``gemmJobs(rows:columns:depth:a:lda:b:ldb:beta:c:ldc:blockRows:epilogue:)``
+    /// with one row block per sequence (`blockRows`); `gelu` applies GELU after the bias, in the job.
     static func linear(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, weight: [Float], bias: [Float]?,
-                       outFeatures: Int, into y: UnsafeMutablePointer<Float>, blockRows: Int? = nil) {
-        if let bias {
-            bias.withUnsafeBufferPointer { b in
-                for row in 0..<rows { (y + row * outFeatures).update(from: b.baseAddress!, count: outFeatures) }
+                       outFeatures: Int, into y: UnsafeMutablePointer<Float>, blockRows: Int? = nil, gelu: Bool = false) {
+        weight.withUnsafeBufferPointer { w in
+            (bias ?? []).withUnsafeBufferPointer { b in
+                let epilogue: Epilogue = bias == nil ? .none : (gelu ? .biasGELU(b.baseAddress!) : .bias(b.baseAddress!))
+                gemmJobs(rows: rows, columns: outFeatures, depth: inFeatures, a: x, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
+                         beta: 0, c: y, ldc: outFeatures, blockRows: blockRows, epilogue: epilogue)
             }
         }
-        weight.withUnsafeBufferPointer { w in
-            gemmJobs(rows: rows, columns: outFeatures, depth: inFeatures, a: x, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
-                     beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures, blockRows: blockRows)
+        if gelu && bias == nil { Compute.gelu(y, count: rows * outFeatures) }
+    }
+
+    /// `y = LayerNorm(x · Wᵀ + b + residual)` `[rows, out]`: the bias, residual and LayerNorm run in each
+    /// GEMM job when a job spans whole rows (`out ≤ columnChunk`), else as passes after the GEMM.
+    static func linearResidualLayerNorm(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, weight: [Float], bias: [Float],
+                                        outFeatures: Int, residual: UnsafePointer<Float>, normWeight: [Float], normBias: [Float],
+                                        epsilon: Float, into y: UnsafeMutablePointer<Float>, blockRows: Int?) {
+        guard outFeatures <= columnChunk else {
+            linear(x, rows: rows, inFeatures: inFeatures, weight: weight, bias: bias, outFeatures: outFeatures, into: y, blockRows: blockRows)
+            add(y, residual, count: rows * outFeatures)
+            layerNorm(y, rows: rows, width: outFeatures, weight: normWeight, bias: normBias, epsilon: epsilon)
+            return
         }
+        weight.withUnsafeBufferPointer { w in
+            bias.withUnsafeBufferPointer { b in
+                normWeight.withUnsafeBufferPointer { gamma in
+                    normBias.withUnsafeBufferPointer { beta in
+                        gemmJobs(rows: rows, columns: outFeatures, depth: inFeatures, a: x, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
+                                 beta: 0, c: y, ldc: outFeatures, blockRows: blockRows,
+                                 epilogue: .biasResidualLayerNorm(bias: b.baseAddress!, residual: residual, gamma: gamma.baseAddress!,
+                                                                  beta: beta.baseAddress!, epsilon: epsilon))
+                    }
+                }
+            }
+        }
+    }
+
+    /// `x[i] += y[i]`, sixteen lanes at a time.
+    @inline(__always)
+    static func addRow(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            let raw = UnsafeMutableRawPointer(x + i)
+            raw.storeBytes(of: raw.loadUnaligned(as: SIMD16<Float>.self) + UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self),
+                           as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count { x[i] += y[i]; i += 1 }
+    }
+
+    /// `x[i] = (x[i] + y[i]) + z[i]`, sixteen lanes at a time.
+    @inline(__always)
+    static func addRows(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ z: UnsafePointer<Float>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            let raw = UnsafeMutableRawPointer(x + i)
+            let sum = (raw.loadUnaligned(as: SIMD16<Float>.self) + UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self))
+                + UnsafeRawPointer(z + i).loadUnaligned(as: SIMD16<Float>.self)
+            raw.storeBytes(of: sum, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count { x[i] = (x[i] + y[i]) + z[i]; i += 1 }
+    }
+
+    /// `x[i] += scale · y[i]`, sixteen lanes at a time (the memory's weighted value read-out).
+    @inline(__always)
+    static func addScaledRow(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, scale: Float, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            let raw = UnsafeMutableRawPointer(x + i)
+            raw.storeBytes(of: raw.loadUnaligned(as: SIMD16<Float>.self) + scale * UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self),
+                           as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count { x[i] += scale * y[i]; i += 1 }
+    }
+
+    /// Eval batchnorm in place on `[rows, width]`: `(x − mean) · scale + shift` per column, sixteen lanes at a time.
+    static func batchNormRows(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, mean: [Float], scale: [Float], shift: [Float]) {
+        mean.withUnsafeBufferPointer { mean in
+            scale.withUnsafeBufferPointer { scale in
+                shift.withUnsafeBufferPointer { shift in
+                    let m = mean.baseAddress!, s = scale.baseAddress!, t = shift.baseAddress!
+                    let pointers = UncheckedSendable((m, s, t))
+                    parallelChunks(rows, minimumChunk: 64) { start, end in
+                        let (m, s, t) = pointers.value
+                        for row in start..<end {
+                            let r = x + row * width
+                            var i = 0
+                            while i + 16 <= width {
+                                let raw = UnsafeMutableRawPointer(r + i)
+                                let v = raw.loadUnaligned(as: SIMD16<Float>.self)
+                                let result = (v - UnsafeRawPointer(m + i).loadUnaligned(as: SIMD16<Float>.self))
+                                    * UnsafeRawPointer(s + i).loadUnaligned(as: SIMD16<Float>.self)
+                                    + UnsafeRawPointer(t + i).loadUnaligned(as: SIMD16<Float>.self)
+                                raw.storeBytes(of: result, as: SIMD16<Float>.self)
+                                i += 16
+                            }
+                            while i < width { r[i] = (r[i] - m[i]) * s[i] + t[i]; i += 1 }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `x[i] = GELU(x[i] + bias[i])`, eight lanes at a time.
+    @inline(__always)
+    static func biasGELURow(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, count: Int) {
+        // AVX-512 (16 lanes, FMA) when the CPU has it: the same formulas, a quarter of the instructions of
+        // the baseline-x86-64 SIMD8 path below (GELU was ~7 % of a BERT-base forward there).
+        if pkm_bias_gelu_avx512(x, bias, count) != 0 { return }
+        var i = 0
+        while i + 8 <= count {
+            let raw = UnsafeMutableRawPointer(x + i)
+            let v = raw.loadUnaligned(as: SIMD8<Float>.self) + UnsafeRawPointer(bias + i).loadUnaligned(as: SIMD8<Float>.self)
+            raw.storeBytes(of: gelu8(v), as: SIMD8<Float>.self)
+            i += 8
+        }
+        if i < count {
+            var tail = SIMD8<Float>(repeating: 0)
+            for j in i..<count { tail[j - i] = x[j] + bias[j] }
+            let result = gelu8(tail)
+            for j in i..<count { x[j] = result[j - i] }
+        }
+    }
+
+    /// In-place LayerNorm of one row (biased variance), sums sixteen lanes at a time.
+    @inline(__always)
+    static func layerNormRow(_ v: UnsafeMutablePointer<Float>, width: Int, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                             epsilon: Float) {
+        let vectorEnd = width & ~15
+        var lanes = SIMD16<Float>(repeating: 0)
+        var i = 0
+        while i < vectorEnd { lanes += UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float>.self); i += 16 }
+        var sum = lanes.sum()
+        while i < width { sum += v[i]; i += 1 }
+        let mean = sum / Float(width)
+        var squareLanes = SIMD16<Float>(repeating: 0)
+        i = 0
+        while i < vectorEnd {
+            let d = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float>.self) - mean
+            squareLanes += d * d
+            i += 16
+        }
+        var squares = squareLanes.sum()
+        while i < width { let d = v[i] - mean; squares += d * d; i += 1 }
+        let inverse = 1 / (squares / Float(width) + epsilon).squareRoot()
+        i = 0
+        while i < vectorEnd {
+            let raw = UnsafeMutableRawPointer(v + i)
+            let x = raw.loadUnaligned(as: SIMD16<Float>.self)
+            let g = UnsafeRawPointer(gamma + i).loadUnaligned(as: SIMD16<Float>.self)
+            let b = UnsafeRawPointer(beta + i).loadUnaligned(as: SIMD16<Float>.self)
+            raw.storeBytes(of: (x - mean) * inverse * g + b, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < width { v[i] = (v[i] - mean) * inverse * gamma[i] + beta[i]; i += 1 }
     }
 
     /// Runs `body(start, end)` over `count` items split into contiguous chunks across cores.
@@ -74,17 +252,10 @@ enum Compute {
     static func layerNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int, weight: [Float], bias: [Float], epsilon: Float) {
         weight.withUnsafeBufferPointer { gamma in
             bias.withUnsafeBufferPointer { beta in
+                let pointers = UncheckedSendable((gamma.baseAddress!, beta.baseAddress!))
                 parallelChunks(rows, minimumChunk: 16) { start, end in
-                    for row in start..<end {
-                        let v = x + row * width
-                        var sum: Float = 0
-                        for i in 0..<width { sum += v[i] }
-                        let mean = sum / Float(width)
-                        var squares: Float = 0
-                        for i in 0..<width { let d = v[i] - mean; squares += d * d }
-                        let inverse = 1 / (squares / Float(width) + epsilon).squareRoot()
-                        for i in 0..<width { v[i] = (v[i] - mean) * inverse * gamma[i] + beta[i] }
-                    }
+                    let (gamma, beta) = pointers.value
+                    for row in start..<end { layerNormRow(x + row * width, width: width, gamma: gamma, beta: beta, epsilon: epsilon) }
                 }
             }
         }
@@ -185,7 +356,7 @@ enum Compute {
 
     /// In-place `x += y`.
     static func add(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count { x[i] += y[i] }
+        addRow(x, y, count: count)
     }
 }
 

@@ -121,16 +121,27 @@ public struct EncoderLayer: Sendable {
         profile?.add("attention", since: &mark)
         // a = LN(x + Wo·context)
         let a = workspace.buffer(.attention, count: rows * d)
-        Compute.linear(context, rows: rows, inFeatures: d, weight: attentionOutputWeight, bias: attentionOutputBias, outFeatures: d, into: a, blockRows: sequence)
-        Compute.add(a, hidden, count: rows * d)
-        Compute.layerNorm(a, rows: rows, width: d, weight: attentionNormWeight, bias: attentionNormBias, epsilon: Float(config.layerNormEpsilon))
+        let epsilon = Float(config.layerNormEpsilon)
+        Compute.linearResidualLayerNorm(context, rows: rows, inFeatures: d, weight: attentionOutputWeight, bias: attentionOutputBias,
+                                        outFeatures: d, residual: hidden, normWeight: attentionNormWeight, normBias: attentionNormBias,
+                                        epsilon: epsilon, into: a, blockRows: sequence)
         profile?.add("attention", since: &mark)
         // y = LN_out(a + FFN(a) [+ M(a)]) per mode; the sum is built in `hidden`.
-        if let intermediateWeight, let outputWeight {
+        let memoryInSum = memory != nil && (memoryMode == .replace || memoryMode == .residual)
+        if let intermediateWeight, let intermediateBias, let outputWeight, let outputBias {
             let ff = config.intermediateSize
             let intermediate = workspace.buffer(.intermediate, count: rows * ff)
-            Compute.linear(a, rows: rows, inFeatures: d, weight: intermediateWeight, bias: intermediateBias, outFeatures: ff, into: intermediate, blockRows: sequence)
-            Compute.gelu(intermediate, count: rows * ff)
+            Compute.linear(a, rows: rows, inFeatures: d, weight: intermediateWeight, bias: intermediateBias, outFeatures: ff, into: intermediate,
+                           blockRows: sequence, gelu: true)
+            if !memoryInSum {
+                // No memory in the sum: bias, residual and LayerNorm run inside the GEMM jobs.
+                Compute.linearResidualLayerNorm(intermediate, rows: rows, inFeatures: ff, weight: outputWeight, bias: outputBias,
+                                                outFeatures: d, residual: a, normWeight: outputNormWeight, normBias: outputNormBias,
+                                                epsilon: epsilon, into: hidden, blockRows: sequence)
+                profile?.add("feed_forward", since: &mark)
+                applyMemoryAfter(hidden, rows: rows, sequence: sequence, trace: trace, profile: profile, mark: &mark, workspace: workspace)
+                return
+            }
             Compute.linear(intermediate, rows: rows, inFeatures: ff, weight: outputWeight, bias: outputBias, outFeatures: d, into: hidden, blockRows: sequence)
         } else {
             hidden.update(repeating: 0, count: rows * d)
@@ -144,20 +155,24 @@ public struct EncoderLayer: Sendable {
             if memoryMode == .replace {
                 for i in 0..<(rows * d) { hidden[i] = m[i] + a[i] }
             } else {
-                for i in 0..<(rows * d) { hidden[i] = (hidden[i] + m[i]) + a[i] }
+                Compute.addRows(hidden, m, a, count: rows * d)
             }
             profile?.add("memory", since: &mark)
         } else {
             Compute.add(hidden, a, count: rows * d)
         }
-        Compute.layerNorm(hidden, rows: rows, width: d, weight: outputNormWeight, bias: outputNormBias, epsilon: Float(config.layerNormEpsilon))
+        Compute.layerNorm(hidden, rows: rows, width: d, weight: outputNormWeight, bias: outputNormBias, epsilon: epsilon)
         profile?.add("feed_forward", since: &mark)
-        if let memory, memoryMode == .after {
-            let m = workspace.zeroed(.memoryOutput, count: rows * d)
-            memory.forward(hidden, rows: rows, blockRows: sequence, addingInto: m, trace: trace,
-                           workspace: workspace)
-            Compute.add(hidden, m, count: rows * d)
-            profile?.add("memory", since: &mark)
-        }
+        applyMemoryAfter(hidden, rows: rows, sequence: sequence, trace: trace, profile: profile, mark: &mark, workspace: workspace)
+    }
+
+    /// Adds the memory of an `after` layer to the layer's output `hidden` `[rows, d]`.
+    private func applyMemoryAfter(_ hidden: UnsafeMutablePointer<Float>, rows: Int, sequence: Int, trace: ProductKeyMemory.Trace?,
+                                  profile: ForwardProfile?, mark: inout UInt64, workspace: ForwardWorkspace) {
+        guard let memory, memoryMode == .after else { return }
+        let m = workspace.zeroed(.memoryOutput, count: rows * config.hiddenSize)
+        memory.forward(hidden, rows: rows, blockRows: sequence, addingInto: m, trace: trace, workspace: workspace)
+        Compute.add(hidden, m, count: rows * config.hiddenSize)
+        profile?.add("memory", since: &mark)
     }
 }

@@ -312,10 +312,7 @@ public struct ProductKeyMemory: Sendable {
                     Compute.linear(source, rows: rows, inFeatures: layer.inFeatures, weight: layer.weight, bias: layer.bias,
                                    outFeatures: layer.outFeatures, into: target, blockRows: blockRows)
                     if let scale = layer.batchNormScale, let mean = layer.batchNormMean, let shift = layer.batchNormShift {
-                        for row in 0..<rows {
-                            let r = target + row * layer.outFeatures
-                            for i in 0..<layer.outFeatures { r[i] = (r[i] - mean[i]) * scale[i] + shift[i] }
-                        }
+                        Compute.batchNormRows(target, rows: rows, width: layer.outFeatures, mean: mean, scale: scale, shift: shift)
                     }
                     if !last { for i in 0..<(rows * layer.outFeatures) { target[i] = max(target[i], 0) } }
                 }
@@ -383,7 +380,7 @@ public struct ProductKeyMemory: Sendable {
                             let slot = valueRow(head: head, slot: grid.indices[j])
                             let w = weights[j]
                             let valueRow = valueBuffer.baseAddress! + slot * v
-                            for i in 0..<v { out[i] += w * valueRow[i] }
+                            Compute.addScaledRow(out, valueRow, scale: w, count: v)
                             if let trace {
                                 trace.indices[(row * h + head) * knn + j] = Int64(slot)
                                 trace.weights[(row * h + head) * knn + j] = w

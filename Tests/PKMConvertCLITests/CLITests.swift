@@ -1,5 +1,6 @@
 import Foundation
 import PKMTestSupport
+import PKMCheckpoints
 import PKMFormats
 import PKMModel
 import Testing

@@ -42,4 +42,9 @@ void pkm_normal_fill(uint64_t key, uint64_t start, float std, float *destination
 /// is (2 u - 1) * bound with u the top 24 bits of pkm_splitmix(key, i) times 2^-24.
 void pkm_uniform_fill(uint64_t key, uint64_t start, float bound, float *destination, size_t count);
 
+/// x[i] = GELU(x[i] + bias[i]) for i < count (erf form, Abramowitz & Stegun 7.1.26 and the Cephes expf
+/// polynomial, as Compute.gelu8 in PKMModel), sixteen lanes at a time with AVX-512F and FMA, selected at run time
+/// (function target attribute, no build flags). Returns 1 when done, 0 (x untouched) on CPUs without AVX-512F.
+int pkm_bias_gelu_avx512(float *x, const float *bias, size_t count);
+
 #endif
