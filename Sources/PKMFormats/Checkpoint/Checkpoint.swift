@@ -244,9 +244,16 @@ public protocol CheckpointReader: AnyObject, Sendable {
     /// Reads one tensor's data.
     /// - Throws: ``FormatError`` naming the file and tensor.
     func tensor(named name: String) throws -> Tensor
+    /// Drops the resident pages of a tensor's mapped data (`madvise(MADV_DONTNEED)`), once a caller that streams
+    /// through a checkpoint is done with it, so resident memory stays bounded. Tensors already returned stay valid
+    /// (their pages are read back from the file if touched again). Readers that do not map do nothing.
+    func releasePages(ofTensor name: String)
 }
 
 extension CheckpointReader {
+    /// Readers that hold no mapping have nothing to release.
+    public func releasePages(ofTensor name: String) {}
+
     /// Reads every tensor into an ordered state dict (metadata included).
     /// - Throws: ``FormatError``.
     public func readAll() throws -> StateDict {

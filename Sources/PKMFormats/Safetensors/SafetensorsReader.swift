@@ -81,6 +81,12 @@ public final class SafetensorsReader: CheckpointReader {
         entries[name]?.range
     }
 
+    /// Drops the resident pages wholly inside the tensor's byte range (see ``CheckpointReader/releasePages(ofTensor:)``).
+    public func releasePages(ofTensor name: String) {
+        guard let range = entries[name]?.range else { return }
+        mapping.withUnsafeBytes { bytes in MappedPages.release(bytes, range: range) }
+    }
+
     /// One tensor: a slice of the mapped file (no copy).
     /// - Throws: ``FormatError/tensorNotFound(path:tensor:)``.
     public func tensor(named name: String) throws -> Tensor {
