@@ -149,9 +149,9 @@ public final class ShardedCheckpointReader: CheckpointReader {
     }
 
     /// Drops the tensor's resident pages in its shard (see ``CheckpointReader/releasePages(ofTensor:)``).
-    public func releasePages(ofTensor name: String) {
+    public func releasePages(ofTensor name: String, upTo: Int) {
         guard let shardIndex = shardIndexByTensor[name] else { return }
-        shards[shardIndex].releasePages(ofTensor: name)
+        shards[shardIndex].releasePages(ofTensor: name, upTo: upTo)
     }
 
     /// The weight map and the string entries of the index's `metadata`.
