@@ -298,6 +298,11 @@ int pkm_rans_decode(const uint8_t *source, size_t length, uint8_t *destination, 
 }
 
 // MARK: - Graft generator
+// Written as short loops over blocks of PKM_GEN_BLOCK pairs so that the loop vectoriser turns
+// each stage (SplitMix64, log, sine/cosine) into SIMD code. Every operation is a correctly
+// rounded IEEE float32 operation (+, −, ×, ÷, sqrt, floor, exact integer conversions) and
+// contraction into FMA is off, so the SSE2 build, the AVX2 build (picked at run time) and any
+// other CPU give the same bytes.
 
 uint64_t pkm_splitmix(uint64_t key, uint64_t index) {
     uint64_t z = key + (index + 1) * 0x9E3779B97F4A7C15ull;
@@ -306,11 +311,11 @@ uint64_t pkm_splitmix(uint64_t key, uint64_t index) {
     return z ^ (z >> 31);
 }
 
-static inline uint32_t float_bits(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
-static inline float bits_float(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+static inline __attribute__((always_inline)) uint32_t float_bits(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
+static inline __attribute__((always_inline)) float bits_float(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
 
 /// Natural log for x in (0, 1] (musl's logf reduction and polynomial, float32 throughout).
-static inline float fixed_log(float x) {
+static inline __attribute__((always_inline)) float fixed_log(float x) {
     uint32_t ix = float_bits(x);
     // Reduce x into [sqrt(2)/2, sqrt(2)): ix += 0x3f800000 - 0x3f3504f3 shifts the boundary.
     ix += 0x3f800000 - 0x3f3504f3;
@@ -325,48 +330,106 @@ static inline float fixed_log(float x) {
     return s * (hfsq + r) + dk * 9.0580006145e-06f - hfsq + f + dk * 6.9313812256e-01f;
 }
 
-/// One Box–Muller pair for counter `pair`.
-static inline void normal_pair(uint64_t key, uint64_t pair, float std, float *first, float *second) {
+#define PKM_GEN_BLOCK 256
+
+// sqrt without errno (its argument is never negative here), so that the loop vectorises.
+#if defined(__clang__) && __has_builtin(__builtin_elementwise_sqrt)
+#define PKM_SQRT(x) __builtin_elementwise_sqrt(x)
+#else
+#define PKM_SQRT(x) __builtin_sqrtf(x)
+#endif
+
+/// Box–Muller pairs `pair0 ..< pair0 + n` (n ≤ PKM_GEN_BLOCK), interleaved into out[0 ..< 2n].
+static inline __attribute__((always_inline)) void normal_block(uint64_t key, uint64_t pair0, float std, float *out, size_t n) {
     const float half_pi = 1.57079632679489661923f;
-    {
-        uint64_t word = pkm_splitmix(key, pair);
-        float u1 = (float)((uint32_t)(word >> 40) + 1) * 0x1p-24f;          // (0, 1]
-        float u2 = (float)((uint32_t)(word >> 8) & 0xFFFFFF) * 0x1p-24f;    // [0, 1)
-        float radius = __builtin_sqrtf(-2.0f * fixed_log(u1));
-        float t = 4.0f * u2;
+    float u1[PKM_GEN_BLOCK], u2[PKM_GEN_BLOCK], radius[PKM_GEN_BLOCK];
+    for (size_t j = 0; j < n; j++) {
+        uint64_t word = pkm_splitmix(key, pair0 + j);
+        u1[j] = (float)(int32_t)((uint32_t)(word >> 40) + 1) * 0x1p-24f;          // (0, 1]
+        u2[j] = (float)(int32_t)((uint32_t)(word >> 8) & 0xFFFFFF) * 0x1p-24f;    // [0, 1)
+    }
+    for (size_t j = 0; j < n; j++) radius[j] = PKM_SQRT(-2.0f * fixed_log(u1[j]));
+    for (size_t j = 0; j < n; j++) {
+        float t = 4.0f * u2[j];
         float q = __builtin_floorf(t + 0.5f);                               // 0 … 4
         float y = (t - q) * half_pi;                                        // [-pi/4, pi/4]
         float y2 = y * y;
         float sine = y + y * y2 * (-1.6666667163e-01f + y2 * (8.3333337680e-03f + y2 * -1.9841270114e-04f));
         float cosine = 1.0f + y2 * (-0.5f + y2 * (4.1666667908e-02f + y2 * (-1.3888889225e-03f + y2 * 2.4801587642e-05f)));
         int quadrant = (int)q & 3;
-        float c = quadrant == 0 ? cosine : quadrant == 1 ? -sine : quadrant == 2 ? -cosine : sine;
-        float s = quadrant == 0 ? sine : quadrant == 1 ? cosine : quadrant == 2 ? -sine : -cosine;
-        *first = radius * c * std;
-        *second = radius * s * std;
+        // Quadrant 0: (cos, sin); 1: (−sin, cos); 2: (−cos, −sin); 3: (sin, −cos).
+        float c = (quadrant & 1) ? sine : cosine;
+        float s = (quadrant & 1) ? cosine : sine;
+        c = (quadrant == 1 || quadrant == 2) ? -c : c;
+        s = (quadrant >= 2) ? -s : s;
+        out[2 * j] = radius[j] * c * std;
+        out[2 * j + 1] = radius[j] * s * std;
     }
 }
 
-void pkm_normal_fill(uint64_t key, uint64_t start, float std, float *destination, size_t count) {
+/// Uniform values `start ..< start + n` (n ≤ PKM_GEN_BLOCK).
+static inline __attribute__((always_inline)) void uniform_block(uint64_t key, uint64_t start, float bound, float *out, size_t n) {
+    for (size_t j = 0; j < n; j++) {
+        float unit = (float)(int32_t)(uint32_t)(pkm_splitmix(key, start + j) >> 40) * 0x1p-24f;
+        out[j] = (unit * 2.0f - 1.0f) * bound;
+    }
+}
+
+static inline __attribute__((always_inline)) void normal_fill_body(uint64_t key, uint64_t start, float std, float *destination, size_t count) {
+    float edge[2];
     size_t i = 0;
-    float a, b;
     if (count && (start & 1)) {
-        normal_pair(key, start / 2, std, &a, &b);
-        destination[i++] = b;
+        normal_block(key, start / 2, std, edge, 1);
+        destination[i++] = edge[1];
     }
     uint64_t pair = (start + i) / 2;
-    for (; i + 2 <= count; i += 2, pair++) normal_pair(key, pair, std, destination + i, destination + i + 1);
-    if (i < count) {
-        normal_pair(key, pair, std, &a, &b);
-        destination[i] = a;
+    while (count - i >= 2) {
+        size_t pairs = (count - i) / 2;
+        if (pairs > PKM_GEN_BLOCK) pairs = PKM_GEN_BLOCK;
+        normal_block(key, pair, std, destination + i, pairs);
+        i += 2 * pairs;
+        pair += pairs;
     }
+    if (i < count) {
+        normal_block(key, pair, std, edge, 1);
+        destination[i] = edge[0];
+    }
+}
+
+static inline __attribute__((always_inline)) void uniform_fill_body(uint64_t key, uint64_t start, float bound, float *destination, size_t count) {
+    for (size_t i = 0; i < count; i += PKM_GEN_BLOCK) {
+        size_t n = count - i < PKM_GEN_BLOCK ? count - i : PKM_GEN_BLOCK;
+        uniform_block(key, start + i, bound, destination + i, n);
+    }
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define PKM_GEN_DISPATCH 1
+__attribute__((target("avx2"))) static void normal_fill_avx2(uint64_t key, uint64_t start, float std, float *destination, size_t count) {
+    normal_fill_body(key, start, std, destination, count);
+}
+__attribute__((target("avx2"))) static void uniform_fill_avx2(uint64_t key, uint64_t start, float bound, float *destination, size_t count) {
+    uniform_fill_body(key, start, bound, destination, count);
+}
+static int has_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx2") ? 1 : 0;
+    return cached;
+}
+#endif
+
+void pkm_normal_fill(uint64_t key, uint64_t start, float std, float *destination, size_t count) {
+#ifdef PKM_GEN_DISPATCH
+    if (has_avx2()) { normal_fill_avx2(key, start, std, destination, count); return; }
+#endif
+    normal_fill_body(key, start, std, destination, count);
 }
 
 void pkm_uniform_fill(uint64_t key, uint64_t start, float bound, float *destination, size_t count) {
-    for (size_t i = 0; i < count; i++) {
-        float unit = (float)(uint32_t)(pkm_splitmix(key, start + i) >> 40) * 0x1p-24f;
-        destination[i] = (unit * 2.0f - 1.0f) * bound;
-    }
+#ifdef PKM_GEN_DISPATCH
+    if (has_avx2()) { uniform_fill_avx2(key, start, bound, destination, count); return; }
+#endif
+    uniform_fill_body(key, start, bound, destination, count);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

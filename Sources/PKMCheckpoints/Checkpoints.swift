@@ -101,6 +101,19 @@ public enum Checkpoints {
         try writer.write(to: url, tensorInfos: tensorInfos, metadata: metadata, options: options, progress: progress, tensor: tensor)
     }
 
+    /// Like ``write(to:format:tensorInfos:metadata:options:progress:tensor:)``, but a tensor may be a
+    /// ``TensorSource``: pkmz and safetensors stream it in bounded chunks, HDF5 materialises it whole.
+    /// - Throws: as the tensor-based write, or whatever a source throws.
+    public static func writeStreaming(to url: URL, format: CheckpointFormat, tensorInfos: [TensorInfo],
+                                      metadata: [String: String], options: WriteOptions = WriteOptions(),
+                                      progress: ((Int, Int) -> Void)? = nil,
+                                      data: (TensorInfo) throws -> TensorData) throws {
+        guard let writer = writer(for: format) else {
+            throw FormatError.writeFailed(path: url.path, reason: "pkm-convert reads PyTorch pickles but never writes them (loading one means unpickling, which can run code); write .safetensors or .pkmz")
+        }
+        try writer.writeStreaming(to: url, tensorInfos: tensorInfos, metadata: metadata, options: options, progress: progress, data: data)
+    }
+
     /// Writes a whole in-memory state dict; see ``write(to:format:tensorInfos:metadata:options:progress:tensor:)``.
     public static func write(_ stateDict: StateDict, to url: URL, format: CheckpointFormat,
                              options: WriteOptions = WriteOptions()) throws {

@@ -21,6 +21,9 @@ public struct ConvertResult: Sendable, Codable {
 
 /// Conversions between HDF5, safetensors and pkmz that keep names and values exactly.
 public enum Converter {
+    /// Tensors of at least this many bytes (kept in their dtype) are streamed through a ``TensorSource``.
+    static let streamedTensorBytes = 16 << 20
+
     /// Converts `source` to `destination`, tensor by tensor (memory bounded by the largest tensor).
     /// - Parameter byteProgress: called after each tensor with (tensor bytes written, total), for a progress line that
     ///   does not stall on a few huge tensors among many small ones.
@@ -60,10 +63,27 @@ public enum Converter {
            let json = try? JSONEncoder().encode(provenance) {
             metadata["pkm_source_provenance"] = String(decoding: json, as: UTF8.self)
         }
-        try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
-                              progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress)) { info in
-            try reader.tensor(named: info.name).converted(to: info.dtype)
-        }
+        // Large tensors kept in their dtype are streamed: the writer copies them chunk by chunk from the mapped
+        // source, and the pages consumed are released as it goes, so resident memory stays at a few chunks.
+        var previousTensor: String?
+        defer { if let previousTensor { reader.releasePages(ofTensor: previousTensor) } }
+        try Checkpoints.writeStreaming(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
+                                       progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress), data: { info in
+            // Every writer is done with a tensor once it asks for the next: drop the previous one's pages.
+            if let previous = previousTensor { reader.releasePages(ofTensor: previous) }
+            previousTensor = info.name
+            let tensor = try reader.tensor(named: info.name)
+            guard tensor.dtype == info.dtype, tensor.storage.count >= streamedTensorBytes else {
+                return .tensor(try tensor.converted(to: info.dtype))
+            }
+            let name = info.name, storage = tensor.storage
+            return .source(TensorSource(fill: { offset, buffer in
+                storage.withUnsafeBytes { bytes in
+                    guard let base = bytes.baseAddress, let target = buffer.baseAddress else { return }
+                    target.copyMemory(from: base + offset, byteCount: min(buffer.count, bytes.count - offset))
+                }
+            }, consumed: { upTo in reader.releasePages(ofTensor: name, upTo: upTo) }))
+        })
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: destination.path)[.size] as? Int) ?? 0
         return ConvertResult(source: source.path, destination: destination.path, sourceFormat: reader.format,
                              destinationFormat: format, tensorCount: infos.count, tensorBytes: infos.reduce(0) { $0 + $1.byteCount },

@@ -157,7 +157,9 @@ public enum Grafter {
         }
         // New memory tensors, in spec order per layer.
         var created: [GraftedTensor] = []
-        var generators: [String: () -> Tensor?] = [:]
+        // Large tensors (keys, values, query weights) are sources generated chunk by chunk inside the writer;
+        // the small constant ones are whole tensors.
+        var generators: [String: () throws -> TensorData] = [:]
         let h = options.headCount, n = options.keyCount, k = options.keyDimension
         let weightDtype = output.dtype.target(for: checkpoint.report.mapped.first { $0.canonical == ParameterNames.wordEmbeddings }?.dtype ?? .float32)
         for layer in options.layers.sorted() {
@@ -165,36 +167,37 @@ public enum Grafter {
             for spec in ProductKeyMemory.parameterSpecs(prefix: prefix, config: config.memory!, inputWidth: d) {
                 let leaf = String(spec.name.dropFirst(prefix.count))
                 let count = ShapeMath.elementCount(spec.shape) ?? 0
+                let name = spec.name, shape = spec.shape
                 let initialisation: String
-                let make: () -> Tensor?
+                let make: () throws -> TensorData
                 switch leaf {
                 case ParameterNames.Memory.keys:
                     let bound = 1 / Float(k / 2).squareRoot()
                     initialisation = "uniform ±1/sqrt(k_dim/2) = ±\(bound)"
-                    make = { try? Tensor(dtype: .float32, shape: spec.shape, storage: random.uniformBytes(name: spec.name, count: count, bound: bound)) }
+                    make = { .source(TensorSource(fill: GraftRandom.source { random.fillUniform(name: name, bound: bound, start: $0, into: $1) })) }
                 case ParameterNames.Memory.values:
                     if options.valueInit == .zero {
                         initialisation = "zeros"
-                        make = { try? Tensor(zeros: .float32, shape: spec.shape) }
+                        make = { .source(TensorSource(fill: GraftRandom.source { _, buffer in buffer.update(repeating: 0) })) }
                     } else {
                         let std = 1 / Float(d).squareRoot()
                         initialisation = "normal, std v_dim^-0.5 = \(std)"
-                        make = { try? Tensor(dtype: .float32, shape: spec.shape, storage: random.normalBytes(name: spec.name, count: count, std: std)) }
+                        make = { .source(TensorSource(fill: GraftRandom.source { random.fillNormal(name: name, std: std, start: $0, into: $1) })) }
                     }
                 case ParameterNames.Memory.queryWeight, ParameterNames.Memory.queryBias:
                     let bound = 1 / Float(d).squareRoot()
                     initialisation = "uniform ±1/sqrt(hidden) = ±\(bound) (nn.Linear default)"
-                    make = { try? Tensor(dtype: .float32, shape: spec.shape, storage: random.uniformBytes(name: spec.name, count: count, bound: bound)) }
+                    make = { .source(TensorSource(fill: GraftRandom.source { random.fillUniform(name: name, bound: bound, start: $0, into: $1) })) }
                 case ParameterNames.Memory.batchNormWeight, ParameterNames.Memory.batchNormVariance,
                      ParameterNames.Memory.queryNorm + ".weight":
                     initialisation = "ones"
-                    make = { try? Tensor(float32: [Float](repeating: 1, count: count), shape: spec.shape) }
+                    make = { .tensor(try Tensor(float32: [Float](repeating: 1, count: count), shape: shape)) }
                 case ParameterNames.Memory.batchNormBatchesTracked:
                     initialisation = "0 (int64)"
-                    make = { try? Tensor(int64: [0], shape: []) }
+                    make = { .tensor(try Tensor(int64: [0], shape: [])) }
                 default:
                     initialisation = "zeros"
-                    make = { try? Tensor(zeros: .float32, shape: spec.shape) }
+                    make = { .tensor(try Tensor(zeros: .float32, shape: shape)) }
                 }
                 let dtype: DType = leaf == ParameterNames.Memory.batchNormBatchesTracked ? .int64 : weightDtype
                 infos.append(TensorInfo(name: spec.name, dtype: dtype, shape: spec.shape))
@@ -209,14 +212,26 @@ public enum Grafter {
         var metadata = ["config": String(decoding: config.encodedJSON(), as: UTF8.self)]
         metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: base, reader: checkpoint.reader)
         let path = checkpoint.reader.url.path
-        try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write, progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress)) { info in
+        let reader = checkpoint.reader
+        // Each base tensor's mapped pages are dropped once the writer has moved on to the next tensor (every writer
+        // is done with a tensor's data when it asks for the next), so resident memory stays bounded.
+        var previousSource: String?
+        defer { if let previousSource { reader.releasePages(ofTensor: previousSource) } }
+        try Checkpoints.writeStreaming(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
+                                       progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress), data: { info in
+            if let previous = previousSource { reader.releasePages(ofTensor: previous) }
+            previousSource = nil
             if let make = generators[info.name] {
-                guard let tensor = make() else { throw FormatError.tensorNotFound(path: destination.path, tensor: info.name) }
-                return try tensor.converted(to: info.dtype)
+                let data = try make()
+                // Sources produce float32; another output dtype is generated whole and narrowed.
+                if case .tensor(let tensor) = data { return .tensor(try tensor.converted(to: info.dtype)) }
+                if info.dtype == .float32 { return data }
+                return .tensor(try data.materialized(info: TensorInfo(name: info.name, dtype: .float32, shape: info.shape)).converted(to: info.dtype))
             }
-            guard sources[info.name] != nil else { throw FormatError.tensorNotFound(path: path, tensor: info.name) }
-            return try checkpoint.tensor(canonical: info.name).converted(to: info.dtype)
-        }
+            guard let source = sources[info.name] else { throw FormatError.tensorNotFound(path: path, tensor: info.name) }
+            previousSource = source
+            return .tensor(try checkpoint.tensor(canonical: info.name).converted(to: info.dtype))
+        })
         var diagnostics = created.map { Diagnostic(.note, "created \($0.name) \($0.shape): \($0.initialisation)") }
         diagnostics += dropped.map { Diagnostic(.note, "dropped \($0) (replace mode has no feed-forward block)") }
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: destination.path)[.size] as? Int) ?? 0

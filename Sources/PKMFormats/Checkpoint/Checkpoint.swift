@@ -244,9 +244,22 @@ public protocol CheckpointReader: AnyObject, Sendable {
     /// Reads one tensor's data.
     /// - Throws: ``FormatError`` naming the file and tensor.
     func tensor(named name: String) throws -> Tensor
+    /// Drops the resident pages of a tensor's mapped data (`madvise(MADV_DONTNEED)`), once a caller that streams
+    /// through a checkpoint is done with it, so resident memory stays bounded. Tensors already returned stay valid
+    /// (their pages are read back from the file if touched again). Readers that do not map do nothing.
+    ///
+    /// Only the whole pages inside bytes `0 ..< upTo` of the tensor's data are dropped (`Int.max`: the whole tensor),
+    /// so a writer streaming a large tensor can release it as it goes.
+    func releasePages(ofTensor name: String, upTo: Int)
 }
 
 extension CheckpointReader {
+    /// Readers that hold no mapping have nothing to release.
+    public func releasePages(ofTensor name: String, upTo: Int) {}
+
+    /// Drops the resident pages of the whole tensor; see ``releasePages(ofTensor:upTo:)``.
+    public func releasePages(ofTensor name: String) { releasePages(ofTensor: name, upTo: .max) }
+
     /// Reads every tensor into an ordered state dict (metadata included).
     /// - Throws: ``FormatError``.
     public func readAll() throws -> StateDict {

@@ -15,6 +15,27 @@ public protocol CheckpointWriter {
     static func write(to url: URL, tensorInfos: [TensorInfo], metadata: [String: String],
                       options: WriteOptions, progress: ((Int, Int) -> Void)?,
                       tensor: (TensorInfo) throws -> Tensor) throws
+
+    /// Like ``write(to:tensorInfos:metadata:options:progress:tensor:)``, but a tensor may be a
+    /// ``TensorSource`` produced chunk by chunk. ``PKMZWriter`` and ``SafetensorsWriter`` stream
+    /// sources in bounded chunks; the default (``HDF5Writer``) materialises each source whole.
+    /// - Throws: as the tensor-based write, or whatever a source throws.
+    ///
+    /// A separate name (not a `write` overload) so that a trailing closure that only throws stays unambiguous.
+    static func writeStreaming(to url: URL, tensorInfos: [TensorInfo], metadata: [String: String],
+                               options: WriteOptions, progress: ((Int, Int) -> Void)?,
+                               data: (TensorInfo) throws -> TensorData) throws
+}
+
+extension CheckpointWriter {
+    /// Materialises every source whole, then writes as ``write(to:tensorInfos:metadata:options:progress:tensor:)``.
+    public static func writeStreaming(to url: URL, tensorInfos: [TensorInfo], metadata: [String: String],
+                                      options: WriteOptions, progress: ((Int, Int) -> Void)?,
+                                      data: (TensorInfo) throws -> TensorData) throws {
+        try write(to: url, tensorInfos: tensorInfos, metadata: metadata, options: options, progress: progress) { info in
+            try data(info).materialized(info: info)
+        }
+    }
 }
 
 /// Progress counted in bytes, derived from the writers' per-tensor callbacks.

@@ -148,6 +148,12 @@ public final class ShardedCheckpointReader: CheckpointReader {
         return try shards[shardIndex].tensor(named: name)
     }
 
+    /// Drops the tensor's resident pages in its shard (see ``CheckpointReader/releasePages(ofTensor:)``).
+    public func releasePages(ofTensor name: String, upTo: Int) {
+        guard let shardIndex = shardIndexByTensor[name] else { return }
+        shards[shardIndex].releasePages(ofTensor: name, upTo: upTo)
+    }
+
     /// The weight map and the string entries of the index's `metadata`.
     private static func readIndex(_ indexURL: URL, limits: ReaderLimits) throws -> (weightMap: [String: String], metadata: [String: String]) {
         let path = indexURL.path

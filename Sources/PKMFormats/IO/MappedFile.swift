@@ -15,3 +15,21 @@ enum MappedFile {
         return try Data(contentsOf: url, options: .alwaysMapped)
     }
 }
+
+/// Releases resident pages of a read-only file mapping (internal).
+enum MappedPages {
+    /// `madvise(MADV_DONTNEED)` on the whole pages inside `range` of `bytes` (a private, read-only file mapping:
+    /// the pages are dropped from this process and read back from the file if touched again). Only a hint;
+    /// failures are ignored.
+    static func release(_ bytes: UnsafeRawBufferPointer, range: Range<Int>) {
+        guard let base = bytes.baseAddress, range.lowerBound >= 0, range.upperBound <= bytes.count else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard page > 0 else { return }
+        let startAddress = UInt(bitPattern: base) + UInt(range.lowerBound)
+        let endAddress = UInt(bitPattern: base) + UInt(range.upperBound)
+        let first = (startAddress + UInt(page) - 1) / UInt(page) * UInt(page)
+        let last = endAddress / UInt(page) * UInt(page)
+        guard last > first, let pointer = UnsafeMutableRawPointer(bitPattern: first) else { return }
+        _ = madvise(pointer, Int(last - first), MADV_DONTNEED)
+    }
+}

@@ -90,17 +90,26 @@ public final class PendingSHA256: @unchecked Sendable {
         let thread = Thread {
             let outcome: Result<String, FormatError>
             do {
-                let data = try MappedFile.bytes(of: url)
+                // Read (not mapped) in slices through one buffer: the page cache holds the file, this
+                // process only the slice, so hashing adds nothing to the resident memory of a streaming job.
+                let descriptor = open(url.path, O_RDONLY | O_CLOEXEC)
+                guard descriptor >= 0 else {
+                    throw FormatError.io(path: url.path, operation: "open for SHA-256", message: String(cString: strerror(errno)))
+                }
+                defer { close(descriptor) }
                 let hasher = SHA256()
-                var offset = 0
                 var cancelled = false
-                data.withUnsafeBytes { bytes in
-                    while offset < bytes.count {
-                        if state.isCancelled { cancelled = true; return }
-                        let end = min(bytes.count, offset + Self.sliceBytes)
-                        hasher.update(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
-                        offset = end
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.sliceBytes, alignment: 16)
+                defer { buffer.deallocate() }
+                while true {
+                    if state.isCancelled { cancelled = true; break }
+                    let count = read(descriptor, buffer.baseAddress, Self.sliceBytes)
+                    if count < 0 {
+                        if errno == EINTR { continue }
+                        throw FormatError.io(path: url.path, operation: "read for SHA-256", message: String(cString: strerror(errno)))
                     }
+                    if count == 0 { break }
+                    hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
                 }
                 outcome = cancelled
                     ? .failure(.io(path: url.path, operation: "read for SHA-256", message: "cancelled"))

@@ -27,6 +27,12 @@ public enum PKMZWriter: CheckpointWriter {
         }
     }
 
+    /// The ``CheckpointWriter`` name of ``write(to:tensorInfos:metadata:options:progress:data:)``.
+    public static func writeStreaming(to url: URL, tensorInfos: [TensorInfo], metadata: [String: String], options: WriteOptions,
+                                      progress: ((Int, Int) -> Void)?, data: (TensorInfo) throws -> TensorData) throws {
+        try write(to: url, tensorInfos: tensorInfos, metadata: metadata, options: options, progress: progress, data: data)
+    }
+
     /// Like ``write(to:tensorInfos:metadata:options:progress:tensor:)``, but each tensor may be a
     /// ``TensorSource``: its chunks are then produced by the compression workers themselves, one
     /// frame at a time, so memory stays at a few frames per thread whatever the tensor's size.

@@ -81,6 +81,13 @@ public final class SafetensorsReader: CheckpointReader {
         entries[name]?.range
     }
 
+    /// Drops the resident pages wholly inside the tensor's byte range (see ``CheckpointReader/releasePages(ofTensor:)``).
+    public func releasePages(ofTensor name: String, upTo: Int) {
+        guard let range = entries[name]?.range, upTo > 0 else { return }
+        let end = range.lowerBound + min(upTo, range.count)
+        mapping.withUnsafeBytes { bytes in MappedPages.release(bytes, range: range.lowerBound..<end) }
+    }
+
     /// One tensor: a slice of the mapped file (no copy).
     /// - Throws: ``FormatError/tensorNotFound(path:tensor:)``.
     public func tensor(named name: String) throws -> Tensor {
