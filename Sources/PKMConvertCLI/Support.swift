@@ -72,6 +72,33 @@ enum HDF5ProbeMode: String, ExpressibleByArgument, CaseIterable {
     }
 }
 
+/// Token-id inputs of `run` and `usage`: a file's `/inputs`, ids on the command line, or seeded random ids.
+struct TokenInputArguments: ParsableArguments {
+    @Option(name: .long, help: "HDF5 file with /inputs/input_ids (and optionally attention_mask, token_type_ids), e.g. a reference file.")
+    var inputs: String?
+
+    @Option(name: .long, help: "One sequence of comma-separated token ids, e.g. 101,7592,102.")
+    var inputIds: String?
+
+    @Option(name: .long, help: "BATCHxSEQUENCE random token ids drawn from the model's vocabulary, e.g. 4x24 (see --seed).")
+    var randomInputs: String?
+
+    @Option(name: .long, help: "Seed of --random-inputs: the same seed and model give the same ids.")
+    var seed: UInt64 = 0
+
+    /// How many of the three were given.
+    var givenCount: Int { [inputs != nil, inputIds != nil, randomInputs != nil].filter { $0 }.count }
+
+    /// The inputs named by --inputs, --input-ids or --random-inputs.
+    var source: InputSource {
+        get throws {
+            if let inputs { return .file(URL(fileURLWithPath: inputs)) }
+            if let inputIds { return try .ids(inputIds) }
+            return try .random(randomInputs ?? "", seed: seed)
+        }
+    }
+}
+
 /// Options of commands that write a checkpoint.
 extension MemoryLayoutChoice: ExpressibleByArgument {}
 

@@ -13,17 +13,7 @@ struct Run: ParsableCommand {
     @Argument(help: "Checkpoint (any format or a model folder).")
     var checkpoint: String
 
-    @Option(name: .long, help: "HDF5 file with /inputs/input_ids (and optionally attention_mask, token_type_ids).")
-    var inputs: String?
-
-    @Option(name: .long, help: "Quick single-sequence input: comma-separated token ids, e.g. 101,7592,102.")
-    var inputIds: String?
-
-    @Option(name: .long, help: "BATCHxSEQUENCE random token ids drawn from the model's vocabulary, e.g. 4x24 (see --seed).")
-    var randomInputs: String?
-
-    @Option(name: .long, help: "Seed of --random-inputs: the same seed and model give the same ids.")
-    var seed: UInt64 = 0
+    @OptionGroup var tokens: TokenInputArguments
 
     @Option(name: .long, help: "Text to run (repeat for several sequences); tokenized with the checkpoint's tokenizer.")
     var text: [String] = []
@@ -53,7 +43,7 @@ struct Run: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        let given = [inputs != nil, inputIds != nil, randomInputs != nil, !text.isEmpty || textFile != nil].filter { $0 }.count
+        let given = tokens.givenCount + (!text.isEmpty || textFile != nil ? 1 : 0)
         guard given == 1 else { throw ValidationError("give exactly one of --inputs, --input-ids, --random-inputs, --text/--text-file") }
         guard `repeat` >= 0 else { throw ValidationError("--repeat must be 0 or more") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be 1 or more") }
@@ -62,13 +52,6 @@ struct Run: ParsableCommand {
     }
 
     /// The inputs named by --inputs, --input-ids or --random-inputs.
-    var source: InputSource {
-        get throws {
-            if let inputs { return .file(URL(fileURLWithPath: inputs)) }
-            if let inputIds { return try .ids(inputIds) }
-            return try .random(randomInputs ?? "", seed: seed)
-        }
-    }
 
     func runText() throws {
         try Console.run(json: global.json) {
@@ -95,7 +78,7 @@ struct Run: ParsableCommand {
     func run() throws {
         if !text.isEmpty || textFile != nil { return try runText() }
         try Console.run(json: global.json) {
-            let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try source,
+            let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try tokens.source,
                                         outputURL: output.map { URL(fileURLWithPath: $0) }, repeats: `repeat`,
                                         configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits, memory: memory.options,
                                         loadProgress: Console.byteProgress("load", enabled: !global.json))

@@ -11,17 +11,7 @@ struct Usage: ParsableCommand {
     @Argument(help: "Checkpoint with memory layers.")
     var checkpoint: String
 
-    @Option(name: .long, help: "HDF5 file with /inputs/input_ids (and attention_mask), e.g. a reference file.")
-    var inputs: String?
-
-    @Option(name: .long, help: "One sequence of comma-separated token ids, e.g. 101,7592,102.")
-    var inputIds: String?
-
-    @Option(name: .long, help: "BATCHxSEQUENCE random token ids drawn from the model's vocabulary, e.g. 64x128 (see --seed).")
-    var randomInputs: String?
-
-    @Option(name: .long, help: "Seed of --random-inputs.")
-    var seed: UInt64 = 0
+    @OptionGroup var tokens: TokenInputArguments
 
     @Option(name: .long, help: "Config JSON, if the checkpoint carries none.")
     var config: String?
@@ -45,20 +35,13 @@ struct Usage: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        let given = [inputs != nil, inputIds != nil, randomInputs != nil, textFile != nil].filter { $0 }.count
+        let given = tokens.givenCount + (textFile != nil ? 1 : 0)
         guard given == 1 else { throw ValidationError("give exactly one of --inputs, --input-ids, --random-inputs, --text-file") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be 1 or more") }
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be 2 or more") }
         if let plot, !plot.lowercased().hasSuffix(".svg") { throw ValidationError("--plot writes an SVG file: name it FILE.svg") }
     }
 
-    var source: InputSource {
-        get throws {
-            if let inputs { return .file(URL(fileURLWithPath: inputs)) }
-            if let inputIds { return try .ids(inputIds) }
-            return try .random(randomInputs ?? "", seed: seed)
-        }
-    }
 
     func run() throws {
         try Console.run(json: global.json) {
@@ -69,7 +52,7 @@ struct Usage: ParsableCommand {
                                                configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits,
                                                memory: memory.options, progress: Console.corpusProgress("usage", enabled: !global.json))
             } else {
-                report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try source,
+                report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try tokens.source,
                                                configURL: config.map { URL(fileURLWithPath: $0) }, batchSize: batchSize,
                                                limits: global.limits, memory: memory.options, progress: Console.progress("usage", unit: "sequences", enabled: !global.json),
                                                loadProgress: Console.byteProgress("load", enabled: !global.json))

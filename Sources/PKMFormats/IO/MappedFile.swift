@@ -14,6 +14,21 @@ enum MappedFile {
         if stat(url.path, &status) == 0, status.st_size == 0, (status.st_mode & S_IFMT) == S_IFREG { return Data() }
         return try Data(contentsOf: url, options: .alwaysMapped)
     }
+
+    /// The mapped bytes of the checkpoint file at `url`, for a reader of `kind` files (named in errors).
+    /// - Throws: ``FormatError/fileNotFound(path:)``; ``FormatError/io(path:operation:message:)`` for a folder
+    ///   or a file that cannot be mapped.
+    static func checkpoint(at url: URL, kind: String) throws(FormatError) -> Data {
+        let path = url.path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw .fileNotFound(path: path) }
+        guard !isDirectory.boolValue else { throw .io(path: path, operation: "open", message: "is a folder, not \(kind)") }
+        do {
+            return try bytes(of: url)
+        } catch {
+            throw .io(path: path, operation: "map the file", message: error.localizedDescription)
+        }
+    }
 }
 
 /// Releases resident pages of a read-only file mapping (internal).

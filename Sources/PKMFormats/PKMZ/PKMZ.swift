@@ -60,19 +60,7 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
     public init(url: URL, limits: ReaderLimits = ReaderLimits(), threads: Int = 0) throws {
         self.url = url
         let path = url.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw FormatError.fileNotFound(path: path)
-        }
-        guard !isDirectory.boolValue else {
-            throw FormatError.io(path: path, operation: "open", message: "is a folder, not a .pkmz file")
-        }
-        let file: Data
-        do {
-            file = try MappedFile.bytes(of: url)
-        } catch {
-            throw FormatError.io(path: path, operation: "map the file", message: error.localizedDescription)
-        }
+        let file = try MappedFile.checkpoint(at: url, kind: "a .pkmz file")
         self.file = file
         fileSize = file.count
         self.threads = threads > 0 ? threads : max(1, ProcessInfo.processInfo.activeProcessorCount)

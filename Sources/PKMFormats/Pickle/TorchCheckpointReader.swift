@@ -97,19 +97,7 @@ public final class TorchCheckpointReader: CheckpointReader {
     public init(url: URL, limits: ReaderLimits = ReaderLimits(), stateDictKey: String? = nil) throws {
         self.url = url
         let path = url.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw FormatError.fileNotFound(path: path)
-        }
-        guard !isDirectory.boolValue else {
-            throw FormatError.io(path: path, operation: "open", message: "is a folder, not a PyTorch checkpoint file")
-        }
-        let file: Data
-        do {
-            file = try MappedFile.bytes(of: url)
-        } catch {
-            throw FormatError.io(path: path, operation: "map the file", message: error.localizedDescription)
-        }
+        let file = try MappedFile.checkpoint(at: url, kind: "a PyTorch checkpoint file")
         mapping = file
         let pickleLimits = PickleLimits(limits)
 

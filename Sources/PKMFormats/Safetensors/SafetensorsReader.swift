@@ -46,19 +46,7 @@ public final class SafetensorsReader: CheckpointReader {
     public init(url: URL, limits: ReaderLimits = ReaderLimits()) throws {
         self.url = url
         let path = url.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw FormatError.fileNotFound(path: path)
-        }
-        guard !isDirectory.boolValue else {
-            throw FormatError.io(path: path, operation: "open", message: "is a folder, not a .safetensors file")
-        }
-        let file: Data
-        do {
-            file = try MappedFile.bytes(of: url)
-        } catch {
-            throw FormatError.io(path: path, operation: "map the file", message: error.localizedDescription)
-        }
+        let file = try MappedFile.checkpoint(at: url, kind: "a .safetensors file")
         let (header, dataStart) = try SafetensorsHeader.read(file: file, path: path, limits: limits)
         mapping = file
         headerByteCount = dataStart - 8
