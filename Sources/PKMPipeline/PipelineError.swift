@@ -1,7 +1,6 @@
 import Foundation
 import PKMCheckpoints
 import PKMFormats
-import PKMHDF5
 import PKMModel
 
 /// Errors from the conversion pipelines (import, verify, run, graft, usage).

@@ -1,7 +1,6 @@
 import Foundation
 import PKMCheckpoints
 import PKMFormats
-import PKMHDF5
 import PKMTensor
 
 /// Result of a conversion.

@@ -42,17 +42,6 @@ public enum DTypePolicy: String, Sendable, Codable, CaseIterable {
     }
 }
 
-/// A recoverable finding to show the user (printed by the CLI, never by the library).
-public struct Diagnostic: Sendable, Codable, Equatable {
-    public enum Severity: String, Sendable, Codable { case note, warning }
-    public var severity: Severity
-    public var message: String
-    public init(_ severity: Severity, _ message: String) {
-        self.severity = severity
-        self.message = message
-    }
-}
-
 /// Options shared by the pipelines that write a checkpoint.
 public struct OutputOptions: Sendable {
     /// Output format; inferred from the destination's extension when nil.

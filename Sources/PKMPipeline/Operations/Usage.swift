@@ -1,7 +1,6 @@
 import Foundation
 import PKMCheckpoints
 import PKMFormats
-import PKMHDF5
 import PKMModel
 
 /// Memory usage of one layer over a set of inputs (spec §8, after Lample et al. 2019).

@@ -1,0 +1,52 @@
+import Foundation
+import PKMCheckpoints
+import PKMFormats
+import PKMModel
+import PKMTensor
+
+extension ResolvedCheckpoint {
+    /// The config JSON and a description of where it came from.
+    static func findConfig(checkpoint: URL, reader: any CheckpointReader, explicit: URL?,
+                           maxBytes: Int = ReaderLimits().maxHeaderBytes) throws -> (Data, String) {
+        if let explicit {
+            guard let data = try readConfigFile(explicit, maxBytes: maxBytes) else { throw FormatError.fileNotFound(path: explicit.path) }
+            return (data, explicit.path)
+        }
+        var looked: [String] = []
+        if let embedded = reader.metadata["config"] {
+            let origin: String
+            switch reader.format {
+            case .hdf5: origin = "HDF5 root attribute 'config'"
+            case .safetensors: origin = "safetensors __metadata__[\"config\"]"
+            case .pkmz: origin = "pkmz header config"
+            case .pytorch: origin = "PyTorch checkpoint metadata"
+            }
+            return (Data(embedded.utf8), "\(reader.url.path) (\(origin))")
+        }
+        looked.append("the file's embedded config")
+        var isDirectory: ObjCBool = false
+        _ = FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isDirectory)
+        let folder = isDirectory.boolValue ? checkpoint : checkpoint.deletingLastPathComponent()
+        let beside = folder.appendingPathComponent("config.json")
+        if let data = try readConfigFile(beside, maxBytes: maxBytes) { return (data, beside.path) }
+        looked.append(beside.path)
+        throw PipelineError.configNotFound(checkpoint: checkpoint.path, looked: looked)
+    }
+
+    /// Reads a config file after checking its size against `maxBytes` (the header limit), so a
+    /// `config.json` that is really a multi-gigabyte file is refused before it is read.
+    /// Returns nil when there is no regular file at `url`.
+    static func readConfigFile(_ url: URL, maxBytes: Int) throws -> Data? {
+        // attributesOfItem does not follow symbolic links (HF caches link config.json into blobs/).
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.resolvingSymlinksInPath().path),
+              attributes[.type] as? FileAttributeType == .typeRegular else { return nil }
+        let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
+        if size > maxBytes {
+            throw FormatError.limitExceeded(path: url.path, limit: .headerBytes, value: size, maximum: maxBytes)
+        }
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw FormatError.io(path: url.path, operation: "read", message: "cannot read the config file")
+        }
+        return data
+    }
+}
