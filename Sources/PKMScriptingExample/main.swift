@@ -1,5 +1,7 @@
 // A checkpoint pipeline scripted in Swift with the PKMPipeline library:
 // open → import → verify → graft (zero values) → run the base → verify the graft against it → usage.
+// Each checkpoint is opened once (`LoadedCheckpoint`) and handed from step to step: the base model's
+// weights file is opened by the format sniff and by its mapping, and nothing else.
 //
 //   swift run pkm-script-example fixtures/models/bert_base_plain [work-folder]
 //
@@ -22,18 +24,21 @@ let reference = folder.appendingPathComponent("reference.h5")
 do {
     try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
 
-    // 1. Open any checkpoint and look at it.
-    let checkpoint = try ResolvedCheckpoint(url: folder)
-    print("opened \(checkpoint.reader.url.lastPathComponent): \(checkpoint.reader.tensorInfos.count) tensors, "
-          + "\(checkpoint.config.modelType.rawValue), \(checkpoint.config.layerCount) layers, config from \(checkpoint.report.configSource)")
+    // 1. Open the checkpoint once and look at it; every step below is handed this value, not a path.
+    let base = try LoadedCheckpoint(folder)
+    let resolved = try base.resolved()
+    print("opened \(base.reader.url.lastPathComponent): \(base.reader.tensorInfos.count) tensors, "
+          + "\(resolved.config.modelType.rawValue), \(resolved.config.layerCount) layers, config from \(resolved.report.configSource)")
+    let referenceFile = try LoadedCheckpoint(reference)
 
-    // 2. Import to the native format (canonical names + config + provenance).
-    let imported = work.appendingPathComponent("base.pkmz")
-    let importResult = try Importer.run(source: folder, destination: imported)
-    print("imported -> \(imported.path): \(importResult.tensorCount) tensors, \(importResult.fileBytes) bytes")
+    // 2. Import to the native format (canonical names + config + provenance with the source's SHA-256).
+    let importedURL = work.appendingPathComponent("base.pkmz")
+    let importResult = try base.import(to: importedURL)
+    print("imported -> \(importedURL.path): \(importResult.tensorCount) tensors, \(importResult.fileBytes) bytes")
 
     // 3. Verify the import against PyTorch's outputs.
-    let baseReport = try Verifier.run(checkpoint: imported, reference: reference)
+    let imported = try LoadedCheckpoint(importedURL)
+    let baseReport = try imported.verify(against: referenceFile)
     print("verify base: \(baseReport.passed ? "PASS" : "FAIL"), worst max |Δ| "
           + String(format: "%.3g", baseReport.outputs.map(\.maxAbsoluteDifference).max() ?? 0))
 
@@ -46,19 +51,20 @@ do {
     options.keyDimension = 16
     options.valueInit = .zero
     options.seed = 7
-    let grafted = work.appendingPathComponent("grafted.pkmz")
-    let graftResult = try Grafter.run(base: imported, destination: grafted, options: options)
+    let graftedURL = work.appendingPathComponent("grafted.pkmz")
+    let graftResult = try imported.graft(options, to: graftedURL)
     print("grafted \(graftResult.created.count) memory tensors into layer(s) \(options.layers)")
-    // The base model's own Swift outputs are the reference for "computes exactly the base model".
-    let inputs = try ReferenceLayout.readInputs(from: try Checkpoints.open(reference))
+    // The base model's own Swift outputs (the model built for step 3, reused) are the reference for
+    // "computes exactly the base model".
     let baseOutputs = work.appendingPathComponent("base-outputs.h5")
-    _ = try Runner.run(checkpoint: imported, inputs: inputs, outputURL: baseOutputs)
-    let graftReport = try Verifier.run(checkpoint: grafted, reference: baseOutputs, atol: 1e-6, rtol: 0)
+    _ = try imported.run(.reference(referenceFile), options: RunOptions(outputURL: baseOutputs))
+    let grafted = try LoadedCheckpoint(graftedURL)
+    let graftReport = try grafted.verify(against: try LoadedCheckpoint(baseOutputs), options: VerifyOptions(atol: 1e-6, rtol: 0))
     print("verify grafted (zero values) against the base model's outputs at atol 1e-6: \(graftReport.passed ? "PASS" : "FAIL"), "
           + String(format: "max |Δ| %.3g", graftReport.outputs.map(\.maxAbsoluteDifference).max() ?? 0))
 
-    // 5. Memory usage over the reference inputs.
-    let usage = try UsageAnalyzer.run(checkpoint: grafted, inputs: reference)
+    // 5. Memory usage over the reference inputs (the grafted model built for step 4, reused).
+    let usage = try grafted.usage(.reference(referenceFile))
     for layer in usage.layers {
         print(String(format: "usage layer %d: %.1f %% of %d slots, KL(weights) %.3f", layer.layer, layer.usagePercent, layer.slots, layer.klWeights))
     }

@@ -14,7 +14,7 @@ struct DiffTests {
     static func graft(to url: URL, seed: UInt64) throws {
         var options = GraftOptions(layers: [1])
         options.keyCount = 16; options.headCount = 2; options.knn = 4; options.keyDimension = 16; options.seed = seed
-        _ = try Grafter.run(base: base, destination: url, options: options)
+        _ = try LoadedCheckpoint(base).graft(options, to: url)
     }
 
     @Test("a checkpoint equals itself and its conversion to another format with other names")
@@ -28,7 +28,7 @@ struct DiffTests {
         for info in reader.tensorInfos { try dict.insert(try reader.tensor(named: info.name), named: "bert." + info.name) }
         let renamed = folder.file("renamed.safetensors")
         try Checkpoints.write(dict, to: renamed, format: .safetensors)
-        let report = try CheckpointDiff.run(grafted, renamed)
+        let report = try LoadedCheckpoint(grafted).diff(against: LoadedCheckpoint(renamed))
         #expect(report.identical && report.onlyInA.isEmpty && report.onlyInB.isEmpty)
         #expect(report.memories == [MemoryDifference(layer: 1, updatedSlots: 0, slotCount: 256, updatedPercent: 0)])
         #expect(report.tensors.count == reader.tensorInfos.count)
@@ -49,10 +49,10 @@ struct DiffTests {
         let trained = folder.file("trained.safetensors")
         try Checkpoints.write(dict, to: trained, format: .safetensors)
 
-        let strict = try CheckpointDiff.run(grafted, trained)
+        let strict = try LoadedCheckpoint(grafted).diff(against: LoadedCheckpoint(trained))
         #expect(!strict.identical)
         #expect(strict.memories.first?.updatedSlots == 4)
-        let tolerant = try CheckpointDiff.run(grafted, trained, atol: 1e-3)
+        let tolerant = try LoadedCheckpoint(grafted).diff(against: LoadedCheckpoint(trained), options: DiffOptions(atol: 1e-3))
         let memory = try #require(tolerant.memories.first)
         #expect(memory.updatedSlots == 3 && memory.slotCount == 256)
         #expect(abs(memory.updatedPercent - 100 * 3.0 / 256) < 1e-12)
@@ -63,7 +63,7 @@ struct DiffTests {
         // Another seed changes every value row.
         let other = folder.file("other.pkmz")
         try Self.graft(to: other, seed: 2)
-        #expect(try CheckpointDiff.run(grafted, other).memories.first?.updatedSlots == 256)
+        #expect(try LoadedCheckpoint(grafted).diff(against: LoadedCheckpoint(other)).memories.first?.updatedSlots == 256)
     }
 
     @Test("tensors only on one side and shape changes are reported")
@@ -71,9 +71,9 @@ struct DiffTests {
         let folder = try TemporaryFolder(prefix: "pkm-diff")
         let grafted = folder.file("g.pkmz")
         try Self.graft(to: grafted, seed: 1)
-        let report = try CheckpointDiff.run(Self.base.appendingPathComponent("model.safetensors"), grafted)
+        let report = try LoadedCheckpoint(Self.base.appendingPathComponent("model.safetensors")).diff(against: LoadedCheckpoint(grafted))
         #expect(!report.identical && report.onlyInA.isEmpty)
         #expect(report.onlyInB.contains("encoder.layer.1.memory.values.weight"))
-        #expect(throws: PipelineError.self) { try CheckpointDiff.run(grafted, grafted, atol: -1) }
+        #expect(throws: PipelineError.self) { try LoadedCheckpoint(grafted).diff(against: LoadedCheckpoint(grafted), options: DiffOptions(atol: -1)) }
     }
 }

@@ -16,9 +16,9 @@ struct ExportTests {
     func canonicalFolder() throws {
         let folder = try TemporaryFolder()
         let out = folder.file("bert")
-        let result = try Exporter.run(source: Self.fixture("models/bert_residual/model.safetensors"), destination: out)
+        let result = try LoadedCheckpoint(Self.fixture("models/bert_residual/model.safetensors")).export(to: out)
         #expect(result.shards == ["model.safetensors"])
-        #expect(try Verifier.run(checkpoint: out, reference: Self.fixture("models/bert_residual/reference.h5")).passed)
+        #expect(try LoadedCheckpoint(out).verify(against: LoadedCheckpoint(Self.fixture("models/bert_residual/reference.h5"))).passed)
         let config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json"))) as? [String: Any])
         #expect(config["architectures"] as? [String] == ["BertModel"] && config["model_type"] as? String == "bert")
         let pkm = try #require(config["pkm"] as? [String: Any])
@@ -35,12 +35,12 @@ struct ExportTests {
         var options = ExportOptions()
         options.layout = .lucidrains
         options.attribute = name == "bert_lucidrains_01_batchnorm" ? "pkm" : "memory"
-        _ = try Exporter.run(source: source, destination: folder.file("out"), options: options)
+        _ = try LoadedCheckpoint(source).export(to: folder.file("out"), options: options)
         let original = try Checkpoints.open(source).readAll()
         let exported = try Checkpoints.open(folder.file("out/model.safetensors")).readAll()
         #expect(Set(original.names) == Set(exported.names))
         for name in original.names { #expect(exported[name]?.isBitwiseEqual(to: original[name]!) == true, "\(name)") }
-        #expect(try Verifier.run(checkpoint: folder.file("out"), reference: Self.fixture("peers/\(name)/reference.h5")).passed)
+        #expect(try LoadedCheckpoint(folder.file("out")).verify(against: LoadedCheckpoint(Self.fixture("peers/\(name)/reference.h5"))).passed)
     }
 
     @Test("a memory lucidrains cannot express is refused naming the fields; residual memories have no XLM name")
@@ -49,18 +49,18 @@ struct ExportTests {
         var options = ExportOptions()
         options.layout = .lucidrains
         let error = try #require(throws: PipelineError.self) {
-            try Exporter.run(source: Self.fixture("models/bert_residual/model.safetensors"), destination: folder.file("a"), options: options)
+            try LoadedCheckpoint(Self.fixture("models/bert_residual/model.safetensors")).export(to: folder.file("a"), options: options)
         }
         #expect(error.description.contains("pkm.query_bias"), "\(error)")
         options.layout = .xlm
         #expect(throws: PipelineError.self) {
-            try Exporter.run(source: Self.fixture("models/bert_residual/model.safetensors"), destination: folder.file("b"), options: options)
+            try LoadedCheckpoint(Self.fixture("models/bert_residual/model.safetensors")).export(to: folder.file("b"), options: options)
         }
         // replace/after memories get XLM's names and import back.
-        _ = try Exporter.run(source: Self.fixture("models/roberta_after/model.safetensors"), destination: folder.file("c"), options: options)
+        _ = try LoadedCheckpoint(Self.fixture("models/roberta_after/model.safetensors")).export(to: folder.file("c"), options: options)
         let names = try Checkpoints.open(folder.file("c/model.safetensors")).tensorInfos.map(\.name)
         #expect(names.contains { $0.hasPrefix("memories.") && $0.contains("_after.") })
-        #expect(try Verifier.run(checkpoint: folder.file("c"), reference: Self.fixture("models/roberta_after/reference.h5")).passed)
+        #expect(try LoadedCheckpoint(folder.file("c")).verify(against: LoadedCheckpoint(Self.fixture("models/roberta_after/reference.h5"))).passed)
     }
 
     @Test("shards follow huggingface_hub: in order, a tensor above the limit alone, index with weight_map and total_size")
@@ -70,7 +70,7 @@ struct ExportTests {
         options.maxShardBytes = 20_000
         options.prefix = .bert
         let out = folder.file("sharded")
-        let result = try Exporter.run(source: Self.fixture("models/bert_base_plain/model.safetensors"), destination: out, options: options)
+        let result = try LoadedCheckpoint(Self.fixture("models/bert_base_plain/model.safetensors")).export(to: out, options: options)
         #expect(result.shards.count > 2 && result.shards.first == "model-00001-of-\(String(format: "%05d", result.shards.count)).safetensors")
         let index = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("model.safetensors.index.json"))) as? [String: Any])
         let weightMap = try #require(index["weight_map"] as? [String: String])
@@ -84,18 +84,14 @@ struct ExportTests {
             for info in reader.tensorInfos { #expect(weightMap[info.name] == shard) }
         }
         #expect(sizes.values.allSatisfy { $0 <= 20_000 })
-        #expect(try Verifier.run(checkpoint: out, reference: Self.fixture("models/bert_base_plain/reference.h5")).passed)
+        #expect(try LoadedCheckpoint(out).verify(against: LoadedCheckpoint(Self.fixture("models/bert_base_plain/reference.h5"))).passed)
         // A limit below the largest tensor: that tensor gets a shard of its own, the others keep filling in order.
         options.maxShardBytes = 10_000
-        let small = try Exporter.run(source: Self.fixture("models/bert_base_plain/model.safetensors"), destination: folder.file("small"), options: options)
+        let small = try LoadedCheckpoint(Self.fixture("models/bert_base_plain/model.safetensors")).export(to: folder.file("small"), options: options)
         let first = try Checkpoints.open(folder.file("small").appendingPathComponent(small.shards[0]))
         #expect(first.tensorInfos.map(\.name) == ["bert.embeddings.word_embeddings.weight"])
     }
 
-    @Test("sizes parse as Hugging Face's", arguments: [("2GB", 2_000_000_000), ("500MB", 500_000_000), ("40KB", 40_000), ("1KiB", 1024), ("123", 123)])
-    func sizes(text: String, bytes: Int) throws {
-        #expect(try ExportOptions.parseSize(text) == bytes)
-    }
 
     @Test("index.json is byte-identical to json.dumps(index, indent=2, sort_keys=True)")
     func indexText() {

@@ -51,11 +51,11 @@ struct FixtureParityTests {
 
     @Test("each fixture checkpoint verifies against PyTorch", arguments: cases)
     func verifies(fixture: Case) throws {
-        let report = try Verifier.run(checkpoint: fixture.checkpointURL, reference: fixture.referenceURL)
+        let report = try LoadedCheckpoint(fixture.checkpointURL).verify(against: LoadedCheckpoint(fixture.referenceURL))
         #expect(report.passed, "\(report.outputs.filter { !$0.passed }.map(\.name))")
         #expect(report.toleranceSource == "reference file attributes")
         // Every hidden state was compared, and memory outputs where the model has memories.
-        let model = try ResolvedCheckpoint(url: fixture.checkpointURL).config
+        let model = try LoadedCheckpoint(fixture.checkpointURL).resolved().config
         #expect(report.outputs.filter { $0.name.hasPrefix("outputs/hidden_states/") }.count == model.layerCount + 1)
         let memoryOutputs = report.outputs.filter { $0.name.hasPrefix("outputs/memory/") }.count
         #expect(memoryOutputs == 2 * (model.memory?.layers.count ?? 0))
@@ -66,29 +66,29 @@ struct FixtureParityTests {
     func importThenVerify(fixture: Case) throws {
         let folder = try TemporaryFolder()
         let out = folder.file("model.pkmz")
-        let result = try Importer.run(source: fixture.checkpointURL, destination: out)
+        let result = try LoadedCheckpoint(fixture.checkpointURL).import(to: out)
         #expect(result.report.missing.isEmpty)
-        let report = try Verifier.run(checkpoint: out, reference: fixture.referenceURL)
+        let report = try LoadedCheckpoint(out).verify(against: LoadedCheckpoint(fixture.referenceURL))
         #expect(report.passed)
         // Round trip through the other formats keeps every tensor identical.
         let viaSafetensors = folder.file("m.safetensors"), viaHDF5 = folder.file("m.h5"), back = folder.file("back.pkmz")
-        _ = try Converter.convert(out, to: viaSafetensors)
-        _ = try Converter.convert(viaSafetensors, to: viaHDF5)
-        _ = try Converter.convert(viaHDF5, to: back)
+        _ = try LoadedCheckpoint(out).convert(to: viaSafetensors)
+        _ = try LoadedCheckpoint(viaSafetensors).convert(to: viaHDF5)
+        _ = try LoadedCheckpoint(viaHDF5).convert(to: back)
         let original = try Checkpoints.open(out).readAll(), final = try Checkpoints.open(back).readAll()
         #expect(original.names == final.names)
         for name in original.names { #expect(final[name]!.isBitwiseEqual(to: original[name]!), "\(name)") }
-        #expect(try Verifier.run(checkpoint: back, reference: fixture.referenceURL).passed)
+        #expect(try LoadedCheckpoint(back).verify(against: LoadedCheckpoint(fixture.referenceURL)).passed)
     }
 
     @Test("the alias fixture maps XLM names and the RoBERTa fixture reports its unused tensors")
     func importReports() throws {
-        let aliases = try ResolvedCheckpoint(url: PipelineFixtures.repositoryRoot.appendingPathComponent("fixtures/models/xlm_aliases/model.h5"))
+        let aliases = try LoadedCheckpoint(PipelineFixtures.repositoryRoot.appendingPathComponent("fixtures/models/xlm_aliases/model.h5")).resolved()
         #expect(aliases.report.mapped.contains { $0.rules.contains("xlm-memory-in") })
         #expect(aliases.report.mapped.contains { $0.rules.contains("xlm-memory-after") })
         #expect(aliases.report.mapped.contains { $0.rules.contains("replace-layer-norm") })
         #expect(aliases.report.unexpected.isEmpty)
-        let roberta = try ResolvedCheckpoint(url: PipelineFixtures.repositoryRoot.appendingPathComponent("fixtures/models/roberta_after/model.safetensors"))
+        let roberta = try LoadedCheckpoint(PipelineFixtures.repositoryRoot.appendingPathComponent("fixtures/models/roberta_after/model.safetensors")).resolved()
         #expect(roberta.report.ignored.map(\.source) == ["roberta.embeddings.position_ids"])
         #expect(Set(roberta.report.unexpected.map(\.source)).isSuperset(of: ["lm_head.dense.weight", "lm_head.bias"]))
         #expect(throws: PipelineError.self) { try roberta.requireUsable(strict: true) }
@@ -110,7 +110,7 @@ struct FixtureParityTests {
         for (name, tensor) in reference.entries { try slashed.insert(tensor, named: name.replacingOccurrences(of: ".", with: "/")) }
         let perturbed = folder.file("perturbed.h5")
         try Checkpoints.write(slashed, to: perturbed, format: .hdf5)
-        let report = try Verifier.run(checkpoint: fixture.checkpointURL, reference: perturbed)
+        let report = try LoadedCheckpoint(fixture.checkpointURL).verify(against: LoadedCheckpoint(perturbed))
         #expect(!report.passed)
         let scoreReport = try #require(report.outputs.first { $0.name == "outputs/memory/1/scores" })
         #expect(scoreReport.beyondTolerance == 1)
@@ -124,7 +124,7 @@ struct FixtureParityTests {
     func perturbedWeightFails(weight: String) throws {
         let fixture = Case(name: "bert_residual", checkpoint: "model.safetensors")
         let folder = try TemporaryFolder()
-        let checkpoint = try ResolvedCheckpoint(url: fixture.checkpointURL)
+        let checkpoint = try LoadedCheckpoint(fixture.checkpointURL).resolved()
         var dict = StateDict(metadata: checkpoint.reader.metadata)
         for entry in checkpoint.report.mapped { try dict.insert(try checkpoint.tensor(canonical: entry.canonical), named: entry.canonical) }
         var values = dict[weight]!.floatValues()
@@ -132,7 +132,7 @@ struct FixtureParityTests {
         dict.set(try Tensor(float32: values, shape: dict[weight]!.shape), named: weight)
         let perturbed = folder.file("perturbed.safetensors")
         try Checkpoints.write(dict, to: perturbed, format: .safetensors)
-        #expect(!(try Verifier.run(checkpoint: perturbed, reference: fixture.referenceURL).passed))
+        #expect(!(try LoadedCheckpoint(perturbed).verify(against: LoadedCheckpoint(fixture.referenceURL)).passed))
     }
 
     static var realModel: URL { PipelineFixtures.repositoryRoot.appendingPathComponent(".real-model/all-MiniLM-L6-v2") }
@@ -144,10 +144,10 @@ struct FixtureParityTests {
           .enabled(if: realModelPresent, "real model absent: run `python3 tools/real_bert_parity.py` to install it into .real-model/"))
     func realModelParity() throws {
         let reference = PipelineFixtures.repositoryRoot.appendingPathComponent(".real-model/all-MiniLM-L6-v2.reference.h5")
-        let report = try Verifier.run(checkpoint: Self.realModel, reference: reference, atol: 1e-4, rtol: 1e-4)
+        let report = try LoadedCheckpoint(Self.realModel).verify(against: LoadedCheckpoint(reference), options: VerifyOptions(atol: 1e-4, rtol: 1e-4))
         #expect(report.passed)
         #expect(report.outputs.count == 1 + 1 + 7)
-        let checkpoint = try ResolvedCheckpoint(url: Self.realModel)
+        let checkpoint = try LoadedCheckpoint(Self.realModel).resolved()
         #expect(checkpoint.report.ignored.map(\.source) == ["embeddings.position_ids"])
     }
 }

@@ -27,7 +27,7 @@ struct GraftTests {
         let config = SyntheticModel.config()
         let base = try PipelineFixtures.writeCheckpoint(config, to: folder.file("base.\(format.fileExtension)"), format: format)
         let out = folder.file("grafted.\(format.fileExtension)")
-        let result = try Grafter.run(base: base, destination: out, options: smallOptions([1, 2], mode: .residual))
+        let result = try LoadedCheckpoint(base).graft(smallOptions([1, 2], mode: .residual), to: out)
         let before = try Checkpoints.open(base).readAll()
         let after = try Checkpoints.open(out)
         for name in before.names {
@@ -38,7 +38,7 @@ struct GraftTests {
         let names = Set(after.tensorInfos.map(\.name))
         #expect(names.contains("encoder.layer.2.memory.values.weight"))
         #expect(after.provenance?.sourceSHA256 == (try SHA256.hex(ofFile: base)))
-        #expect(after.provenance?.operation?.contains("--seed 3") == true)
+        #expect(after.provenance?.operation?.contains("seed 3") == true)
         let config2 = try ModelConfig.decode(json: Data(after.metadata["config"]!.utf8))
         #expect(config2.memory?.layers == [1, 2])
         #expect(config2.memory?.modes == [.residual, .residual])
@@ -53,7 +53,7 @@ struct GraftTests {
         options.keyCount = 64
         options.keyDimension = 32
         let out = folder.file("g.safetensors")
-        _ = try Grafter.run(base: base, destination: out, options: options)
+        _ = try LoadedCheckpoint(base).graft(options, to: out)
         let reader = try Checkpoints.open(out)
         let p = "encoder.layer.0.memory."
         let keys = try reader.tensor(named: p + "keys").floatValues()
@@ -77,9 +77,9 @@ struct GraftTests {
         let folder = try TemporaryFolder()
         let base = try PipelineFixtures.writeCheckpoint(SyntheticModel.config(), to: folder.file("base.safetensors"), format: .safetensors)
         let a = folder.file("a.safetensors"), b = folder.file("b.safetensors"), c = folder.file("c.safetensors")
-        _ = try Grafter.run(base: base, destination: a, options: smallOptions([1], mode: .residual, seed: 11))
-        _ = try Grafter.run(base: base, destination: b, options: smallOptions([1], mode: .residual, seed: 11))
-        _ = try Grafter.run(base: base, destination: c, options: smallOptions([1], mode: .residual, seed: 12))
+        _ = try LoadedCheckpoint(base).graft(smallOptions([1], mode: .residual, seed: 11), to: a)
+        _ = try LoadedCheckpoint(base).graft(smallOptions([1], mode: .residual, seed: 11), to: b)
+        _ = try LoadedCheckpoint(base).graft(smallOptions([1], mode: .residual, seed: 12), to: c)
         let ra = try Checkpoints.open(a), rb = try Checkpoints.open(b), rc = try Checkpoints.open(c)
         let name = "encoder.layer.1.memory.values.weight"
         #expect(try ra.tensor(named: name).isBitwiseEqual(to: rb.tensor(named: name)))
@@ -97,14 +97,14 @@ struct GraftTests {
         let reference = folder.file("reference.h5")
         try PipelineFixtures.writeReference(for: base, config: config, to: reference)
         let zero = folder.file("zero.safetensors")
-        _ = try Grafter.run(base: base, destination: zero, options: smallOptions([0, 2], mode: mode, valueInit: .zero))
-        let report = try Verifier.run(checkpoint: zero, reference: reference, atol: 1e-6, rtol: 0)
+        _ = try LoadedCheckpoint(base).graft(smallOptions([0, 2], mode: mode, valueInit: .zero), to: zero)
+        let report = try LoadedCheckpoint(zero).verify(against: LoadedCheckpoint(reference), options: VerifyOptions(atol: 1e-6, rtol: 0))
         #expect(report.passed)
         #expect(report.outputs.map(\.maxAbsoluteDifference).max()! <= 1e-6)
         // Normal values change the outputs.
         let normal = folder.file("normal.safetensors")
-        _ = try Grafter.run(base: base, destination: normal, options: smallOptions([0, 2], mode: mode, valueInit: .normal))
-        let changed = try Verifier.run(checkpoint: normal, reference: reference, atol: 1e-6, rtol: 0)
+        _ = try LoadedCheckpoint(base).graft(smallOptions([0, 2], mode: mode, valueInit: .normal), to: normal)
+        let changed = try LoadedCheckpoint(normal).verify(against: LoadedCheckpoint(reference), options: VerifyOptions(atol: 1e-6, rtol: 0))
         #expect(!changed.passed)
     }
 
@@ -114,48 +114,37 @@ struct GraftTests {
         let config = SyntheticModel.config()
         let base = try PipelineFixtures.writeCheckpoint(config, to: folder.file("base.safetensors"), format: .safetensors)
         let out = folder.file("replace.safetensors")
-        let result = try Grafter.run(base: base, destination: out, options: smallOptions([1], mode: .replace))
+        let result = try LoadedCheckpoint(base).graft(smallOptions([1], mode: .replace), to: out)
         #expect(Set(result.dropped) == ["encoder.layer.1.intermediate.dense.weight", "encoder.layer.1.intermediate.dense.bias",
                                         "encoder.layer.1.output.dense.weight", "encoder.layer.1.output.dense.bias"])
         let names = Set(try Checkpoints.open(out).tensorInfos.map(\.name))
         #expect(!names.contains("encoder.layer.1.output.dense.weight"))
         #expect(names.contains("encoder.layer.1.output.LayerNorm.weight"))
-        let model = try ResolvedCheckpoint(url: out).makeModel()
+        let model = try LoadedCheckpoint(out).resolved().makeModel()
         let outputs = try model.forward(try SyntheticModel.inputs(config: config, batch: 1, sequence: 4))
         let finite = outputs.lastHiddenState.allSatisfy { $0.isFinite }
         #expect(finite)
     }
 
-    @Test("invalid requests are clear errors and leave nothing behind", arguments: [
-        ("1,1", "listed twice"), ("a,b", "not a comma-separated"), ("", "not a comma-separated"), ("-1", "layer -1 is negative"),
-    ])
-    func malformedLayers(text: String, message: String) {
-        do {
-            _ = try GraftOptions.parseLayers(text)
-            Issue.record("expected an error")
-        } catch {
-            #expect("\(error)".contains(message), "\(error)")
-        }
-    }
 
     @Test("out-of-range layers and layers that already have a memory are refused")
     func refusedLayers() throws {
         let folder = try TemporaryFolder()
         let base = try PipelineFixtures.writeCheckpoint(SyntheticModel.config(), to: folder.file("base.safetensors"), format: .safetensors)
         let out = folder.file("out.safetensors")
-        #expect(throws: PipelineError.self) { try Grafter.run(base: base, destination: out, options: smallOptions([3], mode: .residual)) }
+        #expect(throws: PipelineError.self) { try LoadedCheckpoint(base).graft(smallOptions([3], mode: .residual), to: out) }
         #expect(!FileManager.default.fileExists(atPath: out.path))
-        _ = try Grafter.run(base: base, destination: out, options: smallOptions([1], mode: .residual))
+        _ = try LoadedCheckpoint(base).graft(smallOptions([1], mode: .residual), to: out)
         let again = folder.file("again.safetensors")
         do {
-            _ = try Grafter.run(base: out, destination: again, options: smallOptions([1], mode: .after))
+            _ = try LoadedCheckpoint(out).graft(smallOptions([1], mode: .after), to: again)
             Issue.record("expected an error")
         } catch {
             #expect("\(error)".contains("already has a memory"))
         }
         // A second graft at a new layer with the same hyper-parameters is allowed.
-        _ = try Grafter.run(base: out, destination: again, options: smallOptions([2], mode: .after))
-        let config = try ResolvedCheckpoint(url: again).config
+        _ = try LoadedCheckpoint(out).graft(smallOptions([2], mode: .after), to: again)
+        let config = try LoadedCheckpoint(again).resolved().config
         #expect(config.memory?.layers == [1, 2])
         #expect(config.memory?.modes == [.residual, .after])
         #expect(folder.contents == ["again.safetensors", "base.safetensors", "out.safetensors"])

@@ -24,7 +24,7 @@ struct ImportVerifyTests {
         let source = try PipelineFixtures.writeCheckpoint(config, to: folder.file("legacy.safetensors"), format: .safetensors,
                                                           rename: legacy, extra: extra)
         let out = folder.file("canonical.safetensors")
-        let result = try Importer.run(source: source, destination: out)
+        let result = try LoadedCheckpoint(source).import(to: out)
         #expect(result.report.missing.isEmpty)
         #expect(result.report.unexpected.map(\.source) == ["cls.predictions.bias"])
         #expect(result.report.ignored.map(\.source) == ["bert.embeddings.position_ids"])
@@ -38,7 +38,7 @@ struct ImportVerifyTests {
         }
         // --strict turns the unexpected tensor into an error and writes nothing.
         let strictOut = folder.file("strict.safetensors")
-        #expect(throws: PipelineError.self) { try Importer.run(source: source, destination: strictOut, strict: true) }
+        #expect(throws: PipelineError.self) { try LoadedCheckpoint(source).import(to: strictOut, options: ImportOptions(strict: true)) }
         #expect(!FileManager.default.fileExists(atPath: strictOut.path))
     }
 
@@ -50,10 +50,10 @@ struct ImportVerifyTests {
                                                           rename: { $0 == "encoder.layer.1.memory.keys" ? "encoder.layer.1.memory.kees" : $0 })
         let out = folder.file("out.pkmz")
         do {
-            _ = try Importer.run(source: source, destination: out)
+            _ = try LoadedCheckpoint(source).import(to: out)
             Issue.record("expected an error")
         } catch let PipelineError.mappingFailed(_, problems) {
-            #expect(problems.contains("missing tensor 'encoder.layer.1.memory.keys'"))
+            #expect(problems.map(\.description).contains("missing tensor 'encoder.layer.1.memory.keys'"))
         }
         #expect(!FileManager.default.fileExists(atPath: out.path))
         // A config that disagrees with the shapes names the tensor.
@@ -63,10 +63,10 @@ struct ImportVerifyTests {
         try wrong.encodedJSON().write(to: configFile)
         let good = try PipelineFixtures.writeCheckpoint(config, to: folder.file("good.safetensors"), format: .safetensors, embedConfig: false)
         do {
-            _ = try Importer.run(source: good, destination: out, configURL: configFile)
+            _ = try LoadedCheckpoint(good, options: OpenOptions(configURL: configFile)).import(to: out)
             Issue.record("expected an error")
         } catch let PipelineError.mappingFailed(_, problems) {
-            #expect(problems.contains { $0.contains("encoder.layer.1.memory.keys") && $0.contains("[2, 2, 4, 4]") })
+            #expect(problems.map(\.description).contains { $0.contains("encoder.layer.1.memory.keys") && $0.contains("[2, 2, 4, 4]") })
         }
     }
 
@@ -75,16 +75,16 @@ struct ImportVerifyTests {
         let folder = try TemporaryFolder()
         let config = SyntheticModel.config()
         let bare = try PipelineFixtures.writeCheckpoint(config, to: folder.file("model.safetensors"), format: .safetensors, embedConfig: false)
-        #expect(throws: PipelineError.self) { try ResolvedCheckpoint(url: bare) }
+        #expect(throws: PipelineError.self) { try LoadedCheckpoint(bare).resolved() }
         try config.encodedJSON().write(to: folder.file("config.json"))
-        #expect(try ResolvedCheckpoint(url: bare).report.configSource.hasSuffix("config.json"))
-        #expect(try ResolvedCheckpoint(url: folder.url).report.configSource.hasSuffix("config.json"))
+        #expect(try LoadedCheckpoint(bare).resolved().report.configSource.hasSuffix("config.json"))
+        #expect(try LoadedCheckpoint(folder.url).resolved().report.configSource.hasSuffix("config.json"))
         let embedded = try PipelineFixtures.writeCheckpoint(config, to: folder.file("embedded.h5"), format: .hdf5)
-        #expect(try ResolvedCheckpoint(url: embedded).report.configSource.contains("HDF5 root attribute"))
+        #expect(try LoadedCheckpoint(embedded).resolved().report.configSource.contains("HDF5 root attribute"))
         let broken = folder.file("broken.json")
         try Data("{\"hidden_size\": 16}".utf8).write(to: broken)
         do {
-            _ = try ResolvedCheckpoint(url: embedded, configURL: broken)
+            _ = try LoadedCheckpoint(embedded, options: OpenOptions(configURL: broken)).resolved()
             Issue.record("expected an error")
         } catch let PipelineError.invalidConfig(source, underlying) {
             #expect(source == broken.path)
@@ -104,14 +104,14 @@ struct ImportVerifyTests {
         var limits = ReaderLimits()
         limits.maxHeaderBytes = json.count - 1
         do {
-            _ = try ResolvedCheckpoint(url: bare, limits: limits)
+            _ = try LoadedCheckpoint(bare, options: OpenOptions(limits: limits)).resolved()
             Issue.record("expected a limit error")
         } catch let FormatError.limitExceeded(path, _, value, maximum) {
             #expect(path.hasSuffix("config.json"))
             #expect(value == json.count && maximum == json.count - 1)
         }
         limits.maxHeaderBytes = json.count
-        #expect(try ResolvedCheckpoint(url: bare, limits: limits).report.configSource.hasSuffix("config.json"))
+        #expect(try LoadedCheckpoint(bare, options: OpenOptions(limits: limits)).resolved().report.configSource.hasSuffix("config.json"))
     }
 
     @Test("verify passes on its own outputs and fails on a perturbed weight or reference")
@@ -121,7 +121,7 @@ struct ImportVerifyTests {
         let checkpoint = try PipelineFixtures.writeCheckpoint(config, to: folder.file("m.safetensors"), format: .safetensors)
         let reference = folder.file("ref.h5")
         try PipelineFixtures.writeReference(for: checkpoint, config: config, to: reference, atol: 1e-6)
-        let report = try Verifier.run(checkpoint: checkpoint, reference: reference)
+        let report = try LoadedCheckpoint(checkpoint).verify(against: LoadedCheckpoint(reference))
         #expect(report.passed)
         #expect(report.toleranceSource == "reference file attributes")
         #expect(report.outputs.contains { $0.name == "outputs/memory/1/indices" && $0.passed })
@@ -133,7 +133,7 @@ struct ImportVerifyTests {
         dict.set(try Tensor(float32: values, shape: [16, 32]), named: "encoder.layer.2.output.dense.weight")
         let perturbed = folder.file("p.safetensors")
         try Checkpoints.write(dict, to: perturbed, format: .safetensors)
-        let failed = try Verifier.run(checkpoint: perturbed, reference: reference)
+        let failed = try LoadedCheckpoint(perturbed).verify(against: LoadedCheckpoint(reference))
         #expect(!failed.passed)
         let last = try #require(failed.outputs.first { $0.name == "outputs/last_hidden_state" })
         #expect(!last.passed && last.beyondTolerance > 0)
@@ -177,9 +177,9 @@ struct ImportVerifyTests {
         let checkpoint = try PipelineFixtures.writeCheckpoint(config, to: folder.file("m.safetensors"), format: .safetensors)
         let noInputs = folder.file("empty.h5")
         try Checkpoints.write(try StateDict([("outputs/last_hidden_state", try Tensor(float32: [0], shape: [1]))]), to: noInputs, format: .hdf5)
-        #expect(throws: PipelineError.self) { try Verifier.run(checkpoint: checkpoint, reference: noInputs) }
+        #expect(throws: PipelineError.self) { try LoadedCheckpoint(checkpoint).verify(against: LoadedCheckpoint(noInputs)) }
         let badIds = folder.file("bad.h5")
         try Checkpoints.write(try StateDict([("inputs/input_ids", try Tensor(int64: [1, 999], shape: [1, 2]))]), to: badIds, format: .hdf5)
-        #expect(throws: PipelineError.self) { try Verifier.run(checkpoint: checkpoint, reference: badIds) }
+        #expect(throws: PipelineError.self) { try LoadedCheckpoint(checkpoint).verify(against: LoadedCheckpoint(badIds)) }
     }
 }

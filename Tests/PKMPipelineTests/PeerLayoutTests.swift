@@ -21,7 +21,7 @@ struct PeerLayoutTests {
 
     @Test("layouts are detected and the pkm fields the weights show are filled in")
     func detectionAndInference() throws {
-        let lucidrains = try ResolvedCheckpoint(url: Self.fixture("bert_lucidrains_norms"))
+        let lucidrains = try LoadedCheckpoint(Self.fixture("bert_lucidrains_norms")).resolved()
         #expect(lucidrains.report.memoryLayouts == ["0": .lucidrains, "2": .lucidrains])
         let memory = try #require(lucidrains.config.memory)
         #expect(memory.headCount == 2 && memory.keyCount == 16 && memory.keyDimension == 16 && memory.valueDimension == 32)
@@ -30,22 +30,22 @@ struct PeerLayoutTests {
         #expect(lucidrains.report.unexpected.isEmpty)
         #expect(lucidrains.report.warnings.contains { $0.contains("filled from the memory tensors") && $0.contains("pkm.n_keys") })
 
-        let legacy = try ResolvedCheckpoint(url: Self.fixture("bert_lucidrains_01_batchnorm"))
+        let legacy = try LoadedCheckpoint(Self.fixture("bert_lucidrains_01_batchnorm")).resolved()
         #expect(legacy.report.memoryLayouts == ["2": .lucidrainsBatchNorm])
         #expect(legacy.config.memory?.queryNorm == .batchnorm && legacy.config.memory?.queryBias == false)
 
-        let relu = try ResolvedCheckpoint(url: Self.fixture("roberta_lucidrains_relu"))
+        let relu = try LoadedCheckpoint(Self.fixture("roberta_lucidrains_relu")).resolved()
         #expect(relu.config.memory?.scoreActivation == .relu)
         #expect(relu.report.mapped.contains { $0.rules.contains("memory-attribute:mem") })
 
-        let xlm = try #require(try ResolvedCheckpoint(url: Self.fixture("bert_xlm_options_params")).config.memory)
+        let xlm = try #require(try LoadedCheckpoint(Self.fixture("bert_xlm_options_params")).resolved().config.memory)
         #expect(xlm.queryLayerSizes == [24] && xlm.queryNorm == .batchnorm && xlm.queryNormalize == .l2)
         #expect(xlm.temperature == 0.5 && xlm.slotMap == .headPermutations && xlm.sharedValues == 0)
 
-        let modulo = try #require(try ResolvedCheckpoint(url: Self.fixture("bert_xlm_modulo_raw")).config.memory)
+        let modulo = try #require(try LoadedCheckpoint(Self.fixture("bert_xlm_modulo_raw")).resolved().config.memory)
         #expect(modulo.slotMap == .modulo && modulo.moduloSize == 200 && modulo.scoreActivation == .identity)
 
-        let meta = try ResolvedCheckpoint(url: Self.fixture("bert_meta_memory_plus"))
+        let meta = try LoadedCheckpoint(Self.fixture("bert_meta_memory_plus")).resolved()
         #expect(meta.report.memoryLayouts["0"] == .lingua)
         #expect(meta.report.unexpected.isEmpty)
         #expect(meta.sourceName(ofCanonical: "encoder.layer.2.memory.values.weight") == nil)
@@ -55,7 +55,7 @@ struct PeerLayoutTests {
 
     /// Canonical tensors of a fixture with one perturbed, written with the completed config embedded.
     static func perturbed(_ name: String, tensor: String, folder: TemporaryFolder) throws -> URL {
-        let checkpoint = try ResolvedCheckpoint(url: fixture(name))
+        let checkpoint = try LoadedCheckpoint(fixture(name)).resolved()
         var dict = StateDict(metadata: ["config": String(decoding: checkpoint.config.encodedJSON(), as: UTF8.self)])
         for entry in checkpoint.report.mapped { try dict.insert(try checkpoint.tensor(canonical: entry.canonical), named: entry.canonical) }
         let original = try #require(dict[tensor], "no tensor \(tensor)")
@@ -80,7 +80,7 @@ struct PeerLayoutTests {
     func perturbedWeightFails(name: String, tensor: String) throws {
         let folder = try TemporaryFolder()
         let url = try Self.perturbed(name, tensor: tensor, folder: folder)
-        #expect(!(try Verifier.run(checkpoint: url, reference: Self.reference(name)).passed))
+        #expect(!(try LoadedCheckpoint(url).verify(against: LoadedCheckpoint(Self.reference(name))).passed))
     }
 
     /// The lucidrains residual fixture's tensors, renamed or extended, with its config.json beside them.
@@ -107,7 +107,7 @@ struct PeerLayoutTests {
     func refusals(name: String, shape: [Int], reason: String) throws {
         let folder = try TemporaryFolder()
         let url = try Self.variant(folder: folder, extra: [(name, try Tensor(zeros: .float32, shape: shape))])
-        let error = try #require(throws: PipelineError.self) { try ResolvedCheckpoint(url: url) }
+        let error = try #require(throws: PipelineError.self) { try LoadedCheckpoint(url).resolved() }
         #expect(error.description.contains(reason) && error.description.contains("layer 1"), "\(error)")
     }
 
@@ -119,22 +119,22 @@ struct PeerLayoutTests {
             pkm["n_keys"] = 8
             object["pkm"] = pkm
         })
-        let checkpoint = try ResolvedCheckpoint(url: url)
+        let checkpoint = try LoadedCheckpoint(url).resolved()
         let problems = checkpoint.report.problems(strict: false)
-        #expect(problems.contains { $0.contains("pkm.n_keys is 8") && $0.contains("encoder.layer.1.pkm.keys") }, "\(problems)")
+        #expect(problems.map(\.description).contains { $0.contains("pkm.n_keys is 8") && $0.contains("encoder.layer.1.pkm.keys") }, "\(problems)")
     }
 
     @Test("--memory-attribute finds a memory under another name; --memory-layout forces a layout")
     func attributeAndForcedLayout() throws {
         let folder = try TemporaryFolder()
         let url = try Self.variant(folder: folder, rename: { $0.replacingOccurrences(of: ".pkm.", with: ".product_memory.") })
-        #expect(throws: PipelineError.self) { try ResolvedCheckpoint(url: url).makeModel() }
-        let found = try ResolvedCheckpoint(url: url, memory: MemoryImportOptions(attribute: "product_memory"))
+        #expect(throws: PipelineError.self) { try LoadedCheckpoint(url).resolved().makeModel() }
+        let found = try LoadedCheckpoint(url, options: OpenOptions(memory: MemoryImportOptions(attribute: "product_memory"))).resolved()
         let model = try found.makeModel()
         #expect(try Verifier.verify(model: model, checkpointName: url.path, reference: Checkpoints.open(Self.reference("bert_lucidrains_residual"))).passed)
         // Forced to read lucidrains keys [H, N, 2, D] as XLM's [H, 2, N, D], the sizes no longer fit.
         #expect(throws: PipelineError.self) {
-            try ResolvedCheckpoint(url: Self.fixture("bert_lucidrains_residual"), memory: MemoryImportOptions(layout: .xlm)).makeModel()
+            try LoadedCheckpoint(Self.fixture("bert_lucidrains_residual"), options: OpenOptions(memory: MemoryImportOptions(layout: .xlm))).resolved().makeModel()
         }
     }
 

@@ -18,7 +18,7 @@ struct PickleCheckpointTests {
     func verifies(path: String) throws {
         let url = Self.fixture(path)
         let reference = Self.fixture(path.split(separator: "/")[0] + "/reference.h5")
-        let report = try Verifier.run(checkpoint: url, reference: reference)
+        let report = try LoadedCheckpoint(url).verify(against: LoadedCheckpoint(reference))
         #expect(report.passed, "\(report.outputs.filter { !$0.passed }.map(\.name))")
         #expect(try Checkpoints.open(url).format == .pytorch)
     }
@@ -47,7 +47,7 @@ struct PickleCheckpointTests {
     func convertsBitExactly(path: String) throws {
         let folder = try TemporaryFolder(prefix: "pkm-pickle-convert")
         let out = folder.file("out.safetensors")
-        _ = try Converter.convert(Self.fixture(path), to: out)
+        _ = try LoadedCheckpoint(Self.fixture(path)).convert(to: out)
         let converted = try Checkpoints.open(out), original = try Checkpoints.open(Self.fixture("bert_residual/model.safetensors"))
         #expect(Set(converted.tensorInfos.map(\.name)) == Set(original.tensorInfos.map(\.name)))
         for info in original.tensorInfos {
@@ -58,14 +58,14 @@ struct PickleCheckpointTests {
     @Test("an XLM training checkpoint's params fill the config's memory fields, and it verifies")
     func xlmParams() throws {
         let url = Self.fixture("bert_xlm_params/model.pth")
-        let checkpoint = try ResolvedCheckpoint(url: url)
+        let checkpoint = try LoadedCheckpoint(url).resolved()
         let memory = try #require(checkpoint.config.memory)
         #expect(memory.layers == [0] && memory.modes == [.replace])
         #expect(memory.keyCount == 16 && memory.headCount == 2 && memory.knn == 4 && memory.keyDimension == 16)
         #expect(memory.queryBatchNorm && memory.queryBias)
         let note = try #require(checkpoint.report.warnings.first { $0.contains("XLM params") })
         #expect(note.contains("pkm.n_keys") && note.contains("pkm.layers"), "\(note)")
-        #expect(try Verifier.run(checkpoint: url, reference: Self.fixture("bert_xlm_params/reference.h5")).passed)
+        #expect(try LoadedCheckpoint(url).verify(against: LoadedCheckpoint(Self.fixture("bert_xlm_params/reference.h5"))).passed)
         // The state dict key can be forced; a wrong one is an error listing the keys.
         var limits = ReaderLimits()
         limits.stateDictKey = "epoch"
@@ -81,10 +81,10 @@ struct PickleCheckpointTests {
         var options = GraftOptions(layers: [2])
         options.keyCount = 16; options.headCount = 2; options.knn = 4; options.keyDimension = 16
         let base = Self.fixture("bert_residual_torch/pytorch_model.bin")
-        _ = try Grafter.run(base: base, destination: out, options: options)
-        let grafted = try ResolvedCheckpoint(url: out)
+        _ = try LoadedCheckpoint(base).graft(options, to: out)
+        let grafted = try LoadedCheckpoint(out).resolved()
         #expect(grafted.config.memory?.layers.sorted() == [1, 2])
-        let source = try ResolvedCheckpoint(url: base)
+        let source = try LoadedCheckpoint(base).resolved()
         for mapped in source.report.mapped {
             #expect(try grafted.tensor(canonical: mapped.canonical).isBitwiseEqual(to: source.tensor(canonical: mapped.canonical)), "\(mapped.canonical)")
         }

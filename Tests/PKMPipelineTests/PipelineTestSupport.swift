@@ -24,11 +24,11 @@ enum PipelineFixtures {
 
     /// Runs the Swift model on synthetic inputs and writes a spec §5 reference file.
     static func writeReference(for checkpoint: URL, config: ModelConfig, to url: URL, atol: Double? = nil) throws {
-        let resolved = try ResolvedCheckpoint(url: checkpoint)
+        let resolved = try LoadedCheckpoint(checkpoint).resolved()
         let model = try resolved.makeModel()
         let inputs = try SyntheticModel.inputs(config: config, batch: 2, sequence: 7, padding: 2)
         let outputs = try model.forward(inputs, collectHiddenStates: true, collectMemoryTraces: true)
-        var tensors = try Runner.referenceTensors(inputs: inputs, outputs: outputs, config: config)
+        var tensors = try ReferenceLayout.tensors(inputs: inputs, outputs: outputs, config: config)
         if let atol { tensors.metadata["atol"] = String(atol); tensors.metadata["rtol"] = "0" }
         try Checkpoints.write(tensors, to: url, format: .hdf5)
     }

@@ -38,8 +38,8 @@ struct TextTests {
     func runText() throws {
         let folder = try TemporaryFolder(prefix: "pkm-text")
         let model = try Self.model(in: folder)
-        let one = try Runner.run(checkpoint: model, texts: Self.texts, batchSize: 1)
-        let all = try Runner.run(checkpoint: model, texts: Self.texts, batchSize: 4)
+        let one = try LoadedCheckpoint(model).run(texts: Self.texts, options: TextOptions(batchSize: 1))
+        let all = try LoadedCheckpoint(model).run(texts: Self.texts, options: TextOptions(batchSize: 4))
         #expect(one.sequences.map(\.ids) == all.sequences.map(\.ids))
         let tokenizer = try Tokenizer.load(folder: model)
         #expect(one.sequences[0].ids == (try tokenizer.encode(Self.texts[0]).ids))
@@ -50,8 +50,8 @@ struct TextTests {
         #expect(one.tokens == Self.texts.indices.map { one.sequences[$0].ids.count }.reduce(0, +))
         // -o writes one reference file (padded to the longest sequence) that verifies.
         let reference = folder.file("text.h5")
-        _ = try Runner.run(checkpoint: model, texts: Self.texts, batchSize: 3, outputURL: reference)
-        let report = try Verifier.run(checkpoint: model, reference: reference, atol: 1e-5, rtol: 1e-5)
+        _ = try LoadedCheckpoint(model).run(texts: Self.texts, options: TextOptions(batchSize: 3, outputURL: reference))
+        let report = try LoadedCheckpoint(model).verify(against: LoadedCheckpoint(reference), options: VerifyOptions(atol: 1e-5, rtol: 1e-5))
         #expect(report.passed)
         #expect(report.batchSize == Self.texts.count)
     }
@@ -62,38 +62,38 @@ struct TextTests {
         let model = try Self.model(in: folder)
         let alone = try TemporaryFolder(prefix: "pkm-text-alone")
         let pkmz = alone.file("model.pkmz")
-        _ = try Importer.run(source: model, destination: pkmz)
+        _ = try LoadedCheckpoint(model).import(to: pkmz)
         #expect(try Checkpoints.open(pkmz).metadata[TextInputs.metadataKey] != nil)
-        let result = try Runner.run(checkpoint: pkmz, texts: ["hello world"])
+        let result = try LoadedCheckpoint(pkmz).run(texts: ["hello world"])
         #expect(result.sequences[0].tokens == ["[CLS]", "hello", "world", "[SEP]"])
         #expect(result.tokenizer.contains("carried"))
         // Convert keeps it too; a checkpoint without one says what to do.
         let converted = alone.file("converted.safetensors")
-        _ = try Converter.convert(pkmz, to: converted)
-        #expect(try Runner.run(checkpoint: converted, texts: ["hello"]).sequences.count == 1)
+        _ = try LoadedCheckpoint(pkmz).convert(to: converted)
+        #expect(try LoadedCheckpoint(converted).run(texts: ["hello"]).sequences.count == 1)
         let bare = alone.file("bare.safetensors")
         var dict = try Checkpoints.open(converted).readAll()
         dict.metadata[TextInputs.metadataKey] = nil
         try Checkpoints.write(dict, to: bare, format: .safetensors)
-        let error = try #require(throws: PipelineError.self) { try Runner.run(checkpoint: bare, texts: ["hello"]) }
-        #expect(error.description.contains("--tokenizer"))
-        // --tokenizer points at one explicitly.
-        #expect(try Runner.run(checkpoint: bare, texts: ["hello"], tokenizerURL: Self.minilmTokenizer).sequences[0].ids.count == 3)
+        let error = try #require(throws: PipelineError.self) { try LoadedCheckpoint(bare).run(texts: ["hello"]) }
+        #expect(error.description.contains("OpenOptions.tokenizerURL"))
+        // OpenOptions.tokenizerURL points at one explicitly.
+        #expect(try LoadedCheckpoint(bare, options: OpenOptions(tokenizerURL: Self.minilmTokenizer)).run(texts: ["hello"]).sequences[0].ids.count == 3)
     }
 
     @Test("another model's tokenizer and over-long text are refused with what to do")
     func mismatches() throws {
         let plain = PipelineFixtures.repositoryRoot.appendingPathComponent("fixtures/models/bert_residual/model.safetensors")
         let error = try #require(throws: PipelineError.self) {
-            try Runner.run(checkpoint: plain, texts: ["the quick brown fox"], tokenizerURL: Self.minilmTokenizer)
+            try LoadedCheckpoint(plain, options: OpenOptions(tokenizerURL: Self.minilmTokenizer)).run(texts: ["the quick brown fox"])
         }
         #expect(error.description.contains("another model's tokenizer"), "\(error)")
         let folder = try TemporaryFolder(prefix: "pkm-text")
         let model = try Self.model(in: folder)
         let long = String(repeating: "word ", count: 100)
-        let tooLong = try #require(throws: PipelineError.self) { try Runner.run(checkpoint: model, texts: [long], maxLength: 100) }
+        let tooLong = try #require(throws: PipelineError.self) { try LoadedCheckpoint(model).run(texts: [long], options: TextOptions(maxLength: 100)) }
         #expect(tooLong.description.contains("64 positions"), "\(tooLong)")
-        #expect(try Runner.run(checkpoint: model, texts: [long], maxLength: 64).sequences[0].ids.count == 64)
+        #expect(try LoadedCheckpoint(model).run(texts: [long], options: TextOptions(maxLength: 64)).sequences[0].ids.count == 64)
     }
 
     @Test("usage over a text file streams in batches: the same statistics for any batch size, progress per batch")
@@ -107,8 +107,8 @@ struct TextTests {
         for _ in 0..<50 { lines.append((0..<(3 + random.below(20))).map { _ in random.pick(words) }.joined(separator: " ")) }
         try (lines.joined(separator: "\n") + "\n\n  \n").write(to: corpus, atomically: true, encoding: .utf8)
         var calls: [CorpusProgress] = []
-        let small = try UsageAnalyzer.run(checkpoint: model, textFile: corpus, batchSize: 7) { calls.append($0) }
-        let large = try UsageAnalyzer.run(checkpoint: model, textFile: corpus, batchSize: 64)
+        let small = try LoadedCheckpoint(model).usage(textFile: corpus, options: UsageOptions(batchSize: 7)) { calls.append($0) }
+        let large = try LoadedCheckpoint(model).usage(textFile: corpus, options: UsageOptions(batchSize: 64))
         #expect(calls.count == 8 && calls.last?.sequences == 50)
         #expect(calls.last?.bytesRead == calls.last?.totalBytes)
         #expect(small.batchSize == 50 && large.batchSize == 50)

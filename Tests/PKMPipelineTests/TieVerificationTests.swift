@@ -44,7 +44,7 @@ struct TieVerificationTests {
             (start..<(start + Self.knn - 1)).contains { weights[$0] == weights[$0 + 1] }
         }
         #expect(rowsWithTies.count > 10, "only \(rowsWithTies.count) rows with an exact tie")
-        #expect(try Verifier.run(checkpoint: Self.checkpoint, reference: Self.reference).passed)
+        #expect(try LoadedCheckpoint(Self.checkpoint).verify(against: LoadedCheckpoint(Self.reference)).passed)
     }
 
     @Test("tied slots listed in another order are ties, not failures")
@@ -62,7 +62,7 @@ struct TieVerificationTests {
         }
         try #require(swapped > 0)
         let folder = try TemporaryFolder()
-        let report = try Verifier.run(checkpoint: Self.checkpoint, reference: try Self.reference(with: indices, in: folder))
+        let report = try LoadedCheckpoint(Self.checkpoint).verify(against: LoadedCheckpoint(try Self.reference(with: indices, in: folder)))
         let ids = try Self.indexReport(report)
         #expect(report.passed)
         #expect(ids.beyondTolerance == 0 && ids.ties == 2 * swapped)
@@ -93,7 +93,7 @@ struct TieVerificationTests {
         var used = Set<Int>()
         for twin in twins.reversed() where used.insert(twin.position / Self.knn).inserted { indices[twin.position] = twin.slot }
         let folder = try TemporaryFolder()
-        let report = try Verifier.run(checkpoint: Self.checkpoint, reference: try Self.reference(with: indices, in: folder))
+        let report = try LoadedCheckpoint(Self.checkpoint).verify(against: LoadedCheckpoint(try Self.reference(with: indices, in: folder)))
         let ids = try Self.indexReport(report)
         #expect(report.passed, "\(ids)")
         #expect(ids.ties == used.count && ids.beyondTolerance == 0)
@@ -111,8 +111,7 @@ struct TieVerificationTests {
         let other = try #require((0..<Self.keyCount).first { key($0) != key(a) })
         indices[position] = Int64(other * Self.keyCount + b)
         let folder = try TemporaryFolder()
-        let report = try Verifier.run(checkpoint: Self.checkpoint, reference: try Self.reference(with: indices, in: folder),
-                                      atol: 0.05, rtol: 0)
+        let report = try LoadedCheckpoint(Self.checkpoint).verify(against: LoadedCheckpoint(try Self.reference(with: indices, in: folder)), options: VerifyOptions(atol: 0.05, rtol: 0))
         let ids = try Self.indexReport(report)
         #expect(!report.passed)
         #expect(ids.beyondTolerance == 1 && ids.ties == 0, "\(ids)")

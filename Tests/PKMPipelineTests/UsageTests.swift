@@ -47,16 +47,16 @@ struct UsageTests {
     func batchesAgree() throws {
         let folder = PipelineFixtures.repositoryRoot.appendingPathComponent("fixtures/models/bert_two_memories_f16")
         let checkpoint = folder.appendingPathComponent("model.h5"), inputs = folder.appendingPathComponent("reference.h5")
-        let whole = try UsageAnalyzer.run(checkpoint: checkpoint, inputs: inputs, batchSize: 64)
+        let whole = try LoadedCheckpoint(checkpoint).usage(.file(inputs), options: UsageOptions(batchSize: 64))
         var calls: [Int] = []
-        let single = try UsageAnalyzer.run(checkpoint: checkpoint, inputs: inputs, batchSize: 1) { done, _ in calls.append(done) }
+        let single = try LoadedCheckpoint(checkpoint).usage(.file(inputs), options: UsageOptions(batchSize: 1)) { done, _ in calls.append(done) }
         #expect(calls == [1, 2, 3])
         #expect(whole.layers.count == 2)
         for (a, b) in zip(whole.layers, single.layers) {
             #expect(a.tokens == b.tokens && a.usagePercent == b.usagePercent && a.slotsFor90Percent == b.slotsFor90Percent)
             #expect(abs(a.klWeights - b.klWeights) < 1e-9 && a.klCounts == b.klCounts)
         }
-        #expect(throws: PipelineError.self) { try UsageAnalyzer.run(checkpoint: checkpoint, inputs: inputs, batchSize: 0) }
+        #expect(throws: PipelineError.self) { try LoadedCheckpoint(checkpoint).usage(.file(inputs), options: UsageOptions(batchSize: 0)) }
     }
 
     @Test("float16 ⇄ bfloat16 conversions and narrowing are warned about")

@@ -20,16 +20,19 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         try Console.run(json: global.json) {
-            if ExportConsole.isFolder(output) {
+            let checkpoint = try global.load(source)
+            let destination = URL(fileURLWithPath: output)
+            if ModelFolder.isFolderDestination(destination) {
                 // A folder (existing, or a path without extension) means `export`.
-                let result = try Exporter.run(source: URL(fileURLWithPath: source), destination: URL(fileURLWithPath: output),
-                                              options: try export.options(dtype: out.dtype), limits: global.limits,
-                                              progress: Console.progress("export", enabled: !global.json))
+                let result = try checkpoint.export(to: destination, options: try export.options(dtype: out.dtype),
+                                                   progress: WriteProgress(tensors: Console.progress("export", enabled: !global.json)))
                 ExportConsole.print(result, json: global.json)
                 return
             }
-            let result = try Converter.convert(URL(fileURLWithPath: source), to: URL(fileURLWithPath: output), options: out.options,
-                                               limits: global.limits, byteProgress: Console.byteProgress("convert", enabled: !global.json))
+            var options = out.options
+            options.operation = "convert --to \(try options.resolvedFormat(for: destination).rawValue) --dtype \(options.dtype.rawValue)"
+            let result = try checkpoint.convert(to: destination, options: options,
+                                                progress: WriteProgress(bytes: Console.byteProgress("convert", enabled: !global.json)))
             Console.diagnostics(result.diagnostics)
             if global.json { Console.printJSON(result); return }
             let ratio = result.tensorBytes > 0 ? Double(result.fileBytes) / Double(result.tensorBytes) : 0

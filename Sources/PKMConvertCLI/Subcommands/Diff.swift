@@ -33,8 +33,8 @@ struct Diff: ParsableCommand {
     func run() throws {
         var identical = false
         try Console.run(json: global.json) {
-            let report = try CheckpointDiff.run(URL(fileURLWithPath: a), URL(fileURLWithPath: b), atol: atol, limits: global.limits,
-                                                progress: Console.progress("diff"))
+            let report = try global.load(a).diff(against: try global.load(b), options: DiffOptions(atol: atol),
+                                                 progress: Console.progress("diff"))
             identical = report.identical
             if global.json { Console.printJSON(report); return }
             let changed = report.tensors.filter { !$0.sameShape || $0.changedElements > 0 }

@@ -30,23 +30,24 @@ struct ExportArguments: ParsableArguments {
     @Option(name: .long, help: "Shard a model folder's weights at this size, as HF does (2GB, 500MB).")
     var maxShardSize: String?
 
+    func validate() throws { _ = try maxShardSize.map(ArgumentFormats.size) }
+
     func options(dtype: DTypePolicy) throws -> ExportOptions {
         var options = ExportOptions()
         options.layout = layout
         options.attribute = attribute
         options.prefix = prefix
         options.dtype = dtype
-        options.maxShardBytes = try maxShardSize.map(ExportOptions.parseSize)
+        options.maxShardBytes = try maxShardSize.map(ArgumentFormats.size)
+        options.operation = ExportConsole.operation(options)
         return options
     }
 }
 
 enum ExportConsole {
-    /// Whether `path` means a model folder: an existing directory, or a path without extension.
-    static func isFolder(_ path: String) -> Bool {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) { return isDirectory.boolValue }
-        return URL(fileURLWithPath: path).pathExtension.isEmpty
+    /// The provenance of an export, as the command that makes it.
+    static func operation(_ options: ExportOptions) -> String {
+        "export --memory-layout \(options.layout.rawValue) --memory-attribute \(options.attribute) --prefix \(options.prefix == .none ? "none" : options.prefix.rawValue) --dtype \(options.dtype.rawValue)"
     }
 
     static func print(_ result: ExportResult, json: Bool) {
@@ -100,10 +101,11 @@ struct Export: ParsableCommand {
             options.attribute = memoryAttribute
             options.dtype = dtype
             options.prefix = prefix
-            options.maxShardBytes = try maxShardSize.map(ExportOptions.parseSize)
-            let result = try Exporter.run(source: URL(fileURLWithPath: source), destination: URL(fileURLWithPath: output), options: options,
-                                          configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits,
-                                          progress: Console.progress("export", enabled: !global.json))
+            options.maxShardBytes = try maxShardSize.map(ArgumentFormats.size)
+            options.operation = ExportConsole.operation(options)
+            let result = try global.load(source, config: config)
+                .export(to: URL(fileURLWithPath: output), options: options,
+                        progress: WriteProgress(tensors: Console.progress("export", enabled: !global.json)))
             ExportConsole.print(result, json: global.json)
         }
     }

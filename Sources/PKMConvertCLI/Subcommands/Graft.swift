@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PKMCheckpoints
 import PKMFormats
 import PKMModel
 import PKMPipeline
@@ -82,7 +83,7 @@ struct Graft: ParsableCommand {
 
     func run() throws {
         try Console.run(json: global.json) {
-            var options = GraftOptions(layers: try GraftOptions.parseLayers(layers))
+            var options = GraftOptions(layers: try ArgumentFormats.layers(layers))
             options.mode = mode
             options.keyCount = nKeys
             options.headCount = heads
@@ -92,29 +93,19 @@ struct Graft: ParsableCommand {
             options.queryBias = queryBias
             options.valueInit = valueInit
             options.seed = seed
-            if ExportConsole.isFolder(output) {
-                // A folder means `export`: graft into a temporary pkmz, then write the HF folder from it.
-                let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-graft-\(UUID().uuidString)")
-                try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true)
-                defer { try? FileManager.default.removeItem(at: temporary) }
-                let grafted = temporary.appendingPathComponent("grafted.pkmz")
-                let result = try Grafter.run(base: URL(fileURLWithPath: base), destination: grafted, options: options,
-                                             configURL: config.map { URL(fileURLWithPath: $0) }, output: out.options, limits: global.limits,
-                                             memory: memory.options)
+            var output = out.options
+            output.operation = "graft --layers \(options.layers.map(String.init).joined(separator: ",")) --mode \(options.mode.rawValue) --n-keys \(options.keyCount) --heads \(options.headCount) --knn \(options.knn) --k-dim \(options.keyDimension) --query-norm \(options.queryNorm.rawValue) --\(options.queryBias ? "" : "no-")query-bias --value-init \(options.valueInit.rawValue) --seed \(options.seed)"
+            let destination = URL(fileURLWithPath: self.output)
+            let folder = ModelFolder.isFolderDestination(destination)
+            let result = try global.load(base, config: config, memory: memory)
+                .graft(options, to: destination, output: output, export: try export.options(dtype: out.dtype),
+                       progress: folder ? WriteProgress() : WriteProgress(bytes: Console.byteProgress("graft", enabled: !global.json)))
+            if let exported = result.export {
+                // A folder: the graft went through a temporary pkmz, then `export`; report as export does.
                 Console.diagnostics(result.diagnostics)
-                var exportOptions = try export.options(dtype: out.dtype)
-                let baseURL = URL(fileURLWithPath: base)
-                var isDirectory: ObjCBool = false
-                exportOptions.tokenizerSource = FileManager.default.fileExists(atPath: base, isDirectory: &isDirectory) && isDirectory.boolValue
-                    ? baseURL : baseURL.deletingLastPathComponent()
-                let exported = try Exporter.run(source: grafted, destination: URL(fileURLWithPath: output), options: exportOptions,
-                                                limits: global.limits)
                 ExportConsole.print(exported, json: global.json)
                 return
             }
-            let result = try Grafter.run(base: URL(fileURLWithPath: base), destination: URL(fileURLWithPath: output), options: options,
-                                         configURL: config.map { URL(fileURLWithPath: $0) }, output: out.options, limits: global.limits, memory: memory.options,
-                                         byteProgress: Console.byteProgress("graft", enabled: !global.json))
             if global.json { Console.printJSON(result); return }
             Console.diagnostics(verbose ? result.diagnostics : GraftSummary.diagnostics(of: result))
             print("grafted \(result.options.mode.rawValue) memories at \(result.options.layers.count == 1 ? "layer" : "layers") \(result.options.layers.map(String.init).joined(separator: ",")) into \(result.base) -> \(result.destination)")

@@ -32,9 +32,11 @@ struct Import: ParsableCommand {
 
     func run() throws {
         try Console.run(json: global.json) {
-            let result = try Importer.run(source: URL(fileURLWithPath: source), destination: URL(fileURLWithPath: output),
-                                          configURL: config.map { URL(fileURLWithPath: $0) }, strict: strict, output: out.options,
-                                          limits: global.limits, memory: memory.options, byteProgress: Console.byteProgress("import", enabled: !global.json))
+            var output = out.options
+            output.operation = "import\(strict ? " --strict" : "")"
+            let result = try global.load(source, config: config, memory: memory)
+                .import(to: URL(fileURLWithPath: self.output), options: ImportOptions(strict: strict, output: output),
+                        progress: WriteProgress(bytes: Console.byteProgress("import", enabled: !global.json)))
             Console.diagnostics(result.diagnostics)
             if global.json { Console.printJSON(result); return }
             let report = result.report

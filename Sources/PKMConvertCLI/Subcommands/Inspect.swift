@@ -23,7 +23,7 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         try Console.run(json: global.json) {
-            let summary = try Inspector.inspect(URL(fileURLWithPath: checkpoint), readData: verifyData, limits: global.limits, memory: memory.options)
+            let summary = try global.load(checkpoint, memory: memory).inspect(options: InspectOptions(readData: verifyData))
             if global.json { Console.printJSON(summary); return }
             print("\(summary.path)")
             var sizes = "format: \(summary.format.rawValue)   file: \(Console.bytes(summary.fileBytes))   \(Count.of(summary.tensorCount, "tensor"))   data: \(Console.bytes(summary.tensorBytes))"

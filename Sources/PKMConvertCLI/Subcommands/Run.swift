@@ -57,10 +57,8 @@ struct Run: ParsableCommand {
         try Console.run(json: global.json) {
             var texts = text
             if let textFile { texts += try TextLines.all(URL(fileURLWithPath: textFile)) }
-            let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), texts: texts, batchSize: batchSize,
-                                        tokenizerURL: tokenizer.map { URL(fileURLWithPath: $0) }, maxLength: maxLength,
-                                        outputURL: output.map { URL(fileURLWithPath: $0) },
-                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits, memory: memory.options)
+            let result = try global.load(checkpoint, config: config, tokenizer: tokenizer, memory: memory)
+                .run(texts: texts, options: TextOptions(batchSize: batchSize, maxLength: maxLength, outputURL: output.map { URL(fileURLWithPath: $0) }))
             if global.json { Console.printJSON(result); return }
             print("ran \(result.checkpoint) on \(Console.number(result.sequences.count)) \(result.sequences.count == 1 ? "sequence" : "sequences"), "
                   + "\(Console.number(result.tokens)) tokens (tokenizer: \(result.tokenizer)); "
@@ -78,10 +76,10 @@ struct Run: ParsableCommand {
     func run() throws {
         if !text.isEmpty || textFile != nil { return try runText() }
         try Console.run(json: global.json) {
-            let result = try Runner.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try tokens.source,
-                                        outputURL: output.map { URL(fileURLWithPath: $0) }, repeats: `repeat`,
-                                        configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits, memory: memory.options,
-                                        loadProgress: Console.byteProgress("load", enabled: !global.json))
+            let source = try tokens.source
+            let result = try global.load(checkpoint, config: config, memory: memory)
+                .run(source, options: RunOptions(outputURL: output.map { URL(fileURLWithPath: $0) }, repeats: `repeat`),
+                     loadProgress: Console.byteProgress("load", enabled: !global.json))
             if global.json { Console.printJSON(result); return }
             print("ran \(result.checkpoint): batch \(result.batchSize), sequence \(result.sequenceLength), hidden \(result.hiddenSize)"
                   + String(format: " (load %.2f s)", result.loadSeconds))

@@ -38,19 +38,7 @@ struct Tokenize: ParsableCommand {
 
     func run() throws {
         try Console.run(json: global.json) {
-            let url = URL(fileURLWithPath: checkpoint)
-            let loaded: (Tokenizer, String)
-            if let tokenizer {
-                let path = URL(fileURLWithPath: tokenizer)
-                var isFolder: ObjCBool = false
-                _ = FileManager.default.fileExists(atPath: path.path, isDirectory: &isFolder)
-                loaded = isFolder.boolValue ? (try Tokenizer.load(folder: path), path.path)
-                    : (try Tokenizer.load(tokenizerJSON: try Data(contentsOf: path), source: path.path), path.path)
-            } else if let reader = try? Checkpoints.open(url, limits: global.limits) {
-                loaded = try TextInputs.tokenizer(for: url, reader: reader, maxBytes: global.limits.maxHeaderBytes)
-            } else {
-                loaded = (try Tokenizer.load(folder: url), url.path)
-            }
+            let loaded = try TextInputs.tokenizer(at: URL(fileURLWithPath: checkpoint), options: global.open(tokenizer: tokenizer))
             let encoding = try loaded.0.encode(text, pair: pair, addSpecialTokens: specialTokens, maxLength: maxLength)
             let output = Output(tokenizer: loaded.1, tokens: encoding.tokens, ids: encoding.ids, typeIds: encoding.typeIds)
             if global.json { Console.printJSON(output); return }

@@ -17,7 +17,7 @@ struct Usage: ParsableCommand {
     var config: String?
 
     @Option(name: .long, help: "Sequences per forward pass (memory grows with it, not with the number of inputs).")
-    var batchSize: Int = UsageAnalyzer.defaultBatchSize
+    var batchSize: Int = UsageOptions().batchSize
 
     @Option(name: .long, help: "A text corpus, one sequence per non-empty line, streamed in batches (any size).")
     var textFile: String?
@@ -46,16 +46,15 @@ struct Usage: ParsableCommand {
     func run() throws {
         try Console.run(json: global.json) {
             let report: UsageReport
+            let model = try global.load(checkpoint, config: config, tokenizer: tokenizer, memory: memory)
+            let options = UsageOptions(batchSize: batchSize, maxLength: maxLength)
             if let textFile {
-                report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), textFile: URL(fileURLWithPath: textFile),
-                                               batchSize: batchSize, maxLength: maxLength, tokenizerURL: tokenizer.map { URL(fileURLWithPath: $0) },
-                                               configURL: config.map { URL(fileURLWithPath: $0) }, limits: global.limits,
-                                               memory: memory.options, progress: Console.corpusProgress("usage", enabled: !global.json))
+                report = try model.usage(textFile: URL(fileURLWithPath: textFile), options: options,
+                                         progress: Console.corpusProgress("usage", enabled: !global.json))
             } else {
-                report = try UsageAnalyzer.run(checkpoint: URL(fileURLWithPath: checkpoint), source: try tokens.source,
-                                               configURL: config.map { URL(fileURLWithPath: $0) }, batchSize: batchSize,
-                                               limits: global.limits, memory: memory.options, progress: Console.progress("usage", unit: "sequences", enabled: !global.json),
-                                               loadProgress: Console.byteProgress("load", enabled: !global.json))
+                report = try model.usage(try tokens.source, options: options,
+                                         progress: Console.progress("usage", unit: "sequences", enabled: !global.json),
+                                         loadProgress: Console.byteProgress("load", enabled: !global.json))
             }
             if let plot {
                 try AtomicOutputFile.write(to: URL(fileURLWithPath: plot)) { try $0.write(Data(UsagePlot.svg(report).utf8)) }

@@ -35,8 +35,8 @@ struct Verify: ParsableCommand {
     func run() throws {
         var passed = false
         try Console.run(json: global.json) {
-            let report = try Verifier.run(checkpoint: URL(fileURLWithPath: checkpoint), reference: URL(fileURLWithPath: reference),
-                                          configURL: config.map { URL(fileURLWithPath: $0) }, atol: atol, rtol: rtol, limits: global.limits, memory: memory.options,
+            let model = try global.load(checkpoint, config: config, memory: memory)
+            let report = try model.verify(against: try global.load(reference), options: VerifyOptions(atol: atol, rtol: rtol),
                                           loadProgress: Console.byteProgress("load", enabled: !global.json))
             passed = report.passed
             if global.json { Console.printJSON(report); return }

@@ -251,11 +251,17 @@ public protocol CheckpointReader: AnyObject, Sendable {
     /// Only the whole pages inside bytes `0 ..< upTo` of the tensor's data are dropped (`Int.max`: the whole tensor),
     /// so a writer streaming a large tensor can release it as it goes.
     func releasePages(ofTensor name: String, upTo: Int)
+    /// The whole file's bytes when this reader holds them mapped (single-file readers), so a caller can hash the
+    /// file without opening it again; nil otherwise.
+    var mappedFileBytes: Data? { get }
 }
 
 extension CheckpointReader {
     /// Readers that hold no mapping have nothing to release.
     public func releasePages(ofTensor name: String, upTo: Int) {}
+
+    /// Readers that hold no mapping of the whole file.
+    public var mappedFileBytes: Data? { nil }
 
     /// Drops the resident pages of the whole tensor; see ``releasePages(ofTensor:upTo:)``.
     public func releasePages(ofTensor name: String) { releasePages(ofTensor: name, upTo: .max) }

@@ -126,6 +126,36 @@ public final class PendingSHA256: @unchecked Sendable {
         thread.start()
     }
 
+    /// Starts hashing `bytes`, the whole content of `url` already mapped by a reader, at once: the file
+    /// is not opened again. Each slice's pages are released once hashed (they are read back from the file
+    /// if the writer touches them later), so hashing adds little to the resident memory of a streaming job.
+    public init(mapped bytes: Data, of url: URL) {
+        self.url = url
+        let state = State()
+        self.state = state
+        let thread = Thread {
+            let hasher = SHA256()
+            var cancelled = false
+            bytes.withUnsafeBytes { buffer in
+                var offset = 0
+                while offset < buffer.count {
+                    if state.isCancelled { cancelled = true; return }
+                    let end = min(buffer.count, offset + Self.sliceBytes)
+                    hasher.update(UnsafeRawBufferPointer(rebasing: buffer[offset..<end]))
+                    MappedPages.release(buffer, range: offset..<end)
+                    offset = end
+                }
+            }
+            let outcome: Result<String, FormatError> = cancelled
+                ? .failure(.io(path: url.path, operation: "read for SHA-256", message: "cancelled"))
+                : .success(hasher.finalizeHex())
+            state.lock.withLock { state.result = outcome }
+            state.done.signal()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
     /// Cancels an unfinished hash and waits for its thread to stop.
     deinit {
         state.lock.withLock { state.cancelled = true }

@@ -45,6 +45,8 @@ public final class PKMZReader: CheckpointReader, @unchecked Sendable {
     public let fileSize: Int
 
     private let file: Data
+    /// The mapped file (see ``CheckpointReader/mappedFileBytes``).
+    public var mappedFileBytes: Data? { file }
     private let entries: [PKMZTensorEntry]
     private let indexByName: [String: Int]
     private let threads: Int

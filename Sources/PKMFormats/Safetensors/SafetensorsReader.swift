@@ -30,6 +30,8 @@ public final class SafetensorsReader: CheckpointReader {
     public let headerByteCount: Int
 
     private let mapping: Data
+    /// The mapped file (see ``CheckpointReader/mappedFileBytes``).
+    public var mappedFileBytes: Data? { mapping }
     /// Each tensor's info and absolute byte range in the file.
     private let entries: [String: (info: TensorInfo, range: Range<Int>)]
 

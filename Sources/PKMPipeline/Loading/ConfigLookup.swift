@@ -24,10 +24,7 @@ extension ResolvedCheckpoint {
             return (Data(embedded.utf8), "\(reader.url.path) (\(origin))")
         }
         looked.append("the file's embedded config")
-        var isDirectory: ObjCBool = false
-        _ = FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isDirectory)
-        let folder = isDirectory.boolValue ? checkpoint : checkpoint.deletingLastPathComponent()
-        let beside = folder.appendingPathComponent("config.json")
+        let beside = ModelFolder(holding: checkpoint).configURL
         if let data = try readConfigFile(beside, maxBytes: maxBytes) { return (data, beside.path) }
         looked.append(beside.path)
         throw PipelineError.configNotFound(checkpoint: checkpoint.path, looked: looked)

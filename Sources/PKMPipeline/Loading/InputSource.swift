@@ -7,41 +7,20 @@ import PKMModel
 public enum InputSource: Sendable {
     /// The `/inputs` group of an HDF5 reference or inputs file (spec §5).
     case file(URL)
-    /// Inputs already in memory (`--input-ids 101,7592,102`).
+    /// The `/inputs` group of a reference or inputs file already open.
+    case reference(LoadedCheckpoint)
+    /// Inputs already in memory.
     case given(ModelInputs)
     /// `batchSize × sequenceLength` token ids drawn uniformly from the model's vocabulary
     /// `[0, vocab_size)`, except `pad_token_id` (so no position counts as padding), from `seed`:
     /// the same seed and model give the same ids on every machine.
     case random(batchSize: Int, sequenceLength: Int, seed: UInt64)
 
-    /// Parses `BATCHxSEQUENCE` (`4x24`).
-    /// - Throws: ``PipelineError/invalidArgument(name:reason:)``.
-    public static func random(_ text: String, seed: UInt64) throws -> InputSource {
-        let parts = text.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
-        guard parts.count == 2, let batch = parts[0], let sequence = parts[1], batch > 0, sequence > 0 else {
-            throw PipelineError.invalidArgument(name: "--random-inputs", reason: "'\(text)' is not BATCHxSEQUENCE with both above 0, e.g. 4x24")
-        }
-        return .random(batchSize: batch, sequenceLength: sequence, seed: seed)
-    }
-
-    /// Parses a comma-separated list of token ids as one sequence.
-    /// - Throws: ``PipelineError/invalidArgument(name:reason:)``.
-    public static func ids(_ text: String) throws -> InputSource {
-        let ids = text.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !ids.isEmpty, ids.allSatisfy({ $0 != nil }) else {
-            throw PipelineError.invalidArgument(name: "--input-ids", reason: "'\(text)' is not a comma-separated list of integers")
-        }
-        do {
-            return .given(try ModelInputs(batchSize: 1, sequenceLength: ids.count, inputIds: ids.compactMap { $0 }))
-        } catch let error as ModelError {
-            throw PipelineError.invalidArgument(name: "--input-ids", reason: "\(error)")
-        }
-    }
-
     /// A short description for reports: the file's path, `the given ids`, or `random ids (seed 0)`.
     public var label: String {
         switch self {
         case .file(let url): return url.path
+        case .reference(let checkpoint): return checkpoint.url.path
         case .given: return "the given ids"
         case .random(_, _, let seed): return "random ids (seed \(seed))"
         }
@@ -53,12 +32,14 @@ public enum InputSource: Sendable {
         switch self {
         case .file(let url):
             return try ReferenceLayout.readInputs(from: try Checkpoints.open(url, limits: limits))
+        case .reference(let checkpoint):
+            return try ReferenceLayout.readInputs(from: checkpoint.reader)
         case .given(let inputs):
             return inputs
         case .random(let batch, let sequence, let seed):
             let (count, overflow) = batch.multipliedReportingOverflow(by: sequence)
             guard !overflow, count <= 1 << 28 else {
-                throw PipelineError.invalidArgument(name: "--random-inputs", reason: "\(batch)x\(sequence) is too many tokens")
+                throw PipelineError.invalidSetting(.randomInputs, value: nil, reason: "\(batch)x\(sequence) is too many tokens")
             }
             var generator = SeededTokens(seed: seed)
             let choices = config.vocabSize - (config.padTokenId < config.vocabSize ? 1 : 0)

@@ -34,14 +34,14 @@ public struct MappingReport: Sendable, Codable {
     /// The checkpoint path.
     public var checkpoint: String
     public var format: CheckpointFormat
-    /// Where the config came from (`--config FILE`, `HDF5 attribute 'config'`, …).
+    /// Where the config came from (the given config file, `HDF5 attribute 'config'`, …).
     public var configSource: String
     public var modelType: ModelConfig.ModelType
     /// Every tensor the model reads, with its source name.
     public var mapped: [MappedTensor]
     /// Required tensors absent from the checkpoint (an error).
     public var missing: [String]
-    /// Tensors the model does not use; kept in outputs and reported (an error under `--strict`).
+    /// Tensors the model does not use; kept in outputs and reported (an error under ``ImportOptions/strict``).
     public var unexpected: [MappedTensor]
     /// Tensors whose shape disagrees with the config (an error).
     public var shapeMismatches: [ShapeMismatch]
@@ -54,15 +54,12 @@ public struct MappingReport: Sendable, Codable {
     /// The layout detected (or forced) for each memory, by encoder layer.
     public var memoryLayouts: [String: DetectedMemoryLayout] = [:]
 
-    /// Every problem that makes the checkpoint unusable.
-    public func problems(strict: Bool) -> [String] {
-        var list = missing.map { "missing tensor '\($0)'" }
-        list += shapeMismatches.map { m in
-            m.dtype.map { "tensor '\(m.name)' has dtype \($0), a floating-point weight is required" }
-                ?? "tensor '\(m.name)' has shape \(m.actual), the config implies \(m.expected)"
-        }
-        list += conflicts
-        if strict { list += unexpected.map { "unexpected tensor '\($0.source)' (--strict)" } }
+    /// Every problem that makes the checkpoint unusable (unexpected tensors too when `strict`).
+    public func problems(strict: Bool) -> [MappingProblem] {
+        var list = missing.map(MappingProblem.missing)
+        list += shapeMismatches.map(MappingProblem.shapeMismatch)
+        list += conflicts.map(MappingProblem.conflict)
+        if strict { list += unexpected.map { MappingProblem.unexpected($0.source) } }
         return list
     }
 }

@@ -4,46 +4,102 @@ import PKMFormats
 import PKMModel
 import PKMTensor
 
-/// The reference layout of spec §5, as dotted names in a reader (`/inputs/input_ids` → `inputs.input_ids`).
+/// One tensor of the reference layout (spec §5 of `schemas/pkm-checkpoints.md`), spelled once: as a path
+/// in the HDF5 file (`outputs/last_hidden_state`, how it is written) and as the dotted name a reader
+/// lists (`outputs.last_hidden_state`, how it is read).
+public enum ReferenceTensor: Hashable, Sendable {
+    case inputIds, attentionMask, tokenTypeIds
+    case lastHiddenState, poolerOutput
+    /// `outputs/hidden_states/{n}`: the embeddings (0) and each layer's output.
+    case hiddenState(Int)
+    /// `outputs/memory/{layer}/indices` and `…/scores`: the slots each memory picked and their weights.
+    case memoryIndices(layer: Int), memoryScores(layer: Int)
+
+    /// The path components.
+    public var components: [String] {
+        switch self {
+        case .inputIds: return ["inputs", "input_ids"]
+        case .attentionMask: return ["inputs", "attention_mask"]
+        case .tokenTypeIds: return ["inputs", "token_type_ids"]
+        case .lastHiddenState: return ["outputs", "last_hidden_state"]
+        case .poolerOutput: return ["outputs", "pooler_output"]
+        case .hiddenState(let n): return ["outputs", "hidden_states", String(n)]
+        case .memoryIndices(let layer): return ["outputs", "memory", String(layer), "indices"]
+        case .memoryScores(let layer): return ["outputs", "memory", String(layer), "scores"]
+        }
+    }
+
+    /// The name as written: `outputs/hidden_states/3`.
+    public var path: String { components.joined(separator: "/") }
+    /// The name as a reader lists it: `outputs.hidden_states.3`.
+    public var name: String { components.joined(separator: ".") }
+    /// The path as shown to people: `/outputs/hidden_states/3`.
+    public var displayPath: String { "/" + path }
+}
+
+/// Reading and writing the reference layout of spec §5.
 public enum ReferenceLayout {
-    public static let inputIds = "inputs.input_ids"
-    public static let attentionMask = "inputs.attention_mask"
-    public static let tokenTypeIds = "inputs.token_type_ids"
-    public static let lastHiddenState = "outputs.last_hidden_state"
-    public static let poolerOutput = "outputs.pooler_output"
-    public static func hiddenState(_ n: Int) -> String { "outputs.hidden_states.\(n)" }
-    public static func memoryIndices(_ layer: Int) -> String { "outputs.memory.\(layer).indices" }
-    public static func memoryScores(_ layer: Int) -> String { "outputs.memory.\(layer).scores" }
+    /// The memory layer of a reader name under `outputs.memory.`, if it is one.
+    static func memoryLayer(ofName name: String) -> Int? {
+        let parts = name.split(separator: ".")
+        guard parts.count >= 3, parts[0] == "outputs", parts[1] == "memory" else { return nil }
+        return Int(parts[2])
+    }
 
     /// Reads the inputs group of a reference or inputs file.
     /// - Throws: ``PipelineError/invalidReference(path:reason:)`` when `input_ids` is missing or shapes disagree.
     public static func readInputs(from reader: any CheckpointReader) throws -> ModelInputs {
         let names = Set(reader.tensorInfos.map(\.name))
-        guard names.contains(inputIds), let info = reader.tensorInfos.first(where: { $0.name == inputIds }) else {
+        guard let info = reader.tensorInfos.first(where: { $0.name == ReferenceTensor.inputIds.name }) else {
             let what: String
             if reader.metadata["config"] != nil || names.contains(where: { $0.contains("embeddings") || $0.contains("encoder.layer") }) {
                 what = "this is a checkpoint (\(reader.tensorInfos.count == 1 ? "1 tensor" : "\(reader.tensorInfos.count) tensors") of model weights), not a reference or inputs file"
             } else {
                 what = "no /inputs/input_ids dataset, so this is not a reference or inputs file"
             }
-            throw PipelineError.invalidReference(path: reader.url.path, reason: "\(what); a reference file (spec §5) is an HDF5 file holding /inputs/input_ids [batch, sequence] (and optionally attention_mask, token_type_ids) and the model's /outputs/…; make one with `pkm-convert run CHECKPOINT --random-inputs 4x24 --seed 0 -o reference.h5`")
+            throw PipelineError.invalidReference(path: reader.url.path, reason: "\(what); a reference file (spec §5) is an HDF5 file holding /inputs/input_ids [batch, sequence] (and optionally attention_mask, token_type_ids) and the model's /outputs/…; make one with \(setting: .referenceRecipe)")
         }
         guard info.shape.count == 2, info.shape[0] > 0, info.shape[1] > 0 else {
             throw PipelineError.invalidReference(path: reader.url.path, reason: "/inputs/input_ids must be [batch, sequence], is \(info.shape)")
         }
-        func ints(_ name: String) throws -> [Int]? {
-            guard names.contains(name) else { return nil }
-            let tensor = try reader.tensor(named: name)
-            guard tensor.shape == info.shape else {
-                throw PipelineError.invalidReference(path: reader.url.path, reason: "/\(name.replacingOccurrences(of: ".", with: "/")) has shape \(tensor.shape), input_ids has \(info.shape)")
+        func ints(_ tensor: ReferenceTensor) throws -> [Int]? {
+            guard names.contains(tensor.name) else { return nil }
+            let values = try reader.tensor(named: tensor.name)
+            guard values.shape == info.shape else {
+                throw PipelineError.invalidReference(path: reader.url.path, reason: "\(tensor.displayPath) has shape \(values.shape), input_ids has \(info.shape)")
             }
-            return tensor.int64Values().map { Int(clamping: $0) }
+            return values.int64Values().map { Int(clamping: $0) }
         }
         do {
-            return try ModelInputs(batchSize: info.shape[0], sequenceLength: info.shape[1], inputIds: try ints(inputIds) ?? [],
-                                   attentionMask: try ints(attentionMask), tokenTypeIds: try ints(tokenTypeIds))
+            return try ModelInputs(batchSize: info.shape[0], sequenceLength: info.shape[1], inputIds: try ints(.inputIds) ?? [],
+                                   attentionMask: try ints(.attentionMask), tokenTypeIds: try ints(.tokenTypeIds))
         } catch let error as ModelError {
-            throw PipelineError.invalidReference(path: reader.url.path, reason: "\(error)")
+            throw PipelineError.invalidReference(path: reader.url.path, reason: "\(error.description)")
         }
+    }
+
+    /// Inputs and the outputs of a forward pass as tensors named in the spec §5 layout (`inputs/…`, `outputs/…`).
+    public static func tensors(inputs: ModelInputs, outputs: ModelOutputs, config: ModelConfig) throws -> StateDict {
+        let (b, t, d) = (inputs.batchSize, inputs.sequenceLength, config.hiddenSize)
+        var dict = StateDict()
+        func insert(_ tensor: Tensor, _ name: ReferenceTensor) throws { try dict.insert(tensor, named: name.path) }
+        try insert(Tensor(int64: inputs.inputIds.map(Int64.init), shape: [b, t]), .inputIds)
+        try insert(Tensor(int64: (inputs.attentionMask ?? [Int](repeating: 1, count: b * t)).map(Int64.init), shape: [b, t]), .attentionMask)
+        if let types = inputs.tokenTypeIds { try insert(Tensor(int64: types.map(Int64.init), shape: [b, t]), .tokenTypeIds) }
+        try insert(Tensor(float32: outputs.lastHiddenState, shape: [b, t, d]), .lastHiddenState)
+        if let pooled = outputs.poolerOutput { try insert(Tensor(float32: pooled, shape: [b, d]), .poolerOutput) }
+        for (n, state) in outputs.hiddenStates.enumerated() { try insert(Tensor(float32: state, shape: [b, t, d]), .hiddenState(n)) }
+        for (layer, trace) in outputs.memoryTraces.sorted(by: { $0.key < $1.key }) {
+            try insert(Tensor(int64: trace.indices, shape: trace.shape), .memoryIndices(layer: layer))
+            try insert(Tensor(float32: trace.weights, shape: trace.shape), .memoryScores(layer: layer))
+        }
+        dict.metadata["generator"] = "\(PKMVersion.toolName) run (Swift, float32)"
+        return dict
+    }
+
+    /// Writes inputs and outputs in the reference layout to `url` (HDF5), atomically.
+    /// - Throws: ``FormatError``.
+    public static func write(inputs: ModelInputs, outputs: ModelOutputs, config: ModelConfig, to url: URL) throws {
+        try Checkpoints.write(try tensors(inputs: inputs, outputs: outputs, config: config), to: url, format: .hdf5)
     }
 }

@@ -18,16 +18,17 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
     public let sourceConfigJSON: Data
     private let sourceByCanonical: [String: MappedTensor]
 
-    /// Opens `url` (file, sharded index or HF folder), resolves the config (spec §2 order: `configURL`;
-    /// the file's own `config`; `config.json` beside it) and maps tensor names (spec §6).
-    /// - Throws: ``FormatError`` for unreadable files, ``PipelineError`` for config problems. Mapping
-    ///   problems are recorded in ``report``; call ``requireUsable(strict:)`` to turn them into an error.
-    /// `memory` says which memory layout and module attribute to expect (`--memory-layout`, `--memory-attribute`).
-    public init(url: URL, configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
+    /// Resolves the config of an open checkpoint (spec §2 order: `configURL`; the file's own `config`;
+    /// `config.json` beside `location`) and maps its tensor names (spec §6 and the peer layouts of `memory`).
+    /// Usually reached through ``LoadedCheckpoint/resolved()``.
+    /// - Throws: ``PipelineError`` for config problems and refused memories. Mapping problems are recorded in
+    ///   ``report``; call ``requireUsable(strict:)`` to turn them into an error.
+    public init(reader: any CheckpointReader, location: URL, configURL: URL? = nil, maxHeaderBytes: Int = ReaderLimits().maxHeaderBytes,
                 memory memoryOptions: MemoryImportOptions = MemoryImportOptions()) throws {
-        reader = try Checkpoints.open(url, limits: limits)
+        self.reader = reader
+        let url = location
         let (configData, configSource) = try ResolvedCheckpoint.findConfig(checkpoint: url, reader: reader, explicit: configURL,
-                                                                           maxBytes: limits.maxHeaderBytes)
+                                                                           maxBytes: maxHeaderBytes)
         var config: ModelConfig
         do {
             config = try ModelConfig.decode(json: configData, validating: false)

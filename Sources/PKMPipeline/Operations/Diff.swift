@@ -54,44 +54,6 @@ public struct DiffReport: Sendable, Codable {
 /// `diff`: compares two checkpoints tensor by tensor under canonical names, streaming (two tensors
 /// in memory at a time, never a whole checkpoint).
 public enum CheckpointDiff {
-    /// Compares `a` and `b` (any formats, folders or indexes).
-    ///
-    /// Values are compared as float32 (integer and bool tensors exactly, as integers); two values
-    /// differ when `|a − b| > atol`, a NaN equals only a NaN with the same sign-free meaning (NaN vs
-    /// NaN is equal), and ±infinity only itself. For `encoder.layer.{i}.memory.values.weight`
-    /// present in both with the same shape, a row counts as an updated slot when any of its elements differs.
-    /// - Throws: ``FormatError`` for unreadable files; ``PipelineError/invalidArgument(name:reason:)`` for a negative `atol`.
-    public static func run(_ a: URL, _ b: URL, atol: Double = 0, limits: ReaderLimits = ReaderLimits(),
-                           progress: ((Int, Int) -> Void)? = nil) throws -> DiffReport {
-        guard atol >= 0, atol.isFinite else { throw PipelineError.invalidArgument(name: "--atol", reason: "must be a non-negative number, is \(atol)") }
-        let readerA = try Checkpoints.open(a, limits: limits), readerB = try Checkpoints.open(b, limits: limits)
-        let namesA = canonicalNames(readerA), namesB = canonicalNames(readerB)
-        let sourceB = Dictionary(namesB.map { ($0.canonical, $0.source) }, uniquingKeysWith: { first, _ in first })
-        let canonicalA = Set(namesA.map(\.canonical))
-        var tensors: [TensorDifference] = [], memories: [MemoryDifference] = []
-        let shared = namesA.filter { sourceB[$0.canonical] != nil }
-        for (index, entry) in shared.enumerated() {
-            guard let nameB = sourceB[entry.canonical] else { continue }
-            let tensorA = try readerA.tensor(named: entry.source), tensorB = try readerB.tensor(named: nameB)
-            let comparison = compare(tensorA, tensorB, atol: atol)
-            tensors.append(TensorDifference(name: entry.canonical, nameInA: entry.source, nameInB: nameB,
-                                            dtypeA: tensorA.dtype, dtypeB: tensorB.dtype, shapeA: tensorA.shape, shapeB: tensorB.shape,
-                                            elements: comparison.elements, changedElements: comparison.changed,
-                                            maxAbsoluteDifference: comparison.maxDifference, sameShape: tensorA.shape == tensorB.shape))
-            if let layer = memoryLayer(ofValues: entry.canonical), tensorA.shape == tensorB.shape, tensorA.shape.count == 2 {
-                let slots = tensorA.shape[0]
-                memories.append(MemoryDifference(layer: layer, updatedSlots: comparison.changedRows, slotCount: slots,
-                                                 updatedPercent: slots > 0 ? 100 * Double(comparison.changedRows) / Double(slots) : 0))
-            }
-            progress?(index + 1, shared.count)
-        }
-        let onlyInA = namesA.map(\.canonical).filter { sourceB[$0] == nil }
-        let onlyInB = namesB.map(\.canonical).filter { !canonicalA.contains($0) }
-        let identical = onlyInA.isEmpty && onlyInB.isEmpty && tensors.allSatisfy { $0.sameShape && $0.changedElements == 0 }
-        return DiffReport(a: a.path, b: b.path, atol: atol, tensors: tensors, memories: memories.sorted { $0.layer < $1.layer },
-                          onlyInA: onlyInA, onlyInB: onlyInB, identical: identical)
-    }
-
     /// Canonical names of a reader's tensors (first occurrence wins), in file order.
     static func canonicalNames(_ reader: any CheckpointReader) -> [(source: String, canonical: String)] {
         var seen = Set<String>()
@@ -109,7 +71,8 @@ public enum CheckpointDiff {
     }
 
     /// Element and row counts of differences (rows = first dimension).
-    static func compare(_ a: Tensor, _ b: Tensor, atol: Double) -> (elements: Int, changed: Int, changedRows: Int, maxDifference: Double) {
+    /// Floats differ where ``Tolerance/accepts(_:_:)`` refuses them (the comparison `verify` uses); integers differ when unequal.
+    static func compare(_ a: Tensor, _ b: Tensor, tolerance: Tolerance) -> (elements: Int, changed: Int, changedRows: Int, maxDifference: Double) {
         guard a.shape == b.shape else {
             return (0, max(a.elementCount, b.elementCount), a.shape.first ?? 0, .infinity)
         }
@@ -134,17 +97,11 @@ public enum CheckpointDiff {
             y.withUnsafeBufferPointer { ys in
                 for i in 0..<count {
                     let p = xs[i], q = ys[i]
-                    var differs = false
-                    if p.isNaN || q.isNaN {
-                        differs = !(p.isNaN && q.isNaN)
-                        if differs { maxDifference = .infinity }
-                    } else if p.isInfinite || q.isInfinite {
-                        differs = p != q
+                    let differs = !tolerance.accepts(p, q)
+                    if p.isNaN || q.isNaN || p.isInfinite || q.isInfinite {
                         if differs { maxDifference = .infinity }
                     } else {
-                        let difference = Double(abs(p - q))
-                        differs = difference > atol
-                        if difference > maxDifference { maxDifference = difference }
+                        maxDifference = max(maxDifference, Double(abs(p - q)))
                     }
                     if differs { changed += 1; rowChanged = true }
                     if (i + 1) % rowWidth == 0 { if rowChanged { changedRows += 1 }; rowChanged = false }
@@ -152,5 +109,59 @@ public enum CheckpointDiff {
             }
         }
         return (count, changed, changedRows, maxDifference)
+    }
+}
+
+/// Options of ``LoadedCheckpoint/diff(against:options:progress:)``.
+public struct DiffOptions: Sendable {
+    /// How far two values may be apart and still count as unchanged (``Tolerance``, the type `verify` compares with;
+    /// `diff` uses an absolute tolerance only, relative 0).
+    public var tolerance = Tolerance(absolute: 0, relative: 0)
+    public init(atol: Double = 0) { tolerance = Tolerance(absolute: atol, relative: 0) }
+}
+
+extension LoadedCheckpoint {
+    /// `diff`: compares this checkpoint (a) with `other` (b) tensor by tensor under canonical names, streaming
+    /// (two tensors in memory at a time, never a whole checkpoint).
+    ///
+    /// Values are compared as float32 with ``DiffOptions/tolerance`` (integer and bool tensors exactly, as
+    /// integers); a NaN equals only a NaN, ±infinity only itself. For `encoder.layer.{i}.memory.values.weight`
+    /// present in both with the same shape, a row counts as an updated slot when any of its elements differs.
+    /// - Throws: ``FormatError`` for unreadable data; ``PipelineError/invalidSetting(_:value:reason:)`` for a negative
+    ///   or non-finite tolerance.
+    public func diff(against other: LoadedCheckpoint, options: DiffOptions = DiffOptions(),
+                     progress: ((Int, Int) -> Void)? = nil) throws -> DiffReport {
+        let atol = options.tolerance.absolute
+        guard atol >= 0, atol.isFinite, options.tolerance.relative >= 0, options.tolerance.relative.isFinite else {
+            throw PipelineError.invalidSetting(.diffTolerance, value: nil, reason: "must be a non-negative number, is \(atol)")
+        }
+        let readerA = reader, readerB = other.reader
+        let namesA = CheckpointDiff.canonicalNames(readerA), namesB = CheckpointDiff.canonicalNames(readerB)
+        let sourceB = Dictionary(namesB.map { ($0.canonical, $0.source) }, uniquingKeysWith: { first, _ in first })
+        let canonicalA = Set(namesA.map(\.canonical))
+        var tensors: [TensorDifference] = [], memories: [MemoryDifference] = []
+        let shared = namesA.filter { sourceB[$0.canonical] != nil }
+        for (index, entry) in shared.enumerated() {
+            guard let nameB = sourceB[entry.canonical] else { continue }
+            let tensorA = try readerA.tensor(named: entry.source), tensorB = try readerB.tensor(named: nameB)
+            let comparison = CheckpointDiff.compare(tensorA, tensorB, tolerance: options.tolerance)
+            tensors.append(TensorDifference(name: entry.canonical, nameInA: entry.source, nameInB: nameB,
+                                            dtypeA: tensorA.dtype, dtypeB: tensorB.dtype, shapeA: tensorA.shape, shapeB: tensorB.shape,
+                                            elements: comparison.elements, changedElements: comparison.changed,
+                                            maxAbsoluteDifference: comparison.maxDifference, sameShape: tensorA.shape == tensorB.shape))
+            if let layer = CheckpointDiff.memoryLayer(ofValues: entry.canonical), tensorA.shape == tensorB.shape, tensorA.shape.count == 2 {
+                let slots = tensorA.shape[0]
+                memories.append(MemoryDifference(layer: layer, updatedSlots: comparison.changedRows, slotCount: slots,
+                                                 updatedPercent: slots > 0 ? 100 * Double(comparison.changedRows) / Double(slots) : 0))
+            }
+            readerA.releasePages(ofTensor: entry.source)
+            readerB.releasePages(ofTensor: nameB)
+            progress?(index + 1, shared.count)
+        }
+        let onlyInA = namesA.map(\.canonical).filter { sourceB[$0] == nil }
+        let onlyInB = namesB.map(\.canonical).filter { !canonicalA.contains($0) }
+        let identical = onlyInA.isEmpty && onlyInB.isEmpty && tensors.allSatisfy { $0.sameShape && $0.changedElements == 0 }
+        return DiffReport(a: url.path, b: other.url.path, atol: atol, tensors: tensors, memories: memories.sorted { $0.layer < $1.layer },
+                          onlyInA: onlyInA, onlyInB: onlyInB, identical: identical)
     }
 }

@@ -15,7 +15,7 @@ public enum ExportMemoryLayout: String, Sendable, Codable, CaseIterable {
     case xlm
 }
 
-/// The base-model prefix of exported names (`--prefix`).
+/// The base-model prefix of exported names.
 public enum ExportPrefix: String, Sendable, Codable, CaseIterable {
     /// No prefix, as `BertModel.save_pretrained` writes.
     case none
@@ -25,34 +25,20 @@ public enum ExportPrefix: String, Sendable, Codable, CaseIterable {
     var text: String { self == .none ? "" : rawValue }
 }
 
-/// Options of ``Exporter/run(source:destination:options:configURL:limits:memory:progress:)``.
+/// Options of ``LoadedCheckpoint/export(to:options:progress:)``.
 public struct ExportOptions: Sendable, Codable {
     public var layout: ExportMemoryLayout = .canonical
     /// Module attribute of each memory under `encoder.layer.{i}.` (canonical and lucidrains layouts).
     public var attribute = ParameterNames.Layer.memory
     public var dtype: DTypePolicy = .keep
     public var prefix: ExportPrefix = .none
-    /// Largest shard in bytes (`--max-shard-size`); nil writes one `model.safetensors`.
+    /// Largest shard in bytes (as huggingface_hub splits); nil writes one `model.safetensors`.
     public var maxShardBytes: Int?
     /// Folder whose tokenizer files are copied (default: the source's folder).
     public var tokenizerSource: URL?
+    /// How the provenance of each shard describes the operation; nil: the operation's own description.
+    public var operation: String?
     public init() {}
-
-    /// Parses `--max-shard-size` as Hugging Face does: `2GB` = 2·10⁹ bytes (KB, MB, GB, TB decimal), plus
-    /// `KiB`/`MiB`/`GiB` (binary) and plain byte counts.
-    /// - Throws: ``PipelineError/invalidArgument(name:reason:)``.
-    public static func parseSize(_ text: String) throws -> Int {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
-        let units: [(String, Double)] = [("KIB", 1024), ("MIB", 1_048_576), ("GIB", 1_073_741_824), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
-        let upper = trimmed.uppercased()
-        for (unit, factor) in units where upper.hasSuffix(unit) {
-            if let value = Double(upper.dropLast(unit.count).trimmingCharacters(in: .whitespaces)), value > 0,
-               let bytes = Int(exactly: (value * factor).rounded(.down)), bytes > 0 { return bytes }
-            break
-        }
-        if let bytes = Int(trimmed), bytes > 0 { return bytes }
-        throw PipelineError.invalidArgument(name: "--max-shard-size", reason: "'\(text)' is not a size such as 2GB, 500MB or 1000000")
-    }
 }
 
 /// Result of `export`.
@@ -72,119 +58,8 @@ public struct ExportResult: Sendable, Codable {
 
 /// `export`: a Hugging Face model folder (`config.json`, `model.safetensors` or shards + index, tokenizer files).
 public enum Exporter {
-    /// Files copied from the source folder when present.
-    public static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                                        "vocab.json", "merges.txt", "added_tokens.json"]
-
-    /// Exports `source` as an HF model folder at `destination` (created if needed).
-    /// - Throws: ``PipelineError`` for unusable checkpoints or layouts the memory cannot be written in,
-    ///   ``FormatError`` for I/O.
-    public static func run(source: URL, destination: URL, options: ExportOptions = ExportOptions(), configURL: URL? = nil,
-                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions(),
-                           progress: ((Int, Int) -> Void)? = nil) throws -> ExportResult {
-        let start = Date()
-        let checkpoint = try ResolvedCheckpoint(url: source, configURL: configURL, limits: limits, memory: memory)
-        try checkpoint.requireUsable()
-        let config = checkpoint.config
-        if options.layout == .lucidrains, let memoryConfig = config.memory {
-            let problems = lucidrainsIncompatibilities(memoryConfig, hiddenSize: config.hiddenSize)
-            if !problems.isEmpty {
-                throw PipelineError.invalidArgument(name: "--memory-layout lucidrains", reason: "a lucidrains PKM cannot express this memory: \(problems.joined(separator: "; ")); export --memory-layout canonical")
-            }
-        }
-        // Names: the model's tensors under the prefix (memories renamed per layout), unused ones as they were.
-        struct Planned { var name: String; var canonical: String; var transform: LayoutTransform?; var info: TensorInfo }
-        var planned: [Planned] = []
-        for entry in checkpoint.report.mapped {
-            var name = options.prefix.text + entry.canonical
-            var transform: LayoutTransform?
-            var shape = entry.shape
-            if let memoryConfig = config.memory, let (layer, leaf) = ResolvedCheckpoint.memoryLeaf(of: entry.canonical),
-               let mode = memoryConfig.mode(ofLayer: layer) {
-                let exported = try memoryName(layer: layer, leaf: leaf, mode: mode, memory: memoryConfig, options: options)
-                name = options.prefix.text + exported.name
-                transform = exported.transform
-                if let transform { shape = MemoryLayouts.canonicalShape(shape, transform: transform, heads: memoryConfig.headCount) ?? shape }
-            }
-            planned.append(Planned(name: name, canonical: entry.canonical, transform: transform,
-                                   info: TensorInfo(name: name, dtype: options.dtype.target(for: entry.dtype), shape: shape)))
-        }
-        for entry in checkpoint.report.unexpected {
-            planned.append(Planned(name: entry.canonical, canonical: entry.canonical, transform: nil,
-                                   info: TensorInfo(name: entry.canonical, dtype: options.dtype.target(for: entry.dtype), shape: entry.shape)))
-        }
-        var seen = Set<String>()
-        for item in planned where !seen.insert(item.name).inserted {
-            throw PipelineError.invalidArgument(name: "export", reason: "two tensors would be written as '\(item.name)'")
-        }
-        // Shards exactly as huggingface_hub splits: in order; a tensor larger than the limit gets a shard of its own.
-        var shards: [[Int]] = [], current: [Int] = [], currentBytes = 0
-        for (index, item) in planned.enumerated() {
-            let bytes = item.info.byteCount
-            if let limit = options.maxShardBytes {
-                if bytes > limit { shards.append([index]); continue }
-                if currentBytes + bytes > limit { shards.append(current); current = []; currentBytes = 0 }
-            }
-            current.append(index)
-            currentBytes += bytes
-        }
-        if !current.isEmpty || shards.isEmpty { shards.append(current) }
-        let names = shards.count == 1 ? ["model.safetensors"]
-            : (1...shards.count).map { String(format: "model-%05d-of-%05d.safetensors", $0, shards.count) }
-
-        try FileManager.default.createDirectory(at: destination, withIntermediateDirectories: true)
-        let digest = PendingSHA256(file: checkpoint.reader.url)
-        var write = WriteOptions()
-        write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: nil,
-                                      operation: "export --memory-layout \(options.layout.rawValue) --memory-attribute \(options.attribute) --prefix \(options.prefix.text.isEmpty ? "none" : options.prefix.text) --dtype \(options.dtype.rawValue)")
-        write.pendingSourceDigest = digest
-        var done = 0
-        for (shard, indices) in shards.enumerated() {
-            let infos = indices.map { planned[$0].info }
-            let byName = Dictionary(uniqueKeysWithValues: indices.map { (planned[$0].name, planned[$0]) })
-            try Checkpoints.write(to: destination.appendingPathComponent(names[shard]), format: .safetensors, tensorInfos: infos,
-                                  metadata: ["format": "pt"], options: write) { info in
-                guard let item = byName[info.name] else { throw FormatError.tensorNotFound(path: source.path, tensor: info.name) }
-                var tensor = try checkpoint.tensor(canonical: item.canonical)
-                if let transform = item.transform {
-                    tensor = try transform.apply(to: tensor, heads: config.memory?.headCount ?? 1, canonicalShape: item.info.shape)
-                }
-                done += 1
-                progress?(done, planned.count)
-                return try tensor.converted(to: info.dtype)
-            }
-        }
-        let totalBytes = planned.reduce(0) { $0 + $1.info.byteCount }
-        if shards.count > 1 {
-            var weightMap: [String: String] = [:]
-            for (shard, indices) in shards.enumerated() { for index in indices { weightMap[planned[index].name] = names[shard] } }
-            let parameters = planned.filter { $0.info.dtype.isFloatingPoint }.reduce(0) { $0 + (ShapeMath.elementCount($1.info.shape) ?? 0) }
-            try Data(indexJSON(weightMap: weightMap, totalSize: totalBytes, totalParameters: parameters).utf8)
-                .write(to: destination.appendingPathComponent("model.safetensors.index.json"), options: .atomic)
-        }
-        try exportedConfig(checkpoint: checkpoint).write(to: destination.appendingPathComponent("config.json"), options: .atomic)
-        var copied: [String] = []
-        var isDirectory: ObjCBool = false
-        let sourceFolder = options.tokenizerSource
-            ?? (FileManager.default.fileExists(atPath: source.path, isDirectory: &isDirectory) && isDirectory.boolValue ? source : source.deletingLastPathComponent())
-        for file in tokenizerFiles {
-            let from = sourceFolder.appendingPathComponent(file), to = destination.appendingPathComponent(file)
-            guard FileManager.default.fileExists(atPath: from.path), from.standardizedFileURL != to.standardizedFileURL else { continue }
-            try? FileManager.default.removeItem(at: to)
-            try FileManager.default.copyItem(at: from, to: to)
-            copied.append(file)
-        }
-        // A tokenizer carried inside the checkpoint (import, graft and convert carry it) is written back out.
-        if !copied.contains("tokenizer.json"), let carried = checkpoint.reader.metadata[TextInputs.metadataKey] {
-            try Data(carried.utf8).write(to: destination.appendingPathComponent("tokenizer.json"), options: .atomic)
-            copied.append("tokenizer.json")
-        }
-        var diagnostics = checkpoint.report.warnings.map { Diagnostic(.warning, $0) }
-        diagnostics += checkpoint.report.unexpected.map { Diagnostic(.note, "unused tensor '\($0.source)' exported as '\($0.canonical)'") }
-        return ExportResult(source: source.path, destination: destination.path, layout: options.layout, shards: names,
-                            tensorCount: planned.count, totalBytes: totalBytes, tokenizerFiles: copied,
-                            seconds: Date().timeIntervalSince(start), diagnostics: diagnostics)
-    }
+    /// Files copied from the source folder when present (``ModelFolder/tokenizerFiles``).
+    public static var tokenizerFiles: [String] { ModelFolder.tokenizerFiles }
 
     /// The source config's keys, with `model_type`, `architectures` (when absent) and the completed `pkm` object.
     static func exportedConfig(checkpoint: ResolvedCheckpoint) throws -> Data {
@@ -205,31 +80,98 @@ public enum Exporter {
         return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
     }
 
-    /// A JSON string literal as Python's `json.dumps` writes it (`ensure_ascii=True`).
-    static func pythonJSONString(_ text: String) -> String {
-        var output = "\""
-        for unit in text.utf16 {
-            switch unit {
-            case 0x22: output += "\\\""
-            case 0x5C: output += "\\\\"
-            case 0x0A: output += "\\n"
-            case 0x0D: output += "\\r"
-            case 0x09: output += "\\t"
-            case 0x08: output += "\\b"
-            case 0x0C: output += "\\f"
-            case 0x20..<0x7F: output.unicodeScalars.append(Unicode.Scalar(UInt8(unit)))
-            default: output += String(format: "\\u%04x", unit)
+    /// `model.safetensors.index.json` as transformers writes it (``ModelFolder/shardIndexJSON(weightMap:totalSize:totalParameters:)``).
+    static func indexJSON(weightMap: [String: String], totalSize: Int, totalParameters: Int) -> String {
+        ModelFolder.shardIndexJSON(weightMap: weightMap, totalSize: totalSize, totalParameters: totalParameters)
+    }
+}
+
+extension LoadedCheckpoint {
+    /// `export`: writes the checkpoint as an HF model folder at `destination` (created if needed): the model's tensors
+    /// under ``ExportOptions/prefix`` with the memories in ``ExportOptions/layout``, unused tensors as they were,
+    /// shards + index as huggingface_hub splits them, `config.json` (the source config's keys and the complete `pkm`
+    /// object) and the tokenizer files (the source folder's, else the one carried in the file).
+    /// - Parameter progress: (tensors written, total).
+    /// - Throws: ``PipelineError`` for unusable checkpoints or layouts the memory cannot be written in,
+    ///   ``FormatError`` for I/O.
+    public func export(to destination: URL, options: ExportOptions = ExportOptions(), progress: WriteProgress = WriteProgress()) throws -> ExportResult {
+        let start = Date()
+        let checkpoint = try resolved()
+        try checkpoint.requireUsable()
+        let config = checkpoint.config
+        if options.layout == .lucidrains, let memoryConfig = config.memory {
+            let problems = Exporter.lucidrainsIncompatibilities(memoryConfig, hiddenSize: config.hiddenSize)
+            if !problems.isEmpty {
+                throw PipelineError.invalidSetting(.exportLayout, value: "lucidrains", reason: "a lucidrains PKM cannot express this memory: \(problems.joined(separator: "; ")); export \(setting: .exportLayout, "canonical")")
             }
         }
-        return output + "\""
-    }
-
-    /// `model.safetensors.index.json` as transformers writes it: `json.dumps(index, indent=2, sort_keys=True) + "\n"`.
-    static func indexJSON(weightMap: [String: String], totalSize: Int, totalParameters: Int) -> String {
-        var text = "{\n  \"metadata\": {\n    \"total_parameters\": \(totalParameters),\n    \"total_size\": \(totalSize)\n  },\n  \"weight_map\": {\n"
-        let entries = weightMap.sorted { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) }
-        text += entries.map { "    \(pythonJSONString($0.key)): \(pythonJSONString($0.value))" }.joined(separator: ",\n")
-        text += "\n  }\n}\n"
-        return text
+        // Names: the model's tensors under the prefix (memories renamed per layout), unused ones as they were.
+        struct Planned { var name: String; var canonical: String; var transform: LayoutTransform?; var info: TensorInfo }
+        var planned: [Planned] = []
+        for entry in checkpoint.report.mapped {
+            var name = options.prefix.text + entry.canonical
+            var transform: LayoutTransform?
+            var shape = entry.shape
+            if let memoryConfig = config.memory, let (layer, leaf) = ResolvedCheckpoint.memoryLeaf(of: entry.canonical),
+               let mode = memoryConfig.mode(ofLayer: layer) {
+                let exported = try Exporter.memoryName(layer: layer, leaf: leaf, mode: mode, memory: memoryConfig, options: options)
+                name = options.prefix.text + exported.name
+                transform = exported.transform
+                if let transform { shape = MemoryLayouts.canonicalShape(shape, transform: transform, heads: memoryConfig.headCount) ?? shape }
+            }
+            planned.append(Planned(name: name, canonical: entry.canonical, transform: transform,
+                                   info: TensorInfo(name: name, dtype: options.dtype.target(for: entry.dtype), shape: shape)))
+        }
+        for entry in checkpoint.report.unexpected {
+            planned.append(Planned(name: entry.canonical, canonical: entry.canonical, transform: nil,
+                                   info: TensorInfo(name: entry.canonical, dtype: options.dtype.target(for: entry.dtype), shape: entry.shape)))
+        }
+        var seen = Set<String>()
+        for item in planned where !seen.insert(item.name).inserted {
+            throw PipelineError.unusableInput(path: "export", reason: "two tensors would be written as '\(item.name)'")
+        }
+        let shards = ModelFolder.shardPlan(byteCounts: planned.map(\.info.byteCount), maxShardBytes: options.maxShardBytes)
+        let names = ModelFolder.shardNames(count: shards.count)
+        let folder = ModelFolder(destination)
+        try folder.create()
+        var output = OutputOptions()
+        output.format = .safetensors
+        output.operation = options.operation ?? "export memory layout \(options.layout.rawValue), memory attribute \(options.attribute), prefix \(options.prefix.text.isEmpty ? "none" : options.prefix.text), dtype \(options.dtype.rawValue)"
+        var done = 0
+        for (shard, indices) in shards.enumerated() {
+            let infos = indices.map { planned[$0].info }
+            let byName = Dictionary(uniqueKeysWithValues: indices.map { (planned[$0].name, planned[$0]) })
+            let writer = try OutputWriter(source: self, destination: destination.appendingPathComponent(names[shard]), output: output, operation: "")
+            _ = try writer.write(infos, metadata: ["format": "pt"], carryTokenizer: false, progress: WriteProgress()) { info in
+                guard let item = byName[info.name] else { throw FormatError.tensorNotFound(path: url.path, tensor: info.name) }
+                var tensor = try checkpoint.tensor(canonical: item.canonical)
+                if let transform = item.transform {
+                    tensor = try transform.apply(to: tensor, heads: config.memory?.headCount ?? 1, canonicalShape: item.info.shape)
+                }
+                done += 1
+                progress.tensors?(done, planned.count)
+                return .init(data: .tensor(try tensor.converted(to: info.dtype)), releasing: checkpoint.sourceName(ofCanonical: item.canonical))
+            }
+        }
+        let totalBytes = planned.reduce(0) { $0 + $1.info.byteCount }
+        if shards.count > 1 {
+            var weightMap: [String: String] = [:]
+            for (shard, indices) in shards.enumerated() { for index in indices { weightMap[planned[index].name] = names[shard] } }
+            let parameters = planned.filter { $0.info.dtype.isFloatingPoint }.reduce(0) { $0 + (ShapeMath.elementCount($1.info.shape) ?? 0) }
+            try folder.write(Data(ModelFolder.shardIndexJSON(weightMap: weightMap, totalSize: totalBytes, totalParameters: parameters).utf8),
+                             as: ModelFolder.shardIndexFileName)
+        }
+        try folder.write(try Exporter.exportedConfig(checkpoint: checkpoint), as: ModelFolder.configFileName)
+        var copied = try folder.copyTokenizerFiles(from: options.tokenizerSource.map { ModelFolder($0) } ?? self.folder)
+        // A tokenizer carried inside the checkpoint (import, graft and convert carry it) is written back out.
+        if !copied.contains("tokenizer.json"), let carried = reader.metadata[TextInputs.metadataKey] {
+            try folder.write(Data(carried.utf8), as: "tokenizer.json")
+            copied.append("tokenizer.json")
+        }
+        var diagnostics = checkpoint.report.warnings.map { Diagnostic(.warning, $0) }
+        diagnostics += checkpoint.report.unexpected.map { Diagnostic(.note, "unused tensor '\($0.source)' exported as '\($0.canonical)'") }
+        return ExportResult(source: url.path, destination: destination.path, layout: options.layout, shards: names,
+                            tensorCount: planned.count, totalBytes: totalBytes, tokenizerFiles: copied,
+                            seconds: Date().timeIntervalSince(start), diagnostics: diagnostics)
     }
 }

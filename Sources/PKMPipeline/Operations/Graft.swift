@@ -20,7 +20,7 @@ public struct GraftOptions: Sendable, Codable {
     public var headCount = 4
     public var knn = 32
     public var keyDimension = 256
-    /// Query normalisation of the grafted memories (`--query-norm`; `--[no-]query-batchnorm` picks batchnorm or none).
+    /// Query normalisation of the grafted memories (``queryBatchNorm`` is the batchnorm-or-none view of it).
     public var queryNorm: QueryNorm = .batchnorm
     /// Whether the grafted memories use query batchnorm.
     public var queryBatchNorm: Bool {
@@ -33,24 +33,6 @@ public struct GraftOptions: Sendable, Codable {
     public var batchNormEpsilon = 1e-5
 
     public init(layers: [Int]) { self.layers = layers }
-
-    /// Parses `--layers 4,8` (comma-separated, non-negative, no repeats).
-    /// - Throws: ``PipelineError/invalidArgument(name:reason:)``.
-    public static func parseLayers(_ text: String) throws -> [Int] {
-        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-        var layers: [Int] = []
-        for part in parts {
-            if let layer = Int(part), layer < 0 {
-                throw PipelineError.invalidArgument(name: "--layers", reason: "layer \(layer) is negative; encoder layers are counted from 0")
-            }
-            guard let layer = Int(part) else {
-                throw PipelineError.invalidArgument(name: "--layers", reason: "'\(text)' is not a comma-separated list of layer indices (e.g. 4,8)")
-            }
-            guard !layers.contains(layer) else { throw PipelineError.invalidArgument(name: "--layers", reason: "layer \(layer) is listed twice") }
-            layers.append(layer)
-        }
-        return layers
-    }
 }
 
 /// One tensor created by a graft.
@@ -76,6 +58,8 @@ public struct GraftResult: Sendable, Codable {
     public var fileBytes: Int
     public var seconds: Double
     public var diagnostics: [Diagnostic]
+    /// The model folder written, when the destination was a folder (the graft then went through a temporary pkmz).
+    public var export: ExportResult?
 }
 
 /// `graft`: adds freshly initialised product-key memories to a (memory-free) checkpoint.
@@ -84,7 +68,7 @@ public enum Grafter {
     /// - Throws: ``PipelineError/invalidGraft(reason:)`` for out-of-range layers, layers that already have a
     ///   memory, or hyper-parameters that differ from the memories already present.
     public static func graftedConfig(base: ModelConfig, options: GraftOptions) throws -> ModelConfig {
-        guard !options.layers.isEmpty else { throw PipelineError.invalidGraft(reason: "no layers given; use --layers 4,8") }
+        guard !options.layers.isEmpty else { throw PipelineError.invalidGraft(reason: "no layers given; use \(setting: .graftLayers, "4,8")") }
         for layer in options.layers where layer < 0 || layer >= base.layerCount {
             throw PipelineError.invalidGraft(reason: "layer \(layer) is out of range: the model has layers 0..\(base.layerCount - 1)")
         }
@@ -99,7 +83,7 @@ public enum Grafter {
             var same = existing
             same.layers = []; same.modes = []
             guard same == memory else {
-                throw PipelineError.invalidGraft(reason: "the checkpoint already has memories at layers \(existing.layers) with other hyper-parameters; one config describes all memories, so graft with the same --n-keys/--heads/--knn/--k-dim/--query-* options")
+                throw PipelineError.invalidGraft(reason: "the checkpoint already has memories at layers \(existing.layers) with other hyper-parameters; one config describes all memories, so graft with the same \(setting: .graftHyperParameters) options")
             }
             memory.layers = existing.layers
             memory.modes = existing.modes
@@ -116,28 +100,48 @@ public enum Grafter {
         do {
             try config.validate()
         } catch let error as ModelError {
-            throw PipelineError.invalidGraft(reason: "\(error)")
+            throw PipelineError.invalidGraft(reason: "\(error.description)")
         }
         return config
     }
 
-    /// Grafts memories into `base` and writes the result (any format) to `destination`, streaming:
-    /// each tensor is read or generated only when the writer asks for it.
-    /// - Parameter byteProgress: called after each tensor with (tensor bytes written, total), for a progress line that
-    ///   does not stall on a few huge tensors among many small ones.
+    /// The layer index when `name` is one of its feed-forward tensors.
+    static func ffnLayer(of name: String) -> Int? {
+        let parts = name.split(separator: ".")
+        guard parts.count > 3, parts[0] == "encoder", parts[1] == "layer", let layer = Int(parts[2]) else { return nil }
+        let suffix = parts.dropFirst(3).joined(separator: ".")
+        let ffn = [ParameterNames.Layer.intermediate, ParameterNames.Layer.output].flatMap { [$0 + ".weight", $0 + ".bias"] }
+        return ffn.contains(suffix) ? layer : nil
+    }
+}
+
+extension LoadedCheckpoint {
+    /// `graft`: adds freshly initialised memories (``GraftOptions``) and writes the result to `destination`, streaming:
+    /// each tensor is read or generated only when the writer asks for it. A folder destination
+    /// (``ModelFolder/isFolderDestination(_:)``) gets an HF model folder (``export(to:options:progress:)`` with
+    /// `export`, the tokenizer files taken from this checkpoint's folder) through a temporary pkmz.
     /// - Throws: ``PipelineError`` for invalid requests or checkpoints, ``FormatError`` for I/O.
-    public static func run(base: URL, destination: URL, options: GraftOptions, configURL: URL? = nil,
-                           output: OutputOptions = OutputOptions(), limits: ReaderLimits = ReaderLimits(),
-                           memory: MemoryImportOptions = MemoryImportOptions(),
-                           progress: ((Int, Int) -> Void)? = nil,
-                           byteProgress: ((Int, Int) -> Void)? = nil) throws -> GraftResult {
+    public func graft(_ options: GraftOptions, to destination: URL, output: OutputOptions = OutputOptions(),
+                      export: ExportOptions = ExportOptions(), progress: WriteProgress = WriteProgress()) throws -> GraftResult {
+        if ModelFolder.isFolderDestination(destination) {
+            let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-graft-\(UUID().uuidString)")
+            try ModelFolder(temporary).create()
+            defer { try? FileManager.default.removeItem(at: temporary) }
+            var pkmz = output
+            pkmz.format = .pkmz
+            var result = try graft(options, to: temporary.appendingPathComponent("grafted.pkmz"), output: pkmz)
+            var exportOptions = export
+            exportOptions.dtype = output.dtype
+            if exportOptions.tokenizerSource == nil { exportOptions.tokenizerSource = folder.url }
+            let grafted = try LoadedCheckpoint(temporary.appendingPathComponent("grafted.pkmz"), options: OpenOptions(limits: self.options.limits))
+            result.export = try grafted.export(to: destination, options: exportOptions, progress: progress)
+            return result
+        }
         let start = Date()
-        let checkpoint = try ResolvedCheckpoint(url: base, configURL: configURL, limits: limits, memory: memory)
+        let checkpoint = try resolved()
         try checkpoint.requireUsable()
-        let config = try graftedConfig(base: checkpoint.config, options: options)
-        let format = try output.resolvedFormat(for: destination)
-        // The base is hashed on another thread while the output is written (pkmz records it last).
-        let digest = PendingSHA256(file: checkpoint.reader.url)
+        let config = try Grafter.graftedConfig(base: checkpoint.config, options: options)
+        let base = url
         let d = config.hiddenSize
         let random = GraftRandom(seed: options.seed)
 
@@ -147,7 +151,7 @@ public enum Grafter {
         var sources: [String: String] = [:]
         let replaced = Set(options.layers.filter { _ in options.mode == .replace })
         for entry in checkpoint.report.mapped + checkpoint.report.unexpected {
-            if let layer = ffnLayer(of: entry.canonical), replaced.contains(layer) {
+            if let layer = Grafter.ffnLayer(of: entry.canonical), replaced.contains(layer) {
                 dropped.append(entry.canonical)
                 continue
             }
@@ -204,47 +208,27 @@ public enum Grafter {
                 created.append(GraftedTensor(name: spec.name, shape: spec.shape, initialisation: initialisation))
             }
         }
-        let optionText = "graft --layers \(options.layers.map(String.init).joined(separator: ",")) --mode \(options.mode.rawValue) --n-keys \(n) --heads \(h) --knn \(options.knn) --k-dim \(k) --query-norm \(options.queryNorm.rawValue) --\(options.queryBias ? "" : "no-")query-bias --value-init \(options.valueInit.rawValue) --seed \(options.seed)"
-        var write = output.write
-        write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: nil, operation: optionText)
-        write.pendingSourceDigest = digest
-        var metadata = ["config": String(decoding: config.encodedJSON(), as: UTF8.self)]
-        metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: base, reader: checkpoint.reader)
+        let description = "graft layers \(options.layers.map(String.init).joined(separator: ",")), mode \(options.mode.rawValue), n_keys \(n), heads \(h), knn \(options.knn), k_dim \(k), query_norm \(options.queryNorm.rawValue), query_bias \(options.queryBias), value_init \(options.valueInit.rawValue), seed \(options.seed)"
+        let writer = try OutputWriter(source: self, destination: destination, output: output, operation: description)
+        let format = writer.format
+        let digest = digest
+        let metadata = ["config": String(decoding: config.encodedJSON(), as: UTF8.self)]
         let path = checkpoint.reader.url.path
-        let reader = checkpoint.reader
-        // Each base tensor's mapped pages are dropped once the writer has moved on to the next tensor (every writer
-        // is done with a tensor's data when it asks for the next), so resident memory stays bounded.
-        var previousSource: String?
-        defer { if let previousSource { reader.releasePages(ofTensor: previousSource) } }
-        try Checkpoints.writeStreaming(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
-                                       progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress), data: { info in
-            if let previous = previousSource { reader.releasePages(ofTensor: previous) }
-            previousSource = nil
+        let fileBytes = try writer.write(infos, metadata: metadata, progress: progress) { info in
             if let make = generators[info.name] {
                 let data = try make()
                 // Sources produce float32; another output dtype is generated whole and narrowed.
-                if case .tensor(let tensor) = data { return .tensor(try tensor.converted(to: info.dtype)) }
-                if info.dtype == .float32 { return data }
-                return .tensor(try data.materialized(info: TensorInfo(name: info.name, dtype: .float32, shape: info.shape)).converted(to: info.dtype))
+                if case .tensor(let tensor) = data { return .init(data: .tensor(try tensor.converted(to: info.dtype))) }
+                if info.dtype == .float32 { return .init(data: data) }
+                return .init(data: .tensor(try data.materialized(info: TensorInfo(name: info.name, dtype: .float32, shape: info.shape)).converted(to: info.dtype)))
             }
             guard let source = sources[info.name] else { throw FormatError.tensorNotFound(path: path, tensor: info.name) }
-            previousSource = source
-            return .tensor(try checkpoint.tensor(canonical: info.name).converted(to: info.dtype))
-        })
+            return .init(data: .tensor(try checkpoint.tensor(canonical: info.name).converted(to: info.dtype)), releasing: source)
+        }
         var diagnostics = created.map { Diagnostic(.note, "created \($0.name) \($0.shape): \($0.initialisation)") }
         diagnostics += dropped.map { Diagnostic(.note, "dropped \($0) (replace mode has no feed-forward block)") }
-        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: destination.path)[.size] as? Int) ?? 0
         return GraftResult(base: base.path, baseSHA256: try digest.hex(), destination: destination.path, destinationFormat: format, options: options,
                            copiedCount: infos.count - created.count, created: created, dropped: dropped, fileBytes: fileBytes,
                            seconds: Date().timeIntervalSince(start), diagnostics: diagnostics)
-    }
-
-    /// The layer index when `name` is one of its feed-forward tensors.
-    static func ffnLayer(of name: String) -> Int? {
-        let parts = name.split(separator: ".")
-        guard parts.count > 3, parts[0] == "encoder", parts[1] == "layer", let layer = Int(parts[2]) else { return nil }
-        let suffix = parts.dropFirst(3).joined(separator: ".")
-        let ffn = [ParameterNames.Layer.intermediate, ParameterNames.Layer.output].flatMap { [$0 + ".weight", $0 + ".bias"] }
-        return ffn.contains(suffix) ? layer : nil
     }
 }

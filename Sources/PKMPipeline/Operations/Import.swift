@@ -16,48 +16,46 @@ public struct ImportResult: Sendable, Codable {
     public var diagnostics: [Diagnostic]
 }
 
-/// `import`: maps a checkpoint onto the model's canonical names and writes it with its config.
-public enum Importer {
-    /// Options for ``run(source:destination:configURL:strict:output:limits:progress:)``.
-    ///
-    /// Reads any format (or an HF folder), applies the spec §6 aliases, checks every tensor against
-    /// the config, and writes canonical names (model order first, then unexpected tensors in
-    /// source order), the config and provenance.
-    /// - Parameter byteProgress: called after each tensor with (tensor bytes written, total), for a progress line that
-    ///   does not stall on a few huge tensors among many small ones.
-    /// - Throws: ``PipelineError/mappingFailed(checkpoint:problems:)`` for missing or mis-shaped
-    ///   tensors (or unexpected ones under `strict`); ``FormatError`` for unreadable input or a failed write.
-    public static func run(source: URL, destination: URL, configURL: URL? = nil, strict: Bool = false,
-                           output: OutputOptions = OutputOptions(), limits: ReaderLimits = ReaderLimits(),
-                           memory: MemoryImportOptions = MemoryImportOptions(),
-                           progress: ((Int, Int) -> Void)? = nil,
-                           byteProgress: ((Int, Int) -> Void)? = nil) throws -> ImportResult {
+/// Options of ``LoadedCheckpoint/import(to:options:progress:)``.
+public struct ImportOptions: Sendable {
+    /// Refuse tensors the model does not use (they are kept and reported otherwise).
+    public var strict = false
+    /// Format, dtype and writer settings of the output.
+    public var output = OutputOptions()
+    public init(strict: Bool = false, output: OutputOptions = OutputOptions()) {
+        self.strict = strict
+        self.output = output
+    }
+}
+
+extension LoadedCheckpoint {
+    /// `import`: maps the checkpoint onto the model's canonical names (spec §6 aliases and the peer layouts),
+    /// checks every tensor against the config, and writes canonical names (model order first, then unexpected
+    /// tensors in source order), the completed config, the tokenizer and provenance.
+    /// - Throws: ``PipelineError/mappingFailed(checkpoint:problems:)`` for missing or mis-shaped tensors (or
+    ///   unexpected ones under ``ImportOptions/strict``); ``FormatError`` for unreadable input or a failed write.
+    public func `import`(to destination: URL, options: ImportOptions = ImportOptions(),
+                         progress: WriteProgress = WriteProgress()) throws -> ImportResult {
         let start = Date()
-        let checkpoint = try ResolvedCheckpoint(url: source, configURL: configURL, limits: limits, memory: memory)
-        try checkpoint.requireUsable(strict: strict)
-        let format = try output.resolvedFormat(for: destination)
-        var write = output.write
-        // The source is hashed on another thread while it is written (pkmz records it last).
-        write.provenance = Provenance(sourceFile: checkpoint.reader.url.lastPathComponent, sourceSHA256: nil,
-                                      operation: "import\(strict ? " --strict" : "")")
-        write.pendingSourceDigest = PendingSHA256(file: checkpoint.reader.url)
+        let checkpoint = try resolved()
+        try checkpoint.requireUsable(strict: options.strict)
+        let output = options.output
+        let writer = try OutputWriter(source: self, destination: destination, output: output,
+                                      operation: "import\(options.strict ? " (strict)" : "")")
         let report = checkpoint.report
         let entries = report.mapped + report.unexpected
         let infos = entries.map { TensorInfo(name: $0.canonical, dtype: output.dtype.target(for: $0.dtype), shape: $0.shape) }
-        var metadata: [String: String] = [:]
-        metadata["config"] = String(decoding: checkpoint.config.encodedJSON(), as: UTF8.self)
-        metadata[TextInputs.metadataKey] = TextInputs.carriedTokenizer(for: source, reader: checkpoint.reader)
-        try Checkpoints.write(to: destination, format: format, tensorInfos: infos, metadata: metadata, options: write,
-                              progress: ByteProgress.perTensor(infos, perTensor: progress, bytes: byteProgress)) { info in
-            try checkpoint.tensor(canonical: info.name).converted(to: info.dtype)
+        let metadata = ["config": String(decoding: checkpoint.config.encodedJSON(), as: UTF8.self)]
+        let fileBytes = try writer.write(infos, metadata: metadata, progress: progress) { info in
+            .init(data: .tensor(try checkpoint.tensor(canonical: info.name).converted(to: info.dtype)),
+                  releasing: checkpoint.sourceName(ofCanonical: info.name))
         }
         var diagnostics = report.warnings.map { Diagnostic(.warning, $0) }
         diagnostics += report.unexpected.map { Diagnostic(.warning, "unexpected tensor '\($0.source)' kept as '\($0.canonical)' (the model does not use it)") }
         diagnostics += report.ignored.map { Diagnostic(.note, "ignored buffer '\($0.source)' (not a weight)") }
         let renamed = report.mapped.filter { !$0.rules.isEmpty }.count
         if renamed > 0 { diagnostics.append(Diagnostic(.note, "\(renamed) tensor names mapped to canonical names")) }
-        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: destination.path)[.size] as? Int) ?? 0
-        return ImportResult(report: report, destination: destination.path, destinationFormat: format, tensorCount: infos.count,
+        return ImportResult(report: report, destination: destination.path, destinationFormat: writer.format, tensorCount: infos.count,
                             fileBytes: fileBytes, seconds: Date().timeIntervalSince(start), diagnostics: diagnostics)
     }
 }

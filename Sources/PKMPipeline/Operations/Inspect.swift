@@ -154,55 +154,6 @@ public struct CheckpointSummary: Sendable, Codable {
 
 /// `inspect`.
 public enum Inspector {
-    /// Summarises a checkpoint; with `readData`, reads every tensor so damage anywhere is found.
-    /// - Throws: ``FormatError``.
-    public static func inspect(_ url: URL, readData: Bool = false, limits: ReaderLimits = ReaderLimits(),
-                               memory: MemoryImportOptions = MemoryImportOptions()) throws -> CheckpointSummary {
-        let reader = try Checkpoints.open(url, limits: limits)
-        var totals: [String: CheckpointSummary.DTypeTotal] = [:]
-        for info in reader.tensorInfos {
-            totals[info.dtype.displayName, default: .init(count: 0, bytes: 0)].count += 1
-            totals[info.dtype.displayName, default: .init(count: 0, bytes: 0)].bytes += info.byteCount
-        }
-        if readData {
-            if let pkmz = reader as? PKMZReader {
-                // Every frame checked and decoded, several tensors at once, into reused buffers.
-                try pkmz.verifyData()
-            } else {
-                for info in reader.tensorInfos { _ = try reader.tensor(named: info.name) }
-            }
-        }
-        var metadata = reader.metadata
-        var configText = metadata.removeValue(forKey: "config").map(prettyJSON)
-        var configSource: String?
-        // The carried tokenizer is hundreds of KB of JSON: shown as a summary, exported by `export`.
-        if let tokenizer = metadata[TextInputs.metadataKey] {
-            metadata[TextInputs.metadataKey] = "tokenizer.json carried in the file (\(tokenizer.utf8.count.formatted()) bytes)"
-        }
-        if configText == nil {
-            // An HF folder (or a file with config.json beside it): show that config, as the pipelines would use it.
-            if let (data, source) = try? ResolvedCheckpoint.findConfig(checkpoint: url, reader: reader, explicit: nil,
-                                                                       maxBytes: limits.maxHeaderBytes) {
-                configText = prettyJSON(String(decoding: data, as: UTF8.self))
-                configSource = source
-            }
-        }
-        var summary = CheckpointSummary(path: reader.url.path, format: reader.format, fileBytes: diskBytes(of: reader),
-                                        tensorCount: reader.tensorInfos.count, tensorBytes: reader.totalBytes, dtypeTotals: totals,
-                                        tensors: reader.tensorInfos.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: $0.byteCount) },
-                                        metadata: metadata, config: configText, provenance: reader.provenance, dataVerified: readData)
-        summary.configSource = configSource
-        for info in reader.tensorInfos where info.dtype.isFloatingPoint {
-            summary.parameters.add(name: info.name, count: ShapeMath.elementCount(info.shape) ?? 0)
-        }
-        // Best effort: a file that is not a model (a reference, a bare state dict) has no resolved memory.
-        if let resolved = try? ResolvedCheckpoint(url: url, limits: limits, memory: memory) {
-            summary.resolvedMemory = resolved.config.memory
-            summary.memoryLayouts = resolved.report.memoryLayouts
-        }
-        return summary
-    }
-
     static func diskBytes(of reader: any CheckpointReader) -> Int {
         let manager = FileManager.default
         func size(_ path: String) -> Int { (try? manager.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
@@ -221,5 +172,62 @@ public enum Inspector {
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)),
               let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) else { return text }
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// Options of ``LoadedCheckpoint/inspect(options:)``.
+public struct InspectOptions: Sendable {
+    /// Read (and check) every tensor's data, so damage anywhere is found.
+    public var readData = false
+    public init(readData: Bool = false) { self.readData = readData }
+}
+
+extension LoadedCheckpoint {
+    /// `inspect`: summarises the checkpoint (tensors, dtypes, parameters by part, metadata, config, provenance, the
+    /// memory as resolved when it is a model); with ``InspectOptions/readData``, reads every tensor.
+    /// - Throws: ``FormatError``.
+    public func inspect(options: InspectOptions = InspectOptions()) throws -> CheckpointSummary {
+        var totals: [String: CheckpointSummary.DTypeTotal] = [:]
+        for info in reader.tensorInfos {
+            totals[info.dtype.displayName, default: .init(count: 0, bytes: 0)].count += 1
+            totals[info.dtype.displayName, default: .init(count: 0, bytes: 0)].bytes += info.byteCount
+        }
+        if options.readData {
+            if let pkmz = reader as? PKMZReader {
+                // Every frame checked and decoded, several tensors at once, into reused buffers.
+                try pkmz.verifyData()
+            } else {
+                for info in reader.tensorInfos { _ = try reader.tensor(named: info.name) }
+            }
+        }
+        var metadata = reader.metadata
+        var configText = metadata.removeValue(forKey: "config").map(Inspector.prettyJSON)
+        var configSource: String?
+        // The carried tokenizer is hundreds of KB of JSON: shown as a summary, exported by `export`.
+        if let tokenizer = metadata[TextInputs.metadataKey] {
+            metadata[TextInputs.metadataKey] = "tokenizer.json carried in the file (\(tokenizer.utf8.count.formatted()) bytes)"
+        }
+        if configText == nil {
+            // An HF folder (or a file with config.json beside it): show that config, as the pipelines would use it.
+            if let (data, source) = try? ResolvedCheckpoint.findConfig(checkpoint: url, reader: reader, explicit: nil,
+                                                                       maxBytes: self.options.limits.maxHeaderBytes) {
+                configText = Inspector.prettyJSON(String(decoding: data, as: UTF8.self))
+                configSource = source
+            }
+        }
+        var summary = CheckpointSummary(path: reader.url.path, format: reader.format, fileBytes: Inspector.diskBytes(of: reader),
+                                        tensorCount: reader.tensorInfos.count, tensorBytes: reader.totalBytes, dtypeTotals: totals,
+                                        tensors: reader.tensorInfos.map { .init(name: $0.name, dtype: $0.dtype, shape: $0.shape, bytes: $0.byteCount) },
+                                        metadata: metadata, config: configText, provenance: reader.provenance, dataVerified: options.readData)
+        summary.configSource = configSource
+        for info in reader.tensorInfos where info.dtype.isFloatingPoint {
+            summary.parameters.add(name: info.name, count: ShapeMath.elementCount(info.shape) ?? 0)
+        }
+        // Best effort: a file that is not a model (a reference, a bare state dict) has no resolved memory.
+        if let resolved = try? resolved() {
+            summary.resolvedMemory = resolved.config.memory
+            summary.memoryLayouts = resolved.report.memoryLayouts
+        }
+        return summary
     }
 }

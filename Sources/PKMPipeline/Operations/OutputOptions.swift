@@ -2,7 +2,7 @@ import Foundation
 import PKMFormats
 import PKMTensor
 
-/// What `--dtype` asks for: keep each tensor's dtype, or store floating-point tensors as one type.
+/// The storage dtype an output asks for: keep each tensor's dtype, or store floating-point tensors as one type.
 public enum DTypePolicy: String, Sendable, Codable, CaseIterable {
     case keep, f32, f16, bf16
 
@@ -42,7 +42,7 @@ public enum DTypePolicy: String, Sendable, Codable, CaseIterable {
     }
 }
 
-/// Options shared by the pipelines that write a checkpoint.
+/// Options shared by the operations that write a checkpoint.
 public struct OutputOptions: Sendable {
     /// Output format; inferred from the destination's extension when nil.
     public var format: CheckpointFormat?
@@ -50,15 +50,18 @@ public struct OutputOptions: Sendable {
     public var dtype: DTypePolicy = .keep
     /// Writer options (zstd level, frame size, threads).
     public var write = WriteOptions()
+    /// How the output's provenance describes the operation (a front end records its own command);
+    /// nil: the operation's own description.
+    public var operation: String?
     public init() {}
 
     /// The destination format: explicit, or from the extension.
-    /// - Throws: ``FormatError/writeFailed(path:reason:)`` naming the extensions and `--to`.
+    /// - Throws: ``PipelineError/unusableInput(path:reason:)`` naming the extensions and ``Setting/outputFormat``.
     public func resolvedFormat(for destination: URL) throws -> CheckpointFormat {
         if let format { return format }
         guard let inferred = CheckpointFormat(pathExtension: destination.pathExtension) else {
             let named = destination.pathExtension.isEmpty ? "has no extension" : "ends in '.\(destination.pathExtension)', which names no format"
-            throw FormatError.writeFailed(path: destination.path, reason: "the output \(named); end it in .h5, .safetensors or .pkmz, or pass --to hdf5|safetensors|pkmz")
+            throw PipelineError.unusableInput(path: destination.path, reason: "could not write: the output \(named); end it in .h5, .safetensors or .pkmz, or pass \(setting: .outputFormat, "hdf5|safetensors|pkmz"); nothing was left at the destination")
         }
         return inferred
     }

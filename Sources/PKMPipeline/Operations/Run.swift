@@ -30,66 +30,42 @@ public struct RunResult: Sendable, Codable {
     public var loadSeconds: Double
 }
 
-/// `run`: forward passes outside a verification, writing outputs other tools can compare.
-public enum Runner {
-    /// Outputs of a forward pass as tensors named in the spec §5 layout (`inputs/…`, `outputs/…`).
-    public static func referenceTensors(inputs: ModelInputs, outputs: ModelOutputs, config: ModelConfig) throws -> StateDict {
-        let (b, t, d) = (inputs.batchSize, inputs.sequenceLength, config.hiddenSize)
-        var dict = StateDict()
-        try dict.insert(Tensor(int64: inputs.inputIds.map(Int64.init), shape: [b, t]), named: "inputs/input_ids")
-        try dict.insert(Tensor(int64: (inputs.attentionMask ?? [Int](repeating: 1, count: b * t)).map(Int64.init), shape: [b, t]),
-                        named: "inputs/attention_mask")
-        if let types = inputs.tokenTypeIds {
-            try dict.insert(Tensor(int64: types.map(Int64.init), shape: [b, t]), named: "inputs/token_type_ids")
-        }
-        try dict.insert(Tensor(float32: outputs.lastHiddenState, shape: [b, t, d]), named: "outputs/last_hidden_state")
-        if let pooled = outputs.poolerOutput { try dict.insert(Tensor(float32: pooled, shape: [b, d]), named: "outputs/pooler_output") }
-        for (n, state) in outputs.hiddenStates.enumerated() {
-            try dict.insert(Tensor(float32: state, shape: [b, t, d]), named: "outputs/hidden_states/\(n)")
-        }
-        for (layer, trace) in outputs.memoryTraces.sorted(by: { $0.key < $1.key }) {
-            try dict.insert(Tensor(int64: trace.indices, shape: trace.shape), named: "outputs/memory/\(layer)/indices")
-            try dict.insert(Tensor(float32: trace.weights, shape: trace.shape), named: "outputs/memory/\(layer)/scores")
-        }
-        dict.metadata["generator"] = "\(PKMVersion.toolName) run (Swift, float32)"
-        return dict
+/// Options of ``LoadedCheckpoint/run(_:options:loadProgress:)``.
+public struct RunOptions: Sendable {
+    /// Where to write inputs and outputs in the reference layout (HDF5), if anywhere.
+    public var outputURL: URL?
+    /// Extra forward passes to time (load time excluded); 0 times none.
+    public var repeats = 0
+    public init(outputURL: URL? = nil, repeats: Int = 0) {
+        self.outputURL = outputURL
+        self.repeats = repeats
     }
+}
 
-    /// Runs `inputs` through the checkpoint; writes the reference layout to `outputURL` (HDF5) when given,
-    /// and times `repeats` extra forward passes when `repeats > 0`.
-    /// - Throws: ``PipelineError``, ``FormatError``.
-    public static func run(checkpoint url: URL, inputs: ModelInputs, outputURL: URL? = nil, repeats: Int = 0,
-                           configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
-                           memory: MemoryImportOptions = MemoryImportOptions()) throws -> RunResult {
-        try run(checkpoint: url, source: .given(inputs), outputURL: outputURL, repeats: repeats, configURL: configURL, limits: limits,
-                memory: memory)
-    }
-
-    /// Runs the inputs of `source` (a file's `/inputs`, given ids, or seeded random ids drawn from the
-    /// model's vocabulary) through the checkpoint; see ``run(checkpoint:inputs:outputURL:repeats:configURL:limits:)``.
-    /// `run CHECKPOINT --random-inputs 4x24 --seed 0 -o base.h5` so makes a reference file of the model's own outputs.
+extension LoadedCheckpoint {
+    /// `run`: runs the inputs of `source` (a file's `/inputs`, given ids, or seeded random ids drawn from the model's
+    /// vocabulary) through the model; writes the reference layout to ``RunOptions/outputURL`` when given (so a run on
+    /// seeded random inputs makes a reference file of the model's own outputs), and times ``RunOptions/repeats`` extra
+    /// forward passes.
     /// - Parameter loadProgress: called while the weights are read, with (bytes read, total).
     /// - Throws: ``PipelineError``, ``FormatError``.
-    public static func run(checkpoint url: URL, source: InputSource, outputURL: URL? = nil, repeats: Int = 0,
-                           configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
-                           memory: MemoryImportOptions = MemoryImportOptions(),
-                           loadProgress: ((Int, Int) -> Void)? = nil) throws -> RunResult {
+    public func run(_ source: InputSource, options: RunOptions = RunOptions(),
+                    loadProgress: ((Int, Int) -> Void)? = nil) throws -> RunResult {
         let loadStart = Date()
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
-        let model = try checkpoint.makeModel(byteProgress: loadProgress)
+        let model = try model(byteProgress: loadProgress)
         let loadSeconds = Date().timeIntervalSince(loadStart)
-        let inputs = try source.inputs(for: model.config, limits: limits)
+        let inputs = try source.inputs(for: model.config, limits: self.options.limits)
+        let outputURL = options.outputURL, repeats = options.repeats, path = url.path
         func forward(full: Bool, profile: Bool = false) throws -> ModelOutputs {
             do {
                 return try model.forward(inputs, collectHiddenStates: full, collectMemoryTraces: full, profile: profile)
             } catch let error as ModelError {
-                throw PipelineError.model(checkpoint: url.path, underlying: error)
+                throw PipelineError.model(checkpoint: path, underlying: error)
             }
         }
         let outputs = try forward(full: outputURL != nil)
         if let outputURL {
-            let tensors = try referenceTensors(inputs: inputs, outputs: outputs, config: model.config)
-            try Checkpoints.write(tensors, to: outputURL, format: .hdf5)
+            try ReferenceLayout.write(inputs: inputs, outputs: outputs, config: model.config, to: outputURL)
         }
         var timing: ForwardTiming?
         if repeats > 0 {

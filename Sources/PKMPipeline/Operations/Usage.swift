@@ -155,43 +155,43 @@ public enum UsageAnalyzer {
     /// Sequences per forward pass by default.
     public static let defaultBatchSize = 32
 
-    /// Runs the inputs (spec §5 `/inputs`) through the model in batches of `batchSize` sequences
-    /// and measures every memory layer. Padding positions (attention mask 0) are excluded.
-    /// - Parameter progress: called after each batch with (sequences done, total).
-    /// - Throws: ``PipelineError``, ``FormatError``.
-    public static func run(checkpoint url: URL, inputs inputsURL: URL, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
-                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions(),
-                           progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
-        try run(checkpoint: url, source: .file(inputsURL), configURL: configURL, batchSize: batchSize, limits: limits, memory: memory,
-                progress: progress)
+    /// The spec §8 statistics of one trace.
+    public static func measure(trace: MemoryTrace, mask: [Int]?, slots: Int, mode: MemoryMode) -> LayerUsage {
+        var accumulator = UsageAccumulator(layer: trace.layer, mode: mode, slots: slots, heads: trace.shape[2])
+        accumulator.add(trace, mask: mask)
+        return accumulator.usage
     }
+}
 
-    /// Runs given inputs through the model in batches of `batchSize` sequences and measures every memory layer.
-    /// - Throws: ``PipelineError``, ``FormatError``.
-    public static func run(checkpoint url: URL, inputs: ModelInputs, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
-                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions(),
-                           progress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
-        try run(checkpoint: url, source: .given(inputs), configURL: configURL, batchSize: batchSize, limits: limits, memory: memory,
-                progress: progress)
+/// Options of ``LoadedCheckpoint/usage(_:options:progress:loadProgress:)`` and ``LoadedCheckpoint/usage(textFile:options:progress:)``.
+public struct UsageOptions: Sendable {
+    /// Sequences per forward pass (token-id inputs) or lines per forward pass (text).
+    public var batchSize = UsageAnalyzer.defaultBatchSize
+    /// Text: truncate to this many tokens (default: the tokenizer's truncation, else the model's positions).
+    public var maxLength: Int?
+    public init(batchSize: Int = UsageAnalyzer.defaultBatchSize, maxLength: Int? = nil) {
+        self.batchSize = batchSize
+        self.maxLength = maxLength
     }
+}
 
-    /// Runs the inputs of `source` (a file's `/inputs`, given ids, or seeded random ids) through the model in
-    /// batches of `batchSize` sequences and measures every memory layer; padding positions are excluded.
+extension LoadedCheckpoint {
+    /// `usage`: runs the inputs of `source` (a file's `/inputs`, given ids, or seeded random ids) through the model in
+    /// batches of ``UsageOptions/batchSize`` sequences and measures every memory layer (spec §8); padding positions
+    /// (attention mask 0) are excluded.
     /// - Parameters:
     ///   - progress: called after each batch with (sequences done, total).
     ///   - loadProgress: called while the weights are read, with (bytes read, total).
     /// - Throws: ``PipelineError``, ``FormatError``.
-    public static func run(checkpoint url: URL, source: InputSource, configURL: URL? = nil, batchSize: Int = defaultBatchSize,
-                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions(),
-                           progress: ((Int, Int) -> Void)? = nil,
-                           loadProgress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
-        guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
-        let model = try checkpoint.makeModel(byteProgress: loadProgress)
+    public func usage(_ source: InputSource, options: UsageOptions = UsageOptions(), progress: ((Int, Int) -> Void)? = nil,
+                      loadProgress: ((Int, Int) -> Void)? = nil) throws -> UsageReport {
+        let batchSize = options.batchSize
+        guard batchSize > 0 else { throw PipelineError.invalidSetting(.batchSize, value: nil, reason: "must be at least 1, is \(batchSize)") }
+        let model = try model(byteProgress: loadProgress)
         guard let memory = model.config.memory else {
-            throw PipelineError.invalidArgument(name: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
+            throw PipelineError.unusableInput(path: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
         }
-        let inputs = try source.inputs(for: model.config, limits: limits)
+        let inputs = try source.inputs(for: model.config, limits: self.options.limits)
         var accumulators = memory.layers.sorted().map {
             UsageAccumulator(layer: $0, mode: memory.mode(ofLayer: $0) ?? .residual, slots: memory.slotCount, heads: memory.headCount)
         }
@@ -210,12 +210,5 @@ public enum UsageAnalyzer {
         }
         return UsageReport(checkpoint: url.path, inputs: source.label, batchSize: inputs.batchSize,
                            sequenceLength: inputs.sequenceLength, layers: accumulators.map(\.usage))
-    }
-
-    /// The spec §8 statistics of one trace.
-    public static func measure(trace: MemoryTrace, mask: [Int]?, slots: Int, mode: MemoryMode) -> LayerUsage {
-        var accumulator = UsageAccumulator(layer: trace.layer, mode: mode, slots: slots, heads: trace.shape[2])
-        accumulator.add(trace, mask: mask)
-        return accumulator.usage
     }
 }

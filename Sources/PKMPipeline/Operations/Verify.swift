@@ -9,7 +9,7 @@ public struct VerifyReport: Sendable, Codable {
     public var checkpoint: String
     public var reference: String
     public var tolerance: Tolerance
-    /// Where the tolerances came from (`--atol/--rtol`, `reference attributes`, `default`).
+    /// Where the tolerances came from (`command line` when the caller gave them, `reference file attributes`, `default`).
     public var toleranceSource: String
     public var batchSize: Int
     public var sequenceLength: Int
@@ -40,57 +40,21 @@ public struct VerifyReport: Sendable, Codable {
     }
 }
 
+/// Options of ``LoadedCheckpoint/verify(against:options:loadProgress:)``.
+public struct VerifyOptions: Sendable {
+    /// Absolute and relative tolerances overriding the reference's suggested ones (its `atol`/`rtol` attributes).
+    public var atol: Double?
+    public var rtol: Double?
+    public init(atol: Double? = nil, rtol: Double? = nil) {
+        self.atol = atol
+        self.rtol = rtol
+    }
+}
+
 /// `verify`: runs the reference inputs through the Swift model and compares every output present (spec §5).
 public enum Verifier {
     /// Default tolerance when neither the caller nor the reference file gives one.
     public static let defaultTolerance = 1e-4
-
-    /// Verifies a checkpoint against a reference file.
-    /// - Parameters:
-    ///   - atol, rtol: override the reference's suggested tolerances.
-    /// - Throws: ``FormatError`` / ``PipelineError`` for unreadable files or config problems (exit 2);
-    ///   a numeric disagreement is not an error but a report with `passed == false` (exit 1).
-    public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
-                           atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits(),
-                           memory: MemoryImportOptions = MemoryImportOptions()) throws -> VerifyReport {
-        try run(checkpoint: url, reference: referenceURL, configURL: configURL, atol: atol, rtol: rtol, limits: limits, memory: memory,
-                loadProgress: nil)
-    }
-
-    /// Verifies a checkpoint against a reference file, reporting the weights read while the model loads.
-    /// - Parameter loadProgress: called after each tensor with (bytes read, total).
-    /// - Throws: as ``run(checkpoint:reference:configURL:atol:rtol:limits:)``.
-    public static func run(checkpoint url: URL, reference referenceURL: URL, configURL: URL? = nil,
-                           atol: Double? = nil, rtol: Double? = nil, limits: ReaderLimits = ReaderLimits(),
-                           memory: MemoryImportOptions = MemoryImportOptions(),
-                           loadProgress: ((Int, Int) -> Void)?) throws -> VerifyReport {
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
-        let model = try checkpoint.makeModel(byteProgress: loadProgress)
-        let reference = try Checkpoints.open(referenceURL, limits: limits)
-        var report = try verify(model: model, checkpointName: url.path, reference: reference, atol: atol, rtol: rtol)
-        let floats = checkpoint.report.mapped.map(\.dtype).filter(\.isFloatingPoint)
-        guard let narrowest = floats.min(by: { $0.byteSize < $1.byteSize || ($0.byteSize == $1.byteSize && $0 == .bfloat16) }),
-              narrowest.byteSize < DType.float32.byteSize else { return report }
-        report.storagePrecision = narrowest.displayName
-        let suggested = suggestedTolerance(for: narrowest)
-        guard !report.passed else {
-            report.precisionNote = "the checkpoint stores \(narrowest.displayName) weights (widened exactly to float32 to compute)"
-            return report
-        }
-        var note = "the checkpoint stores \(narrowest.displayName) weights: against a reference computed from float32 weights, outputs differ by \(narrowest.displayName) rounding (about \(narrowest == .bfloat16 ? "3" : "4") significant digits)"
-        if suggested.absolute > report.tolerance.absolute || suggested.relative > report.tolerance.relative {
-            let again = try verify(model: model, checkpointName: url.path, reference: reference,
-                                   atol: max(suggested.absolute, report.tolerance.absolute), rtol: max(suggested.relative, report.tolerance.relative))
-            report.suggestedTolerance = again.tolerance
-            report.withSuggestedTolerance = VerifyReport.SuggestedOutcome(passed: again.passed, beyondTolerance: again.outputs.reduce(0) { $0 + $1.beyondTolerance },
-                                                             failing: again.outputs.filter { !$0.passed }.map(\.name))
-            if again.outputs.contains(where: { $0.kind == "indices" && !$0.passed }) {
-                note += "; memory slot ids differ too: rounded weights change which slots win, which no tolerance hides"
-            }
-        }
-        report.precisionNote = note
-        return report
-    }
 
     /// Tolerances matching a storage dtype's precision, for comparing its outputs with float32
     /// references: float16 (11 significant bits) atol = rtol = 1e-2, bfloat16 (8 bits) atol = rtol = 5e-2,
@@ -104,82 +68,99 @@ public enum Verifier {
         }
     }
 
-    /// Verifies an already built model against an opened reference.
-    /// - Throws: ``PipelineError`` or ``FormatError`` for malformed references.
-    public static func verify(model: PKMBertModel, checkpointName: String, reference: any CheckpointReader,
-                              atol: Double? = nil, rtol: Double? = nil) throws -> VerifyReport {
-        let start = Date()
+    /// The tolerance: the caller's, else the reference's attributes, else ``defaultTolerance``; and where it came from.
+    static func tolerance(options: VerifyOptions, reference: any CheckpointReader) -> (Tolerance, String) {
         let referenceAtol = reference.metadata["atol"].flatMap(Double.init)
         let referenceRtol = reference.metadata["rtol"].flatMap(Double.init)
-        let tolerance = Tolerance(absolute: atol ?? referenceAtol ?? defaultTolerance, relative: rtol ?? referenceRtol ?? defaultTolerance)
-        let source = atol != nil || rtol != nil ? "command line" : (referenceAtol != nil || referenceRtol != nil ? "reference file attributes" : "default")
+        let tolerance = Tolerance(absolute: options.atol ?? referenceAtol ?? defaultTolerance, relative: options.rtol ?? referenceRtol ?? defaultTolerance)
+        let source = options.atol != nil || options.rtol != nil ? "command line"
+            : (referenceAtol != nil || referenceRtol != nil ? "reference file attributes" : "default")
+        return (tolerance, source)
+    }
+
+    /// Runs the reference inputs through `model`, keeping every output a reference can hold.
+    /// - Throws: ``PipelineError`` for malformed references or a model that cannot run them.
+    static func forward(model: PKMBertModel, checkpointName: String, reference: any CheckpointReader) throws -> (ModelInputs, ModelOutputs) {
         let inputs = try ReferenceLayout.readInputs(from: reference)
-        let outputs: ModelOutputs
         do {
-            outputs = try model.forward(inputs, collectHiddenStates: true, collectMemoryTraces: true)
+            return (inputs, try model.forward(inputs, collectHiddenStates: true, collectMemoryTraces: true))
         } catch let error as ModelError {
             throw PipelineError.model(checkpoint: checkpointName, underlying: error)
         }
+    }
+
+    /// Verifies an already built model against an opened reference.
+    /// - Throws: ``PipelineError`` or ``FormatError`` for malformed references.
+    public static func verify(model: PKMBertModel, checkpointName: String, reference: any CheckpointReader,
+                              options: VerifyOptions = VerifyOptions()) throws -> VerifyReport {
+        let start = Date()
+        let (inputs, outputs) = try forward(model: model, checkpointName: checkpointName, reference: reference)
+        let (tolerance, source) = tolerance(options: options, reference: reference)
+        return try compare(outputs, inputs: inputs, config: model.config, checkpointName: checkpointName, reference: reference,
+                           tolerance: tolerance, toleranceSource: source, start: start)
+    }
+
+    /// Compares outputs already computed with every output the reference holds.
+    static func compare(_ outputs: ModelOutputs, inputs: ModelInputs, config: ModelConfig, checkpointName: String,
+                        reference: any CheckpointReader, tolerance: Tolerance, toleranceSource source: String,
+                        start: Date) throws -> VerifyReport {
         let names = Set(reference.tensorInfos.map(\.name))
-        let config = model.config
         let (batch, sequence, d) = (inputs.batchSize, inputs.sequenceLength, config.hiddenSize)
         var comparisons: [OutputComparison] = []
         var skipped: [String] = []
 
-        func floats(_ name: String, shape: [Int]) throws -> [Float] {
-            let tensor = try reference.tensor(named: name)
-            guard tensor.shape == shape else {
-                throw PipelineError.invalidReference(path: reference.url.path, reason: "/\(slashed(name)) has shape \(tensor.shape), expected \(shape)")
+        func floats(_ tensor: ReferenceTensor, shape: [Int]) throws -> [Float] {
+            let values = try reference.tensor(named: tensor.name)
+            guard values.shape == shape else {
+                throw PipelineError.invalidReference(path: reference.url.path, reason: "\(tensor.displayPath) has shape \(values.shape), expected \(shape)")
             }
-            return tensor.floatValues()
+            return values.floatValues()
         }
-        func compareValues(_ name: String, _ actual: [Float], shape: [Int]) throws {
-            guard names.contains(name) else { skipped.append("/\(slashed(name)) (not in reference)"); return }
-            comparisons.append(Compare.values(name: slashed(name), actual: actual, expected: try floats(name, shape: shape), shape: shape, tolerance: tolerance))
+        func compareValues(_ tensor: ReferenceTensor, _ actual: [Float], shape: [Int]) throws {
+            guard names.contains(tensor.name) else { skipped.append("\(tensor.displayPath) (not in reference)"); return }
+            comparisons.append(Compare.values(name: tensor.path, actual: actual, expected: try floats(tensor, shape: shape), shape: shape, tolerance: tolerance))
         }
 
-        if names.contains(ReferenceLayout.lastHiddenState) {
-            try compareValues(ReferenceLayout.lastHiddenState, outputs.lastHiddenState, shape: [batch, sequence, d])
+        if names.contains(ReferenceTensor.lastHiddenState.name) {
+            try compareValues(.lastHiddenState, outputs.lastHiddenState, shape: [batch, sequence, d])
         } else {
-            skipped.append("/outputs/last_hidden_state (not in reference)")
+            skipped.append("\(ReferenceTensor.lastHiddenState.displayPath) (not in reference)")
         }
         if let pooled = outputs.poolerOutput {
-            try compareValues(ReferenceLayout.poolerOutput, pooled, shape: [batch, d])
-        } else if names.contains(ReferenceLayout.poolerOutput) {
-            skipped.append("/outputs/pooler_output (the checkpoint has no pooler)")
+            try compareValues(.poolerOutput, pooled, shape: [batch, d])
+        } else if names.contains(ReferenceTensor.poolerOutput.name) {
+            skipped.append("\(ReferenceTensor.poolerOutput.displayPath) (the checkpoint has no pooler)")
         }
-        for n in 0...config.layerCount {
-            let name = ReferenceLayout.hiddenState(n)
-            if names.contains(name) { try compareValues(name, outputs.hiddenStates[n], shape: [batch, sequence, d]) }
+        for n in 0...config.layerCount where names.contains(ReferenceTensor.hiddenState(n).name) {
+            try compareValues(.hiddenState(n), outputs.hiddenStates[n], shape: [batch, sequence, d])
         }
-        if !names.contains(ReferenceLayout.hiddenState(0)) { skipped.append("/outputs/hidden_states (not in reference)") }
+        if !names.contains(ReferenceTensor.hiddenState(0).name) { skipped.append("/outputs/hidden_states (not in reference)") }
         for (layer, trace) in outputs.memoryTraces.sorted(by: { $0.key < $1.key }) {
-            let indicesName = ReferenceLayout.memoryIndices(layer), scoresName = ReferenceLayout.memoryScores(layer)
+            let indices = ReferenceTensor.memoryIndices(layer: layer), scores = ReferenceTensor.memoryScores(layer: layer)
             var expectedWeights: [Float]?
-            if names.contains(scoresName) {
-                let expected = try floats(scoresName, shape: trace.shape)
+            if names.contains(scores.name) {
+                let expected = try floats(scores, shape: trace.shape)
                 expectedWeights = expected
-                comparisons.append(Compare.values(name: slashed(scoresName), actual: trace.weights, expected: expected, shape: trace.shape, tolerance: tolerance))
+                comparisons.append(Compare.values(name: scores.path, actual: trace.weights, expected: expected, shape: trace.shape, tolerance: tolerance))
             } else {
-                skipped.append("/\(slashed(scoresName)) (not in reference)")
+                skipped.append("\(scores.displayPath) (not in reference)")
             }
-            if names.contains(indicesName) {
-                let tensor = try reference.tensor(named: indicesName)
+            if names.contains(indices.name) {
+                let tensor = try reference.tensor(named: indices.name)
                 guard tensor.shape == trace.shape else {
-                    throw PipelineError.invalidReference(path: reference.url.path, reason: "/\(slashed(indicesName)) has shape \(tensor.shape), expected \(trace.shape)")
+                    throw PipelineError.invalidReference(path: reference.url.path, reason: "\(indices.displayPath) has shape \(tensor.shape), expected \(trace.shape)")
                 }
-                comparisons.append(Compare.indices(name: slashed(indicesName), actual: trace.indices, expected: tensor.int64Values(),
+                comparisons.append(Compare.indices(name: indices.path, actual: trace.indices, expected: tensor.int64Values(),
                                                    expectedWeights: expectedWeights, shape: trace.shape,
                                                    heads: trace.memory.config.headCount, tolerance: tolerance,
                                                    score: trace.score(token:head:slot:)))
             } else {
-                skipped.append("/\(slashed(indicesName)) (not in reference)")
+                skipped.append("\(indices.displayPath) (not in reference)")
             }
         }
         // Reference memory outputs for layers the model has no memory at are a mismatch of models.
-        for info in reference.tensorInfos where info.name.hasPrefix("outputs.memory.") {
-            let parts = info.name.split(separator: ".")
-            if parts.count >= 3, let layer = Int(parts[2]), outputs.memoryTraces[layer] == nil {
+        for info in reference.tensorInfos {
+            if let layer = ReferenceLayout.memoryLayer(ofName: info.name), outputs.memoryTraces[layer] == nil {
                 throw PipelineError.invalidReference(path: reference.url.path, reason: "reference has memory outputs for layer \(layer) but the checkpoint has no memory there")
             }
         }
@@ -187,6 +168,46 @@ public enum Verifier {
                             batchSize: batch, sequenceLength: sequence, outputs: comparisons, skipped: skipped,
                             passed: !comparisons.isEmpty && comparisons.allSatisfy(\.passed), seconds: Date().timeIntervalSince(start))
     }
+}
 
-    static func slashed(_ name: String) -> String { name.replacingOccurrences(of: ".", with: "/") }
+extension LoadedCheckpoint {
+    /// `verify`: runs the reference's inputs through this checkpoint's model and compares every output the reference
+    /// holds (spec §5). A checkpoint storing float16/bfloat16 weights that fails at the requested tolerances is compared
+    /// again (the same outputs, not a second forward pass) at tolerances matching its precision, and the report says
+    /// what that means.
+    /// - Parameter loadProgress: called while the weights are read, with (bytes read, total).
+    /// - Throws: ``FormatError`` / ``PipelineError`` for unreadable files or config problems; a numeric disagreement is
+    ///   not an error but a report with `passed == false`.
+    public func verify(against reference: LoadedCheckpoint, options: VerifyOptions = VerifyOptions(),
+                       loadProgress: ((Int, Int) -> Void)? = nil) throws -> VerifyReport {
+        let model = try model(byteProgress: loadProgress)
+        let start = Date()
+        let (inputs, outputs) = try Verifier.forward(model: model, checkpointName: url.path, reference: reference.reader)
+        let (tolerance, source) = Verifier.tolerance(options: options, reference: reference.reader)
+        var report = try Verifier.compare(outputs, inputs: inputs, config: model.config, checkpointName: url.path, reference: reference.reader,
+                                          tolerance: tolerance, toleranceSource: source, start: start)
+        let floats = try resolved().report.mapped.map(\.dtype).filter(\.isFloatingPoint)
+        guard let narrowest = floats.min(by: { $0.byteSize < $1.byteSize || ($0.byteSize == $1.byteSize && $0 == .bfloat16) }),
+              narrowest.byteSize < DType.float32.byteSize else { return report }
+        report.storagePrecision = narrowest.displayName
+        let suggested = Verifier.suggestedTolerance(for: narrowest)
+        guard !report.passed else {
+            report.precisionNote = "the checkpoint stores \(narrowest.displayName) weights (widened exactly to float32 to compute)"
+            return report
+        }
+        var note = "the checkpoint stores \(narrowest.displayName) weights: against a reference computed from float32 weights, outputs differ by \(narrowest.displayName) rounding (about \(narrowest == .bfloat16 ? "3" : "4") significant digits)"
+        if suggested.absolute > report.tolerance.absolute || suggested.relative > report.tolerance.relative {
+            let looser = Tolerance(absolute: max(suggested.absolute, report.tolerance.absolute), relative: max(suggested.relative, report.tolerance.relative))
+            let again = try Verifier.compare(outputs, inputs: inputs, config: model.config, checkpointName: url.path, reference: reference.reader,
+                                             tolerance: looser, toleranceSource: source, start: start)
+            report.suggestedTolerance = again.tolerance
+            report.withSuggestedTolerance = VerifyReport.SuggestedOutcome(passed: again.passed, beyondTolerance: again.outputs.reduce(0) { $0 + $1.beyondTolerance },
+                                                                          failing: again.outputs.filter { !$0.passed }.map(\.name))
+            if again.outputs.contains(where: { $0.kind == "indices" && !$0.passed }) {
+                note += "; memory slot ids differ too: rounded weights change which slots win, which no tolerance hides"
+            }
+        }
+        report.precisionNote = note
+        return report
+    }
 }

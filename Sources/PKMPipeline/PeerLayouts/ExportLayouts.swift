@@ -39,7 +39,7 @@ extension Exporter {
             return (attribute + leaf, nil)
         case .xlm:
             guard mode != .residual else {
-                throw PipelineError.invalidArgument(name: "--memory-layout xlm", reason: "the memory at layer \(layer) is in residual mode, which XLM has no name for (only memories.{i}_in and memories.{i}_after)")
+                throw PipelineError.invalidSetting(.exportLayout, value: "xlm", reason: "the memory at layer \(layer) is in residual mode, which XLM has no name for (only memories.{i}_in and memories.{i}_after)")
             }
             return ("memories.\(layer)_\(mode == .replace ? "in" : "after").\(leaf)", nil)
         case .lucidrains:

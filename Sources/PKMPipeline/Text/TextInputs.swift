@@ -1,11 +1,12 @@
 import Foundation
+import PKMCheckpoints
 import PKMFormats
 import PKMModel
 import PKMTokenizers
 
 /// Where a checkpoint's tokenizer comes from, and turning text into model inputs.
 ///
-/// Lookup order (as for the config, spec §2): an explicit `--tokenizer` path (a `tokenizer.json`
+/// Lookup order (as for the config, spec §2): an explicit ``OpenOptions/tokenizerURL`` (a `tokenizer.json`
 /// file, or a folder with `tokenizer.json`, `vocab.txt` or `vocab.json` + `merges.txt`); the
 /// checkpoint's own copy (metadata key ``metadataKey``: import, graft and convert carry it, so a
 /// pkmz alone can run text); the tokenizer files beside the checkpoint.
@@ -13,56 +14,61 @@ public enum TextInputs {
     /// The checkpoint metadata key holding the tokenizer as tokenizer.json text.
     public static let metadataKey = "tokenizer"
 
-    /// The tokenizer for a checkpoint, and a description of where it came from.
-    /// - Throws: ``PipelineError/invalidArgument(name:reason:)`` when none is found; the tokenizer's
+    /// The tokenizer for a checkpoint, and a description of where it came from (see the lookup order above).
+    /// - Throws: ``PipelineError/unusableInput(path:reason:)`` when none is found; the tokenizer's
     ///   own error (naming the file and the unsupported component) when one is malformed.
-    public static func tokenizer(for checkpoint: URL, reader: any CheckpointReader, explicit: URL? = nil,
-                                 maxBytes: Int = ReaderLimits().maxHeaderBytes) throws -> (Tokenizer, String) {
-        if let explicit {
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: explicit.path, isDirectory: &isDirectory) else {
-                throw FormatError.fileNotFound(path: explicit.path)
-            }
-            if isDirectory.boolValue { return (try Tokenizer.load(folder: explicit), explicit.path) }
-            guard let data = try ResolvedCheckpoint.readConfigFile(explicit, maxBytes: maxBytes) else { throw FormatError.fileNotFound(path: explicit.path) }
-            return (try Tokenizer.load(tokenizerJSON: data, source: explicit.path), explicit.path)
+    static func tokenizer(for checkpoint: LoadedCheckpoint) throws -> (Tokenizer, String) {
+        if let explicit = checkpoint.options.tokenizerURL {
+            return try load(explicit, maxBytes: checkpoint.options.limits.maxHeaderBytes)
         }
+        let reader = checkpoint.reader
         if let carried = reader.metadata[metadataKey] {
             return (try Tokenizer.load(tokenizerJSON: Data(carried.utf8), source: "\(reader.url.path) (its tokenizer)"),
                     "\(reader.url.lastPathComponent) (carried in the file)")
         }
-        let folder = modelFolder(of: checkpoint)
+        let folder = checkpoint.folder.url
         do {
             return (try Tokenizer.load(folder: folder), folder.path)
         } catch TokenizerError.noTokenizerFiles {
-            throw PipelineError.invalidArgument(name: checkpoint.path, reason:
-                "no tokenizer: the file carries none and \(folder.path) has no tokenizer.json, vocab.txt or vocab.json + merges.txt; pass --tokenizer PATH")
+            throw PipelineError.unusableInput(path: checkpoint.url.path, reason:
+                "no tokenizer: the file carries none and \(folder.path) has no tokenizer.json, vocab.txt or vocab.json + merges.txt; pass \(setting: .tokenizerURL, "PATH")")
         }
+    }
+
+    /// A tokenizer from a `tokenizer.json` file or a folder of tokenizer files, and its path.
+    /// - Throws: ``FormatError/fileNotFound(path:)``; the tokenizer's own errors.
+    public static func load(_ url: URL, maxBytes: Int = ReaderLimits().maxHeaderBytes) throws -> (Tokenizer, String) {
+        guard FileManager.default.fileExists(atPath: url.path) else { throw FormatError.fileNotFound(path: url.path) }
+        if ModelFolder.isFolder(url) { return (try Tokenizer.load(folder: url), url.path) }
+        guard let data = try ResolvedCheckpoint.readConfigFile(url, maxBytes: maxBytes) else { throw FormatError.fileNotFound(path: url.path) }
+        return (try Tokenizer.load(tokenizerJSON: data, source: url.path), url.path)
+    }
+
+    /// The tokenizer a `tokenize` of `location` uses: ``OpenOptions/tokenizerURL``; else the checkpoint's (carried, or
+    /// beside it) when `location` opens as one; else the tokenizer files of `location` as a folder.
+    /// - Throws: as ``load(_:maxBytes:)`` and ``LoadedCheckpoint/tokenizer()``.
+    public static func tokenizer(at location: URL, options: OpenOptions = OpenOptions()) throws -> (Tokenizer, String) {
+        if let explicit = options.tokenizerURL { return try load(explicit, maxBytes: options.limits.maxHeaderBytes) }
+        if let checkpoint = try? LoadedCheckpoint(location, options: options) { return try checkpoint.tokenizer() }
+        return (try Tokenizer.load(folder: location), location.path)
     }
 
     /// The tokenizer.json text to carry into a checkpoint written from `source`: the source's own
     /// copy, else the tokenizer files beside it (vocab.txt / vocab.json folders are carried as the
     /// equivalent tokenizer.json); nil when there are none or they do not parse (carrying is best effort).
-    public static func carriedTokenizer(for source: URL, reader: any CheckpointReader) -> String? {
-        if let carried = reader.metadata[metadataKey] { return carried }
-        guard let tokenizer = try? Tokenizer.load(folder: modelFolder(of: source)) else { return nil }
+    static func carriedTokenizer(for source: LoadedCheckpoint) -> String? {
+        if let carried = source.reader.metadata[metadataKey] { return carried }
+        guard let tokenizer = try? Tokenizer.load(folder: source.folder.url) else { return nil }
         return String(data: tokenizer.serialized, encoding: .utf8)
-    }
-
-    /// The folder a checkpoint's side files (config.json, tokenizer files) live in.
-    static func modelFolder(of checkpoint: URL) -> URL {
-        var isDirectory: ObjCBool = false
-        _ = FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isDirectory)
-        return isDirectory.boolValue ? checkpoint : checkpoint.deletingLastPathComponent()
     }
 
     /// Tokenizes `texts` into one batch padded to its longest sequence (or to `padTo` when larger),
     /// truncated to `maxLength` (default: the tokenizer's truncation, else the model's position count).
-    /// - Throws: ``PipelineError/invalidArgument(name:reason:)`` for an empty batch, a sequence longer than
+    /// - Throws: ``PipelineError/unusableInput(path:reason:)`` for an empty batch, a sequence longer than
     ///   the model's `max_position_embeddings`, ids beyond its vocabulary (a tokenizer of another model).
     public static func encode(_ texts: [String], tokenizer: Tokenizer, config: ModelConfig, maxLength: Int? = nil,
                               padTo: Int? = nil) throws -> ModelInputs {
-        guard !texts.isEmpty else { throw PipelineError.invalidArgument(name: "text", reason: "no non-empty lines to run") }
+        guard !texts.isEmpty else { throw PipelineError.unusableInput(path: "text", reason: "no non-empty lines to run") }
         let positions = config.maxPositionEmbeddings - (config.modelType == .roberta ? config.padTokenId + 1 : 0)
         let limit = maxLength ?? (tokenizer.truncation == nil ? positions : nil)
         var batch = try tokenizer.encodeBatch(texts, maxLength: limit)
@@ -77,11 +83,11 @@ public enum TextInputs {
             length = padTo
         }
         guard length <= positions else {
-            throw PipelineError.invalidArgument(name: "text", reason:
-                "a sequence of \(length) tokens exceeds the model's \(positions) positions (max_position_embeddings \(config.maxPositionEmbeddings)); pass --max-length \(positions)")
+            throw PipelineError.unusableInput(path: "text", reason:
+                "a sequence of \(length) tokens exceeds the model's \(positions) positions (max_position_embeddings \(config.maxPositionEmbeddings)); pass \(setting: .maxLength, String(positions))")
         }
         if let maximum = batch.ids.joined().max(), maximum >= config.vocabSize {
-            throw PipelineError.invalidArgument(name: tokenizer.source, reason:
+            throw PipelineError.unusableInput(path: tokenizer.source, reason:
                 "the tokenizer produces id \(maximum) but the model's vocabulary has \(config.vocabSize) entries: it is another model's tokenizer")
         }
         return try ModelInputs(batchSize: texts.count, sequenceLength: length, inputIds: Array(batch.ids.joined()),

@@ -16,7 +16,7 @@ public struct TextSequenceResult: Sendable, Codable {
     public var pooledFirstValues: [Float]
 }
 
-/// Result of `run --text / --text-file`.
+/// Result of ``LoadedCheckpoint/run(texts:options:)``.
 public struct TextRunResult: Sendable, Codable {
     public var checkpoint: String
     public var tokenizer: String
@@ -38,19 +38,31 @@ public struct CorpusProgress: Sendable {
     public var seconds: Double
 }
 
-extension Runner {
-    /// Tokenises `texts` (one sequence each) and runs them through the checkpoint in batches of
-    /// `batchSize`, each padded to its longest sequence; with `outputURL`, every sequence is padded
+/// Options of ``LoadedCheckpoint/run(texts:options:)``.
+public struct TextOptions: Sendable {
+    /// Sequences per forward pass, each batch padded to its longest sequence.
+    public var batchSize = 8
+    /// Truncate to this many tokens (default: the tokenizer's truncation, else the model's positions).
+    public var maxLength: Int?
+    /// Where to write inputs and outputs in the reference layout (HDF5; every sequence padded to the longest of all).
+    public var outputURL: URL?
+    public init(batchSize: Int = 8, maxLength: Int? = nil, outputURL: URL? = nil) {
+        self.batchSize = batchSize
+        self.maxLength = maxLength
+        self.outputURL = outputURL
+    }
+}
+
+extension LoadedCheckpoint {
+    /// `run` on text: tokenises `texts` (one sequence each) with the checkpoint's tokenizer and runs them through the
+    /// model in batches, each padded to its longest sequence; with ``TextOptions/outputURL``, every sequence is padded
     /// to the longest of all (one `[B, T]` reference file, spec §5 layout, `/inputs` included).
     /// - Throws: ``PipelineError``, ``FormatError``, the tokenizer's errors.
-    public static func run(checkpoint url: URL, texts: [String], batchSize: Int = 8, tokenizerURL: URL? = nil,
-                           maxLength: Int? = nil, outputURL: URL? = nil, configURL: URL? = nil,
-                           limits: ReaderLimits = ReaderLimits(), memory: MemoryImportOptions = MemoryImportOptions()) throws -> TextRunResult {
-        guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
-        let (tokenizer, tokenizerSource) = try TextInputs.tokenizer(for: url, reader: checkpoint.reader, explicit: tokenizerURL,
-                                                                    maxBytes: limits.maxHeaderBytes)
-        let model = try checkpoint.makeModel()
+    public func run(texts: [String], options: TextOptions = TextOptions()) throws -> TextRunResult {
+        let batchSize = options.batchSize, maxLength = options.maxLength, outputURL = options.outputURL
+        guard batchSize > 0 else { throw PipelineError.invalidSetting(.batchSize, value: nil, reason: "must be at least 1, is \(batchSize)") }
+        let (tokenizer, tokenizerSource) = try tokenizer()
+        let model = try model()
         let config = model.config, d = config.hiddenSize
         let start = Date()
         var padTo: Int?
@@ -96,7 +108,7 @@ extension Runner {
         let sequences = results.compactMap { $0 }
         let seconds = Date().timeIntervalSince(start)
         if let outputURL {
-            try Checkpoints.write(try referenceTensors(joining: written, config: config), to: outputURL, format: .hdf5)
+            try Checkpoints.write(try Self.referenceTensors(joining: written, config: config), to: outputURL, format: .hdf5)
         }
         return TextRunResult(checkpoint: url.path, tokenizer: tokenizerSource, sequences: sequences, tokens: tokens, seconds: seconds,
                              tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : 0, batchSize: batchSize, output: outputURL?.path)
@@ -104,7 +116,7 @@ extension Runner {
 
     /// The reference layout of several batches of one sequence length, joined along the batch axis.
     static func referenceTensors(joining batches: [(ModelInputs, ModelOutputs)], config: ModelConfig) throws -> StateDict {
-        guard let first = batches.first else { throw PipelineError.invalidArgument(name: "text", reason: "no sequences") }
+        guard let first = batches.first else { throw PipelineError.unusableInput(path: "text", reason: "no sequences") }
         var inputs = first.0, outputs = first.1
         for (moreInputs, moreOutputs) in batches.dropFirst() {
             inputs.batchSize += moreInputs.batchSize
@@ -123,26 +135,24 @@ extension Runner {
                 outputs.memoryTraces[layer] = joined
             }
         }
-        return try referenceTensors(inputs: inputs, outputs: outputs, config: config)
+        return try ReferenceLayout.tensors(inputs: inputs, outputs: outputs, config: config)
     }
 }
 
-extension UsageAnalyzer {
-    /// Memory usage over a text corpus (one sequence per non-empty line), streamed in batches of
-    /// `batchSize` lines: memory holds one batch and the per-slot tables, whatever the corpus size.
+extension LoadedCheckpoint {
+    /// `usage` over a text corpus (one sequence per non-empty line), streamed in batches of ``UsageOptions/batchSize``
+    /// lines: memory holds one batch and the per-slot tables, whatever the corpus size.
     /// - Parameter progress: called after each batch.
     /// - Throws: ``PipelineError``, ``FormatError``, the tokenizer's errors.
-    public static func run(checkpoint url: URL, textFile: URL, batchSize: Int = defaultBatchSize, maxLength: Int? = nil,
-                           tokenizerURL: URL? = nil, configURL: URL? = nil, limits: ReaderLimits = ReaderLimits(),
-                           memory: MemoryImportOptions = MemoryImportOptions(),
-                           progress: ((CorpusProgress) -> Void)? = nil) throws -> UsageReport {
-        guard batchSize > 0 else { throw PipelineError.invalidArgument(name: "--batch-size", reason: "must be at least 1, is \(batchSize)") }
-        let checkpoint = try ResolvedCheckpoint(url: url, configURL: configURL, limits: limits, memory: memory)
-        let model = try checkpoint.makeModel()
+    public func usage(textFile: URL, options: UsageOptions = UsageOptions(),
+                      progress: ((CorpusProgress) -> Void)? = nil) throws -> UsageReport {
+        let batchSize = options.batchSize, maxLength = options.maxLength
+        guard batchSize > 0 else { throw PipelineError.invalidSetting(.batchSize, value: nil, reason: "must be at least 1, is \(batchSize)") }
+        let model = try model()
         guard let memory = model.config.memory else {
-            throw PipelineError.invalidArgument(name: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
+            throw PipelineError.unusableInput(path: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
         }
-        let (tokenizer, _) = try TextInputs.tokenizer(for: url, reader: checkpoint.reader, explicit: tokenizerURL, maxBytes: limits.maxHeaderBytes)
+        let (tokenizer, _) = try tokenizer()
         var accumulators = memory.layers.sorted().map {
             UsageAccumulator(layer: $0, mode: memory.mode(ofLayer: $0) ?? .residual, slots: memory.slotCount, heads: memory.headCount)
         }
@@ -177,7 +187,7 @@ extension UsageAnalyzer {
                                          totalBytes: pool.totalBytes, seconds: Date().timeIntervalSince(start)))
             }
         }
-        guard sequences > 0 else { throw PipelineError.invalidArgument(name: textFile.path, reason: "the file has no non-empty lines") }
+        guard sequences > 0 else { throw PipelineError.unusableInput(path: textFile.path, reason: "the file has no non-empty lines") }
         return UsageReport(checkpoint: url.path, inputs: textFile.path, batchSize: sequences, sequenceLength: longest,
                            layers: accumulators.map(\.usage))
     }

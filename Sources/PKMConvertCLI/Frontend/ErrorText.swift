@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import PKMCheckpoints
+import PKMFormats
+import PKMHDF5
+import PKMModel
+import PKMPipeline
+import PKMTensor
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Error messages as the CLI prints them: the library's typed errors rendered with the flags that fix them here.
+///
+/// The one table from library settings (``Setting``, ``ReaderLimit``) to the flags of this executable.
+enum ErrorText {
+    /// The `--max-…` flag that raises each reader limit.
+    static let limitFlags: [ReaderLimit: String] = [
+        .headerBytes: "--max-header-bytes", .tensorCount: "--max-tensor-count",
+        .rank: "--max-rank", .totalBytes: "--max-total-bytes",
+    ]
+
+    /// The flag (or command) that sets each library setting a message names.
+    static func flag(for setting: Setting) -> String {
+        switch setting {
+        case .configURL: return "--config"
+        case .tokenizerURL: return "--tokenizer"
+        case .outputFormat: return "--to"
+        case .strict: return "--strict"
+        case .mappingReport: return "--json"
+        case .maxLength: return "--max-length"
+        case .batchSize: return "--batch-size"
+        case .randomInputs: return "--random-inputs"
+        case .graftLayers: return "--layers"
+        case .graftHyperParameters: return "--n-keys/--heads/--knn/--k-dim/--query-*"
+        case .exportLayout: return "--memory-layout"
+        case .diffTolerance: return "--atol"
+        case .referenceRecipe: return "`pkm-convert run CHECKPOINT --random-inputs 4x24 --seed 0 -o reference.h5`"
+        }
+    }
+
+    static func render(_ error: Error) -> String {
+        if let pipeline = error as? PipelineError { return pipeline.rendered(naming: flag(for:)) }
+        guard let format = error as? FormatError else { return String(describing: error) }
+        switch format {
+        case .limitExceeded(let path, let limit, let value, let maximum):
+            return "\(path): \(limit.rawValue) is \(value), above the limit \(maximum); if the file is trusted, raise it with \(limitFlags[limit] ?? "--max-…")"
+        case .isolatedReadTimedOut(let path, let seconds):
+            return "\(path): the isolated HDF5 reader did not finish within \(String(format: "%g", seconds)) s (killed): libhdf5 loops on damaged metadata, or the disk is very slow (then raise --hdf5-probe-timeout)"
+        case .isolatedReaderUnavailable(let path, _, let message):
+            return "\(path): could not start the isolated HDF5 reader: \(message); pass --hdf5-probe off to read it in this process only"
+        case .isolatedReadFailed(_, let child):
+            // The child's refusal is a rendered line; a limit it names is raised with this executable's flags.
+            guard let limit = ReaderLimit.allCases.first(where: { child.contains("(ReaderLimits.\($0.propertyName))") }) else {
+                return format.description
+            }
+            return format.description.replacingOccurrences(of: "raise the limit (ReaderLimits.\(limit.propertyName))",
+                                                           with: "raise it with \(limitFlags[limit] ?? "--max-…")")
+        default:
+            return format.description
+        }
+    }
+}

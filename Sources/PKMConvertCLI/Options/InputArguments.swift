@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+import PKMCheckpoints
+import PKMFormats
+import PKMHDF5
+import PKMModel
+import PKMPipeline
+import PKMTensor
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Token-id inputs of `run` and `usage`: a file's `/inputs`, ids on the command line, or seeded random ids.
+struct TokenInputArguments: ParsableArguments {
+    @Option(name: .long, help: "HDF5 file with /inputs/input_ids (and optionally attention_mask, token_type_ids), e.g. a reference file.")
+    var inputs: String?
+
+    @Option(name: .long, help: "One sequence of comma-separated token ids, e.g. 101,7592,102.")
+    var inputIds: String?
+
+    @Option(name: .long, help: "BATCHxSEQUENCE random token ids drawn from the model's vocabulary, e.g. 4x24 (see --seed).")
+    var randomInputs: String?
+
+    @Option(name: .long, help: "Seed of --random-inputs: the same seed and model give the same ids.")
+    var seed: UInt64 = 0
+
+    /// How many of the three were given.
+    var givenCount: Int { [inputs != nil, inputIds != nil, randomInputs != nil].filter { $0 }.count }
+
+    /// The inputs named by --inputs, --input-ids or --random-inputs.
+    var source: InputSource {
+        get throws {
+            if let inputs { return .file(URL(fileURLWithPath: inputs)) }
+            if let inputIds { return try ArgumentFormats.tokenIds(inputIds) }
+            return try ArgumentFormats.randomInputs(randomInputs ?? "", seed: seed)
+        }
+    }
+}
+
+extension MemoryLayoutChoice: ExpressibleByArgument {}
+
+/// `--memory-layout` and `--memory-attribute`, for every command that reads a model.
+struct MemoryArguments: ParsableArguments {
+    @Option(name: .long, help: "Memory layout: auto (detect from names and shapes), xlm, lucidrains or lingua (Meta).")
+    var memoryLayout: MemoryLayoutChoice = .auto
+
+    @Option(name: .long, help: "Module attribute holding the memory under encoder.layer.{i}. (besides memory, pkm, mem).")
+    var memoryAttribute: String?
+
+    var options: MemoryImportOptions { MemoryImportOptions(layout: memoryLayout, attribute: memoryAttribute) }
+}
