@@ -15,7 +15,7 @@ public enum MemoryLayoutChoice: String, Sendable, Codable, CaseIterable {
 
 /// A detected layout, finer than ``MemoryLayoutChoice`` (lucidrains' two query normalisations differ in names).
 /// The raw values appear in JSON reports.
-public enum DetectedMemoryLayout: String, Sendable, Codable {
+public enum DetectedMemoryLayout: String, Sendable, Codable, CaseIterable {
     case xlm
     /// lucidrains 0.2.x–0.3.0: per-half LayerNorm `norm.{weight,bias}` `[D]`.
     case lucidrains
