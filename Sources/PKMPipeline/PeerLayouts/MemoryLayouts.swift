@@ -16,11 +16,13 @@ public enum MemoryLayoutChoice: String, Sendable, Codable, CaseIterable {
 /// A detected layout, finer than ``MemoryLayoutChoice`` (lucidrains' two query normalisations differ in names).
 /// The raw values appear in JSON reports.
 public enum DetectedMemoryLayout: String, Sendable, Codable, CaseIterable {
+    /// XLM `HashingMemory`, the canonical names (``PeerLayout/xlm``).
     case xlm
     /// lucidrains 0.2.x–0.3.0: per-half LayerNorm `norm.{weight,bias}` `[D]`.
     case lucidrains
     /// lucidrains 0.1.x: BatchNorm over the whole query, `norm.fn.*` `[H·K]`.
     case lucidrainsBatchNorm = "lucidrains-0.1"
+    /// Meta's `lingua/product_key` (``PeerLayout/lingua``).
     case lingua
 }
 
