@@ -72,4 +72,19 @@ struct KeyMappingTests {
         #expect(KeyMapping.canonicalName(for: "lm_head.dense.weight").canonical == "lm_head.dense.weight")
         #expect(KeyMapping.isIgnoredBuffer(KeyMapping.canonicalName(for: "bert.embeddings.position_ids").canonical))
     }
+
+    @Test("XLM's container rules come from its layout's positions and read back what its export writes")
+    func xlmContainers() throws {
+        // The ids appear in import reports' `rules`.
+        #expect(KeyMapping.containerRules.map(\.id) == ["xlm-memory-in", "xlm-memory-after"])
+        for (kind, mode) in XLM.positions {
+            let place = try #require(PeerLayout.xlm.export).place(7, mode, "memory")
+            #expect(place == .prefix(XLM.container(layer: 7, kind: kind)))
+            let mapped = KeyMapping.canonicalName(for: XLM.container(layer: 7, kind: kind) + "query_proj.0.weight")
+            #expect(mapped.canonical == "encoder.layer.7.memory.query_proj.query_mlps.0.weight")
+            #expect(mapped.impliedMemoryMode?.layer == 7 && mapped.impliedMemoryMode?.mode == mode)
+            #expect(XLMParams.modes[kind] == mode)
+        }
+        #expect(Set(XLM.positions.map(\.mode)) == Set(MemoryMode.allCases).subtracting([.residual]))
+    }
 }

@@ -42,23 +42,19 @@ extension ResolvedCheckpoint {
         for entry in entries {
             if let (layer, leaf) = memoryLeaf(of: entry.canonical) { memoryLeaves[layer, default: [:]][leaf] = entry.shape }
         }
-        var layouts: [Int: (DetectedMemoryLayout, Int?)] = [:]
-        for (layer, leaves) in memoryLeaves {
+        var layouts: [Int: (layout: PeerLayout, heads: Int?)] = [:]
+        for (layer, leaves) in memoryLeaves.sorted(by: { $0.key < $1.key }) {
             let layout = try MemoryLayouts.detect(layer: layer, leaves: leaves, choice: options.layout)
-            layouts[layer] = (layout, MemoryLayouts.heads(layout: layout, leaves: leaves))
-            report.memoryLayouts[String(layer)] = layout
+            layouts[layer] = (layout, layout.heads(leaves))
+            report.memoryLayouts[String(layer)] = layout.id
         }
         for index in entries.indices {
-            guard let (layer, leaf) = memoryLeaf(of: entries[index].canonical), let (layout, heads) = layouts[layer] else { continue }
-            var rules = MemoryLayouts.leafRules[layout] ?? []
-            if leaf == ParameterNames.Memory.keys, entries[index].shape.count == 2, let keys = MemoryLayouts.keysRule(layout: layout) {
-                rules = [keys]
-            }
-            guard let rule = rules.first(where: { $0.source == leaf }) else { continue }
+            guard let (layer, leaf) = memoryLeaf(of: entries[index].canonical), let (layout, heads) = layouts[layer],
+                  let rule = layout.importRule(leaf: leaf, shape: entries[index].shape) else { continue }
             let prefix = ParameterNames.layerPrefix(layer) + ParameterNames.Layer.memory + "."
             if let transform = rule.transform {
                 guard let heads, let shape = MemoryLayouts.canonicalShape(entries[index].shape, transform: transform, heads: heads) else {
-                    report.conflicts.append("tensor '\(entries[index].source)' has shape \(entries[index].shape), which the \(layout.rawValue) memory layout cannot re-order (\(transform.rawValue))")
+                    report.conflicts.append("tensor '\(entries[index].source)' has shape \(entries[index].shape), which the \(layout.id.rawValue) memory layout cannot re-order (\(transform.rawValue))")
                     continue
                 }
                 entries[index].shape = shape
@@ -66,7 +62,7 @@ extension ResolvedCheckpoint {
                 entries[index].transformHeads = heads
             }
             entries[index].canonical = prefix + rule.canonical
-            entries[index].rules.append("\(layout.rawValue):\(rule.source)")
+            entries[index].rules.append("\(layout.id.rawValue):\(rule.source)")
         }
         for entry in entries {
             if let previous = infoByCanonical[entry.canonical] {

@@ -8,8 +8,9 @@ import PKMModel
 /// 1. ``prefixRules``: wrappers stripped from the front (`module.`, `model.`, `bert.`, `roberta.`),
 ///    repeatedly, so `module.bert.` goes too; `bert.`/`roberta.` record the model type.
 /// 2. ``containerRules``: where a memory lives (XLM's `memories.{i}_in` / `_after` → `encoder.layer.{i}.memory`).
-/// 3. ``leafRules``: renamed leaves (legacy LayerNorm `gamma`/`beta`, the XLM notebook's
-///    `query_proj.0/1`, a replace layer's `layer_norm`).
+/// 3. ``leafRules``: renamed leaves (legacy LayerNorm `gamma`/`beta`, XLM's query network names,
+///    a replace layer's `layer_norm`).
+/// The peer libraries' own memory leaves are renamed after this, per detected layout (``MemoryLayouts``).
 public enum KeyMapping {
     /// One renaming rule: a regular expression over the whole (partially mapped) name and a
     /// replacement template using `$1`, `$2`… for the captures.
@@ -39,19 +40,14 @@ public enum KeyMapping {
         ("roberta.", .roberta),
     ]
 
-    /// Stage 2: where a memory is attached.
-    public static let containerRules: [Rule] = [
-        Rule(id: "xlm-memory-in", pattern: #"^memories\.(\d+)_in\.(.+)$"#, template: "encoder.layer.$1.memory.$2", impliedMode: .replace),
-        Rule(id: "xlm-memory-after", pattern: #"^memories\.(\d+)_after\.(.+)$"#, template: "encoder.layer.$1.memory.$2", impliedMode: .after),
-    ]
+    /// Stage 2: where a memory is attached (XLM's positions, declared with its layout in `PeerLayouts/XLMLayout.swift`).
+    public static let containerRules: [Rule] = XLM.containerRules
 
     /// Stage 3: renamed leaves.
     public static let leafRules: [Rule] = [
         Rule(id: "layernorm-gamma", pattern: #"^(.*)LayerNorm\.gamma$"#, template: "$1LayerNorm.weight"),
         Rule(id: "layernorm-beta", pattern: #"^(.*)LayerNorm\.beta$"#, template: "$1LayerNorm.bias"),
-        Rule(id: "xlm-query-proj", pattern: #"^(encoder\.layer\.\d+\.memory\.query_proj)\.([01])\.(.+)$"#, template: "$1.query_mlps.$2.$3"),
-        // XLM's QueryMLP with hidden layers is a ModuleList of one Sequential: `query_mlps.0.{j}.*`.
-        Rule(id: "xlm-query-mlp-list", pattern: #"^(encoder\.layer\.\d+\.memory\.query_proj\.query_mlps)\.0\.(\d+)\.(.+)$"#, template: "$1.$2.$3"),
+    ] + XLM.queryAliases + [
         Rule(id: "replace-layer-norm", pattern: #"^encoder\.layer\.(\d+)\.layer_norm\.(weight|bias|gamma|beta)$"#, template: "encoder.layer.$1.output.LayerNorm.$2"),
     ]
 

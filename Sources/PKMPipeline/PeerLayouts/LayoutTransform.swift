@@ -17,6 +17,38 @@ public enum LayoutTransform: String, Sendable, Codable {
     /// Export: canonical `[H, 2, N, D]` → lucidrains' `[H, N, 2, D]`.
     case keysToLucidrains = "keys [H, 2, N, D] -> [H, N, 2, D]"
 
+    /// The transform that writes the canonical tensor back in the peer's order on export; nil when the peer reads
+    /// the canonical bytes as they are (Meta's reshape) or they cannot go back (XLM's broadcast keeps one copy).
+    var inverse: LayoutTransform? {
+        switch self {
+        case .halfHeadRows: return .headHalfRows
+        case .keysSwapKeyHalf: return .keysToLucidrains
+        case .headHalfRows: return .halfHeadRows
+        case .keysToLucidrains: return .keysSwapKeyHalf
+        case .keysReshape, .keysBroadcast: return nil
+        }
+    }
+
+    /// The shape of the transformed tensor, given the source `shape` and H (nil when the shape does not fit).
+    func resultShape(of shape: [Int], heads: Int) -> [Int]? {
+        switch self {
+        case .halfHeadRows:
+            guard heads > 0, let rows = shape.first, rows % (2 * heads) == 0 else { return nil }
+            return shape
+        case .headHalfRows:
+            return shape
+        case .keysSwapKeyHalf:
+            return shape.count == 4 && shape[2] == 2 ? [shape[0], 2, shape[1], shape[3]] : nil
+        case .keysReshape:
+            guard heads > 0, shape.count == 2, shape[0] % (2 * heads) == 0 else { return nil }
+            return [heads, 2, shape[0] / (2 * heads), shape[1]]
+        case .keysBroadcast:
+            return shape.count == 2 ? [heads, 2, shape[0], shape[1]] : nil
+        case .keysToLucidrains:
+            return shape.count == 4 && shape[1] == 2 ? [shape[0], shape[2], 2, shape[3]] : nil
+        }
+    }
+
     /// Applies the transform; `heads` is H, `canonicalShape` the result's shape.
     /// - Throws: ``TensorError`` when the element count disagrees (a corrupt shape).
     func apply(to tensor: Tensor, heads: Int, canonicalShape: [Int]) throws -> Tensor {

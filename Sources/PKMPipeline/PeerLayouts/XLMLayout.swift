@@ -1,6 +1,56 @@
 import Foundation
 import PKMModel
 
+/// XLM's names around the memory leaves (facebookresearch/XLM `HashingMemory`, the canonical layout's origin).
+enum XLM {
+    /// Where XLM puts memories: `memories.{i}_in` replaces layer i's FFN (`replace`), `memories.{i}_after` follows
+    /// the layer's second LayerNorm (`after`). XLM has no name for `residual`.
+    static let positions: [(kind: String, mode: MemoryMode)] = [("in", .replace), ("after", .after)]
+
+    /// `memories.{layer}_{kind}.`
+    static func container(layer: Int, kind: String) -> String { "memories.\(layer)_\(kind)." }
+
+    /// Import: XLM's in-model memories → `encoder.layer.{i}.memory` (``KeyMapping/containerRules``), from ``positions``.
+    static let containerRules: [KeyMapping.Rule] = positions.map { position in
+        KeyMapping.Rule(id: "xlm-memory-\(position.kind)", pattern: #"^memories\.(\d+)_"# + position.kind + #"\.(.+)$"#,
+                        template: "encoder.layer.$1.memory.$2", impliedMode: position.mode)
+    }
+
+    /// Import: XLM's query network names (``KeyMapping/leafRules``): the PKM notebook's `query_proj.0/1`, and
+    /// `QueryMLP` with hidden layers, a ModuleList of one Sequential (`query_mlps.0.{j}.*`).
+    static let queryAliases: [KeyMapping.Rule] = [
+        KeyMapping.Rule(id: "xlm-query-proj", pattern: #"^(encoder\.layer\.\d+\.memory\.query_proj)\.([01])\.(.+)$"#, template: "$1.query_mlps.$2.$3"),
+        KeyMapping.Rule(id: "xlm-query-mlp-list", pattern: #"^(encoder\.layer\.\d+\.memory\.query_proj\.query_mlps)\.0\.(\d+)\.(.+)$"#, template: "$1.$2.$3"),
+    ]
+}
+
+extension PeerLayout {
+    /// XLM `HashingMemory`: the canonical leaf names; with `mem_use_different_keys=False` the keys are one `[N, K/2]`
+    /// shared by every head and half, broadcast to `[H, 2, N, K/2]`. Recognised by anything no other layout claims
+    /// (so it is last in ``MemoryLayouts/detectionOrder``). Refused options live in its `params` (``XLMParams``).
+    /// Exported with the canonical leaves under ``XLM/container(layer:kind:)``.
+    static let xlm = PeerLayout(
+        id: .xlm,
+        library: .xlm,
+        claim: { _, _ in .mine },
+        leafRules: [
+            LeafRule(ParameterNames.Memory.keys, ParameterNames.Memory.keys, .keysBroadcast, sourceRank: 2),
+        ],
+        refusals: [],
+        heads: { MemoryLayouts.headsFromKeys($0) ?? MemoryLayouts.headsFromQuery($0) },
+        export: Export(
+            choice: .xlm,
+            writes: { _ in true },
+            place: { layer, mode, _ in
+                guard let kind = XLM.positions.first(where: { $0.mode == mode })?.kind else {
+                    return .unnamed(reason: "the memory at layer \(layer) is in \(mode.rawValue) mode, which XLM has no name for (only memories.{i}_in and memories.{i}_after)")
+                }
+                return .prefix(XLM.container(layer: layer, kind: kind))
+            },
+            // The leaves are written with canonical names and shapes, which XLM reads with mem_use_different_keys=True.
+            unexpressible: { _ in [] }))
+}
+
 /// XLM training checkpoints (`{"model": state_dict, "params": {...}}`) describe their memories in
 /// `params`; when the config has no `pkm` object, these options fill it in (spec §2, §6).
 ///
@@ -28,7 +78,7 @@ enum XLMParams {
         ("mem_query_residual", ["false"], "residual query networks are not implemented"),
     ]
     /// XLM position kinds → modes.
-    static let modes: [String: MemoryMode] = ["in": .replace, "after": .after]
+    static let modes = Dictionary(uniqueKeysWithValues: XLM.positions.map { ($0.kind, $0.mode) })
 
     /// The memory config `params` (the JSON of ``TorchCheckpointReader``'s `xlm_params`) describe,
     /// and the `pkm` fields it filled, or nil when `params` describe no memory.
