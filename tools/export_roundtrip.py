@@ -4,7 +4,7 @@
     swift build && python3 tools/export_roundtrip.py [--binary .build/debug/pkm-convert] [--keep DIR]
 
 1. graft a lucidrains-compatible memory (per-half LayerNorm queries, no query bias) into the memory-free
-   fixtures/models/bert_base_plain with pkm-convert, export it with --memory-layout lucidrains --memory-attribute pkm,
+   fixtures/models/bert_base_plain with pkm-convert, export it with --export-memory-layout lucidrains --export-memory-attribute pkm,
    load the folder's model.safetensors with load_state_dict(strict=True) into an HF BertModel carrying
    lucidrains product_key_memory.PKM modules under `pkm` (residual beside the FFN), and compare its outputs
    with `pkm-convert run -o` on the grafted checkpoint;
@@ -109,18 +109,18 @@ def main():
     sh(args.binary, "graft", os.path.join(base, "model.safetensors"), "-o", grafted, "--layers", "1", "--mode", "residual",
        "--n-keys", "16", "--heads", "2", "--knn", "4", "--k-dim", "16", "--query-norm", "layernorm", "--no-query-bias", "--seed", "7")
     lucid = os.path.join(work, "grafted-lucidrains")
-    sh(args.binary, "export", grafted, "-o", lucid, "--memory-layout", "lucidrains", "--memory-attribute", "pkm")
+    sh(args.binary, "export", grafted, "-o", lucid, "--export-memory-layout", "lucidrains", "--export-memory-attribute", "pkm")
     run = os.path.join(work, "run.h5")
     sh(args.binary, "run", grafted, "--inputs", reference, "-o", run)
-    print("graft -> export --memory-layout lucidrains -> PKM.load_state_dict(strict=True) vs pkm-convert run -o:")
+    print("graft -> export --export-memory-layout lucidrains -> PKM.load_state_dict(strict=True) vs pkm-convert run -o:")
     worst["grafted lucidrains"] = compare("grafted", outputs(pkm_bert(lucid, "pkm", {}), read_h5(reference)), read_h5(run))
 
     # 2. a lucidrains fixture (pre_layernorm, norm_output; replace and after) imported, exported back, loaded strictly.
     fixture = os.path.join(ROOT, "fixtures/peers/bert_lucidrains_norms")
     back = os.path.join(work, "norms-lucidrains")
-    sh(args.binary, "export", os.path.join(fixture, "model.safetensors"), "-o", back, "--memory-layout", "lucidrains",
-       "--memory-attribute", "memory")
-    print("lucidrains fixture -> export --memory-layout lucidrains -> strict load vs its PyTorch reference:")
+    sh(args.binary, "export", os.path.join(fixture, "model.safetensors"), "-o", back, "--export-memory-layout", "lucidrains",
+       "--export-memory-attribute", "memory")
+    print("lucidrains fixture -> export --export-memory-layout lucidrains -> strict load vs its PyTorch reference:")
     worst["lucidrains fixture"] = compare("norms", outputs(pkm_bert(back, "memory", {}), read_h5(os.path.join(fixture, "reference.h5"))),
                                           read_h5(os.path.join(fixture, "reference.h5")))
 

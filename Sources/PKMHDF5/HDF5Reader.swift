@@ -3,7 +3,7 @@ import Foundation
 import PKMFormats
 import PKMTensor
 
-/// Reads a PyTorch state dict exported with h5py (spec §4, `schemas/pkm-checkpoints.md`).
+/// Reads a PyTorch state dict exported with h5py (`schemas/pkm-checkpoints.md` §4, `schemas/pkm-checkpoints.md`).
 ///
 /// Every dataset in the file is a tensor, found by walking the whole group tree. A dataset at
 /// the root keeps its name (`/bert.encoder.layer.0.output.dense.weight`); a dataset in nested

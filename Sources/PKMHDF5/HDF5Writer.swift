@@ -3,11 +3,11 @@ import Foundation
 import PKMFormats
 import PKMTensor
 
-/// Writes a state dict as an h5py-compatible HDF5 file (spec §4, `schemas/pkm-checkpoints.md`):
+/// Writes a state dict as an h5py-compatible HDF5 file (`schemas/pkm-checkpoints.md` §4, `schemas/pkm-checkpoints.md`):
 /// one contiguous, row-major dataset per tensor.
 ///
 /// A dotted name becomes a dataset at the root (`/bert.encoder.layer.0.output.dense.weight`).
-/// A name containing `/` (`outputs/memory/1/indices`, the reference layout of spec §5) becomes
+/// A name containing `/` (`outputs/memory/1/indices`, the reference layout of `schemas/pkm-checkpoints.md` §5) becomes
 /// a dataset in nested groups, which ``HDF5Reader`` reads back under the dotted key
 /// (`outputs.memory.1.indices`); names with empty or `.` components are rejected. Groups track
 /// link creation order, so a reader lists tensors in the order they were written; object

@@ -1,6 +1,6 @@
 import PKMTensor
 
-/// Word + position + token-type embeddings followed by LayerNorm (spec §3).
+/// Word + position + token-type embeddings followed by LayerNorm (`schemas/pkm-checkpoints.md` §3).
 public struct Embeddings: Sendable {
     let config: ModelConfig
     let word: [Float]

@@ -2,7 +2,7 @@ import CBLAS
 import Foundation
 import PKMTensor
 
-/// One transformer encoder layer, optionally carrying a product-key memory (spec §3).
+/// One transformer encoder layer, optionally carrying a product-key memory (`schemas/pkm-checkpoints.md` §3).
 public struct EncoderLayer: Sendable {
     let index: Int
     let config: ModelConfig

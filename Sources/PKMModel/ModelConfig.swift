@@ -1,6 +1,6 @@
 import Foundation
 
-/// How a memory layer attaches to an encoder layer (spec §3).
+/// How a memory layer attaches to an encoder layer (`schemas/pkm-checkpoints.md` §3).
 public enum MemoryMode: String, Sendable, Codable, CaseIterable {
     /// The memory replaces the feed-forward block: `y = LN_out(a + M(a))`.
     case replace
@@ -10,7 +10,7 @@ public enum MemoryMode: String, Sendable, Codable, CaseIterable {
     case after
 }
 
-/// How the memory normalises its queries before scoring (spec §3 step 1).
+/// How the memory normalises its queries before scoring (`schemas/pkm-checkpoints.md` §3 step 1).
 public enum QueryNorm: String, Sendable, Codable, CaseIterable {
     /// No normalisation.
     case none
@@ -21,7 +21,7 @@ public enum QueryNorm: String, Sendable, Codable, CaseIterable {
     case layernorm
 }
 
-/// What turns the k selected scores of a head into the weights of its value rows (spec §3 step 7).
+/// What turns the k selected scores of a head into the weights of its value rows (`schemas/pkm-checkpoints.md` §3 step 7).
 public enum ScoreActivation: String, Sendable, Codable, CaseIterable {
     /// Float32 softmax over the k scores (the default).
     case softmax
@@ -55,7 +55,7 @@ public enum OutputGate: String, Sendable, Codable, CaseIterable {
     case sigmoid
 }
 
-/// How a selected product-key slot becomes the value row actually read (spec §3 step 8).
+/// How a selected product-key slot becomes the value row actually read (`schemas/pkm-checkpoints.md` §3 step 8).
 public enum SlotMap: String, Sendable, Codable, CaseIterable {
     /// Slot s reads row s.
     case none
@@ -65,7 +65,7 @@ public enum SlotMap: String, Sendable, Codable, CaseIterable {
     case modulo
 }
 
-/// Product-key memory hyper-parameters (the config's `pkm` object, spec §2).
+/// Product-key memory hyper-parameters (the config's `pkm` object, `schemas/pkm-checkpoints.md` §2).
 ///
 /// Fields added for the peer layouts (`query_norm`, `score_activation`, …) default to values that
 /// reproduce the original XLM math, so a config without them means what it always meant. The
@@ -277,7 +277,7 @@ public struct MemoryConfig: Sendable, Codable, Equatable {
 
 /// The architecture of a BERT or RoBERTa model, optionally with product-key memories.
 ///
-/// Decodes a Hugging Face `config.json` (spec §2); unknown fields are ignored.
+/// Decodes a Hugging Face `config.json` (`schemas/pkm-checkpoints.md` §2); unknown fields are ignored.
 public struct ModelConfig: Sendable, Codable, Equatable {
     /// Model family.
     public enum ModelType: String, Sendable, Codable { case bert, roberta }
@@ -413,7 +413,7 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     /// Width of one attention head.
     public var attentionHeadSize: Int { hiddenSize / max(attentionHeadCount, 1) }
 
-    /// Checks internal consistency (spec §2): positive sizes, divisibility, memory layers in range,
+    /// Checks internal consistency (`schemas/pkm-checkpoints.md` §2): positive sizes, divisibility, memory layers in range,
     /// `knn ≤ n_keys`, even `k_dim`, `v_dim = hidden_size`.
     /// - Throws: ``ModelError/invalidConfig(field:reason:)``.
     public func validate() throws {

@@ -16,7 +16,7 @@ public enum ModelError: Error, Sendable, CustomStringConvertible {
         case .invalidConfig(let field, let reason):
             return "config field '\(field)': \(reason)"
         case .missingTensor(let name):
-            return "missing tensor '\(name)'; the checkpoint does not match its config (check the pkm layers/modes, or pass --config)"
+            return "missing tensor '\(name)'; the checkpoint does not match its config (check the pkm layers/modes, or give the config that matches the weights)"
         case .shapeMismatch(let name, let expected, let actual):
             return "tensor '\(name)' has shape \(actual), the config implies \(expected); fix the config or the checkpoint"
         case .invalidTensor(let name, let reason):

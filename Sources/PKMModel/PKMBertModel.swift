@@ -52,7 +52,7 @@ extension ModelInputs {
 public struct MemoryTrace: Sendable {
     /// Encoder layer index.
     public var layer: Int
-    /// `[batch, sequence, heads, knn]` slot ids (int64, as spec §5 stores them).
+    /// `[batch, sequence, heads, knn]` slot ids (int64, as `schemas/pkm-checkpoints.md` §5 stores them).
     public var indices: [Int64]
     /// `[batch, sequence, heads, knn]` softmax weights.
     public var weights: [Float]
@@ -102,7 +102,7 @@ public final class ForwardProfile {
     }
 }
 
-/// A BERT or RoBERTa encoder with product-key memories, in float32 (spec §3).
+/// A BERT or RoBERTa encoder with product-key memories, in float32 (`schemas/pkm-checkpoints.md` §3).
 ///
 /// The model's parameter tree is the checkpoint key space: ``parameterSpecs(for:)`` lists every
 /// canonical name and shape; ``init(config:tensor:)`` fails naming the first missing or

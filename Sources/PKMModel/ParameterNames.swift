@@ -1,4 +1,4 @@
-/// Canonical checkpoint tensor names (spec §1), declared once.
+/// Canonical checkpoint tensor names (`schemas/pkm-checkpoints.md` §1), declared once.
 ///
 /// Each layer type lists the names it owns through its `parameterSpecs` function; this enum only
 /// holds the strings, verbatim, so that the rest of the code never spells a checkpoint key.
@@ -8,7 +8,7 @@ public enum ParameterNames {
     public static let tokenTypeEmbeddings = "embeddings.token_type_embeddings.weight"
     public static let embeddingsNormWeight = "embeddings.LayerNorm.weight"
     public static let embeddingsNormBias = "embeddings.LayerNorm.bias"
-    /// Buffer saved by older transformers; not a weight (spec §1).
+    /// Buffer saved by older transformers; not a weight (`schemas/pkm-checkpoints.md` §1).
     public static let positionIds = "embeddings.position_ids"
     public static let poolerWeight = "pooler.dense.weight"
     public static let poolerBias = "pooler.dense.bias"
@@ -61,7 +61,7 @@ public enum ParameterNames {
 
 /// One tensor a model expects: canonical name, shape, and whether it may be absent.
 public struct ParameterSpec: Sendable, Equatable {
-    /// Canonical name (spec §1).
+    /// Canonical name (`schemas/pkm-checkpoints.md` §1).
     public var name: String
     /// Expected shape.
     public var shape: [Int]

@@ -2,7 +2,7 @@ import CBLAS
 import Foundation
 import PKMTensor
 
-/// A product-key memory layer (Lample et al. 2019; spec §3, "Memory M(x)").
+/// A product-key memory layer (Lample et al. 2019; `schemas/pkm-checkpoints.md` §3, "Memory M(x)").
 ///
 /// Queries `[tokens, H·K]` come from a query network (one linear, or XLM's MLP with ReLU; plus
 /// optional eval-mode batchnorm), optionally after an input LayerNorm and followed by a per-half
@@ -47,8 +47,6 @@ public struct ProductKeyMemory: Sendable {
     let gateBias: Float
     let headPermutations: [Int64]?  // [H, N²]
 
-    /// The first linear's weight (kept for tools that read the query projection).
-    var queryWeight: [Float] { queryLayers[0].weight }
 
     /// The tensors a memory at `prefix` (`encoder.layer.{i}.memory.`) owns. `ownsValues` is false
     /// for a memory that reads another layer's value table (``MemoryConfig/sharedValues``).

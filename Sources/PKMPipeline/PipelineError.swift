@@ -80,7 +80,7 @@ public struct Guidance: Sendable, ExpressibleByStringInterpolation, CustomString
 /// Descriptions name this library's settings; ``rendered(naming:)`` lets a front end name its own
 /// (the CLI's flags) in the same sentences.
 public enum PipelineError: Error, Sendable, CustomStringConvertible {
-    /// No config was found by any of the spec §2 routes.
+    /// No config was found by any of the `schemas/pkm-checkpoints.md` §2 routes.
     case configNotFound(checkpoint: String, looked: [String])
     /// The config failed to decode or validate; `source` says where it came from.
     case invalidConfig(source: String, underlying: ModelError)

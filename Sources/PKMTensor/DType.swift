@@ -24,7 +24,7 @@ public enum DType: String, Sendable, CaseIterable, Codable, CustomStringConverti
         }
     }
 
-    /// Whether the type is a floating-point type (the types `--dtype` may narrow or widen).
+    /// Whether the type is a floating-point type (the types a storage-dtype conversion may narrow or widen).
     public var isFloatingPoint: Bool {
         switch self {
         case .float32, .float16, .bfloat16, .float64: return true
@@ -71,7 +71,7 @@ public enum DType: String, Sendable, CaseIterable, Codable, CustomStringConverti
 
 extension DType {
     /// An `Encoder.userInfo` key: when its value is `true`, a ``DType`` encodes as its
-    /// ``displayName`` (`float32`) instead of its safetensors code (`F32`). The CLI's `--json`
+    /// ``displayName`` (`float32`) instead of its safetensors code (`F32`). Machine-readable JSON output
     /// output sets it so that text and JSON spell dtypes alike; files keep the codes.
     public static let encodeDisplayNameKey = CodingUserInfoKey(rawValue: "PKMTensor.DType.displayName")!
 

@@ -61,7 +61,7 @@ struct ArgumentFormatTests {
         #expect(ErrorText.render(error).hasSuffix("; pass --config config.json"))
         #expect("\(error)".hasSuffix("; pass OpenOptions.configURL config.json"))
         let layout = PipelineError.invalidSetting(.exportLayout, value: "xlm", reason: "no name for residual memories; export \(setting: .exportLayout, "canonical")")
-        #expect(ErrorText.render(layout) == "--memory-layout xlm: no name for residual memories; export --memory-layout canonical")
+        #expect(ErrorText.render(layout) == "--export-memory-layout xlm: no name for residual memories; export --export-memory-layout canonical")
         #expect(!"\(layout)".contains("--"))
         let strict = PipelineError.mappingFailed(checkpoint: "/m.h5", problems: [.unexpected("extra.weight")])
         #expect(ErrorText.render(strict).hasSuffix("unexpected tensor 'extra.weight' (--strict)"))

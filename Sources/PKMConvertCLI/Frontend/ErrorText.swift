@@ -33,7 +33,7 @@ enum ErrorText {
         case .randomInputs: return "--random-inputs"
         case .graftLayers: return "--layers"
         case .graftHyperParameters: return "--n-keys/--heads/--knn/--k-dim/--query-*"
-        case .exportLayout: return "--memory-layout"
+        case .exportLayout: return "--export-memory-layout"
         case .diffTolerance: return "--atol"
         case .referenceRecipe: return "`pkm-convert run CHECKPOINT --random-inputs 4x24 --seed 0 -o reference.h5`"
         }

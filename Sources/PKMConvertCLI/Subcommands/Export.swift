@@ -16,7 +16,8 @@ extension ExportPrefix: ExpressibleByArgument {
     }
 }
 
-/// Options shared by `export` and by `convert`/`graft` into a folder.
+/// The written layout of a model folder: `export`, and `convert`/`graft` into a folder (`--memory-layout` and
+/// `--memory-attribute` always describe the source, in every command).
 struct ExportArguments: ParsableArguments {
     @Option(name: .customLong("export-memory-layout"), help: "Memory layout written into a model folder: canonical, lucidrains or xlm.")
     var layout: ExportMemoryLayout = .canonical
@@ -47,7 +48,7 @@ struct ExportArguments: ParsableArguments {
 enum ExportConsole {
     /// The provenance of an export, as the command that makes it.
     static func operation(_ options: ExportOptions) -> String {
-        "export --memory-layout \(options.layout.rawValue) --memory-attribute \(options.attribute) --prefix \(options.prefix == .none ? "none" : options.prefix.rawValue) --dtype \(options.dtype.rawValue)"
+        "export --export-memory-layout \(options.layout.rawValue) --export-memory-attribute \(options.attribute) --prefix \(options.prefix == .none ? "none" : options.prefix.rawValue) --dtype \(options.dtype.rawValue)"
     }
 
     static func print(_ result: ExportResult, json: Bool) {
@@ -64,8 +65,9 @@ struct Export: ParsableCommand {
         abstract: "Write a Hugging Face model folder: config.json, model.safetensors (or HF shards + index), tokenizer files.",
         discussion: """
         The memory can be written in the canonical layout, as lucidrains product-key-memory modules (to_queries, norm,
-        keys [H, N, 2, D]; load_state_dict(strict=True) into PKM modules attached under --memory-attribute), or with
-        XLM's memories.{i}_in / _after names. config.json keeps the source config's keys and holds the complete pkm object.
+        keys [H, N, 2, D]; load_state_dict(strict=True) into PKM modules attached under --export-memory-attribute), or
+        with XLM's memories.{i}_in / _after names (--export-memory-layout). As in every command, --memory-layout and
+        --memory-attribute describe the source. config.json keeps the source config's keys and holds the complete pkm object.
         """)
 
     @Argument(help: "Source checkpoint (any format or a model folder).")
@@ -74,37 +76,20 @@ struct Export: ParsableCommand {
     @Option(name: .shortAndLong, help: "Destination folder.")
     var output: String
 
-    @Option(name: .long, help: "Memory layout written: canonical, lucidrains or xlm.")
-    var memoryLayout: ExportMemoryLayout = .canonical
-
-    @Option(name: .long, help: "Module attribute of each memory under encoder.layer.{i}. (default memory).")
-    var memoryAttribute: String = ParameterNames.Layer.memory
-
     @Option(name: .long, help: "Storage dtype of floating-point tensors: keep, f32, f16, bf16.")
     var dtype: DTypePolicy = .keep
-
-    @Option(name: .long, help: "Prefix of the base model's names: bert., roberta. or none.")
-    var prefix: ExportPrefix = .none
-
-    @Option(name: .long, help: "Shard the weights at this size, as HF does (2GB, 500MB).")
-    var maxShardSize: String?
 
     @Option(name: .long, help: "Config JSON, if the source carries none.")
     var config: String?
 
+    @OptionGroup var export: ExportArguments
+    @OptionGroup var memory: MemoryArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         try Console.run(json: global.json) {
-            var options = ExportOptions()
-            options.layout = memoryLayout
-            options.attribute = memoryAttribute
-            options.dtype = dtype
-            options.prefix = prefix
-            options.maxShardBytes = try maxShardSize.map(ArgumentFormats.size)
-            options.operation = ExportConsole.operation(options)
-            let result = try global.load(source, config: config)
-                .export(to: URL(fileURLWithPath: output), options: options,
+            let result = try global.load(source, config: config, memory: memory)
+                .export(to: URL(fileURLWithPath: output), options: try export.options(dtype: dtype),
                         progress: WriteProgress(tensors: Console.progress("export", enabled: !global.json)))
             ExportConsole.print(result, json: global.json)
         }

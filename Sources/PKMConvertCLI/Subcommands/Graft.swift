@@ -118,7 +118,7 @@ struct Graft: ParsableCommand {
 /// The one-line notes `graft` prints without `--verbose` (the per-tensor notes otherwise).
 enum GraftSummary {
     static func diagnostics(of result: GraftResult) -> [Diagnostic] {
-        var notes = result.diagnostics.filter { !$0.message.hasPrefix("created ") && !$0.message.hasPrefix("dropped ") }
+        var notes = result.diagnostics.filter { $0.topic == nil }
         let layers = result.options.layers.sorted().map(String.init).joined(separator: ",")
         if !result.created.isEmpty {
             notes.append(Diagnostic(.note, "created \(Count.of(result.created.count, "memory tensor")) at \(result.options.layers.count == 1 ? "layer" : "layers") \(layers) (keys, values, query network; --verbose lists each with its initialisation)"))

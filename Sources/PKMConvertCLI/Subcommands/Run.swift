@@ -8,7 +8,7 @@ import PKMPipeline
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run inputs through the Swift model; write outputs in the reference layout or time forward passes.",
-        discussion: "run CHECKPOINT --random-inputs 4x24 --seed 0 -o base.h5 writes a reference file (spec §5: /inputs and /outputs) of the model's own outputs, for verify --reference and usage --inputs.")
+        discussion: "run CHECKPOINT --random-inputs 4x24 --seed 0 -o base.h5 writes a reference file (schemas/pkm-checkpoints.md §5: /inputs and /outputs) of the model's own outputs, for verify --reference and usage --inputs.")
 
     @Argument(help: "Checkpoint (any format or a model folder).")
     var checkpoint: String
@@ -30,7 +30,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Truncate text to this many tokens (default: the tokenizer's truncation, else the model's positions).")
     var maxLength: Int?
 
-    @Option(name: .shortAndLong, help: "Write inputs and outputs (spec §5 layout) to this HDF5 file.")
+    @Option(name: .shortAndLong, help: "Write inputs and outputs (schemas/pkm-checkpoints.md §5 layout) to this HDF5 file.")
     var output: String?
 
     @Option(name: .long, help: "Time this many forward passes (load time excluded) and report the median.")

@@ -12,7 +12,7 @@ struct Verify: ParsableCommand {
     @Argument(help: "Checkpoint (any format or a model folder).")
     var checkpoint: String
 
-    @Option(name: .long, help: "Reference HDF5 file (spec §5 layout).")
+    @Option(name: .long, help: "Reference HDF5 file (schemas/pkm-checkpoints.md §5 layout).")
     var reference: String
 
     @Option(name: .long, help: "Config JSON, if the checkpoint carries none.")

@@ -3,7 +3,7 @@ import PKMTensor
 
 /// The on-disk checkpoint formats pkm-convert reads and writes.
 public enum CheckpointFormat: String, Sendable, CaseIterable, Codable {
-    /// A PyTorch state dict exported with h5py (spec §4).
+    /// A PyTorch state dict exported with h5py (`schemas/pkm-checkpoints.md` §4).
     case hdf5
     /// Hugging Face safetensors, single file or sharded through `model.safetensors.index.json`.
     case safetensors

@@ -5,7 +5,7 @@ import PKMModel
 import PKMTensor
 
 extension ResolvedCheckpoint {
-    /// Maps every tensor name (spec §6 aliases, then the peer memory layouts), fills and checks the
+    /// Maps every tensor name (`schemas/pkm-checkpoints.md` §6 aliases, then the peer memory layouts), fills and checks the
     /// memory config against the weights, validates it, and compares against the model's parameter specs.
     /// - Throws: ``PipelineError/unsupportedMemory(layer:reason:)`` for refused memories,
     ///   ``PipelineError/invalidConfig(source:underlying:)`` when the completed config is invalid.

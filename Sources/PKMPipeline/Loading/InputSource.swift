@@ -5,7 +5,7 @@ import PKMModel
 
 /// Where `run` and `usage` take their token ids from.
 public enum InputSource: Sendable {
-    /// The `/inputs` group of an HDF5 reference or inputs file (spec §5).
+    /// The `/inputs` group of an HDF5 reference or inputs file (`schemas/pkm-checkpoints.md` §5).
     case file(URL)
     /// The `/inputs` group of a reference or inputs file already open.
     case reference(LoadedCheckpoint)

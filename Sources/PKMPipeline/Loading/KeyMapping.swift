@@ -1,7 +1,7 @@
 import Foundation
 import PKMModel
 
-/// Maps checkpoint tensor names onto canonical names (spec §1 and §6), as data.
+/// Maps checkpoint tensor names onto canonical names (`schemas/pkm-checkpoints.md` §1 and §6), as data.
 ///
 /// A name passes through three stages, each a table of rules where the first matching rule of
 /// the stage applies (at most once per stage, so rules never chain unpredictably):
@@ -69,7 +69,7 @@ public enum KeyMapping {
     }
 
     /// Module attributes under `encoder.layer.{i}.` that hold a memory (`memory` is canonical; lucidrains
-    /// users attach `pkm` or `mem`). `--memory-attribute NAME` adds one.
+    /// users attach `pkm` or `mem`). ``MemoryImportOptions/attribute`` adds one.
     public static let memoryAttributes = ["memory", "pkm", "mem"]
 
     /// The container rule that renames `encoder.layer.{i}.{attribute}.` to the canonical `memory`.
@@ -81,7 +81,7 @@ public enum KeyMapping {
     private static let compiledContainers = (containerRules + memoryAttributes.dropFirst().map(attributeRule)).map { ($0, try? NSRegularExpression(pattern: $0.pattern)) }
     private static let compiledLeaves = leafRules.map { ($0, try? NSRegularExpression(pattern: $0.pattern)) }
 
-    /// Maps one source name to its canonical name; `extraAttribute` is one more memory attribute (`--memory-attribute`).
+    /// Maps one source name to its canonical name; `extraAttribute` is one more memory attribute (``MemoryImportOptions/attribute``).
     public static func canonicalName(for source: String, extraAttribute: String? = nil) -> Mapped {
         var name = source
         var applied: [String] = []
@@ -135,7 +135,7 @@ public enum KeyMapping {
         return nil
     }
 
-    /// Whether a canonical name is a non-weight buffer to ignore on import (spec §1: `embeddings.position_ids`).
+    /// Whether a canonical name is a non-weight buffer to ignore on import (`schemas/pkm-checkpoints.md` §1: `embeddings.position_ids`).
     public static func isIgnoredBuffer(_ canonical: String) -> Bool {
         canonical == ParameterNames.positionIds
     }

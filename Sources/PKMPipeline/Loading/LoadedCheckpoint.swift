@@ -8,7 +8,7 @@ import PKMTokenizers
 public struct OpenOptions: Sendable {
     /// Limits every reader checks before allocating (and the reading settings that travel with them).
     public var limits = ReaderLimits()
-    /// A config file to use instead of the checkpoint's own (spec §2 order: this; the file's embedded
+    /// A config file to use instead of the checkpoint's own (`schemas/pkm-checkpoints.md` §2 order: this; the file's embedded
     /// `config`; `config.json` beside it).
     public var configURL: URL?
     /// A `tokenizer.json`, or a folder of tokenizer files, to use instead of the checkpoint's own.

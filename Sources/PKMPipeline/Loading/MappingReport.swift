@@ -8,7 +8,7 @@ import PKMTensor
 public struct MappedTensor: Sendable, Codable, Equatable {
     /// Name in the source file.
     public var source: String
-    /// Canonical name (spec §1).
+    /// Canonical name (`schemas/pkm-checkpoints.md` §1).
     public var canonical: String
     /// Rules applied (`strip:bert.`, `layernorm-gamma`, …); empty when the name was already canonical.
     public var rules: [String]

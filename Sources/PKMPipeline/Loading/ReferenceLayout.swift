@@ -4,7 +4,7 @@ import PKMFormats
 import PKMModel
 import PKMTensor
 
-/// One tensor of the reference layout (spec §5 of `schemas/pkm-checkpoints.md`), spelled once: as a path
+/// One tensor of the reference layout (`schemas/pkm-checkpoints.md` §5 of `schemas/pkm-checkpoints.md`), spelled once: as a path
 /// in the HDF5 file (`outputs/last_hidden_state`, how it is written) and as the dotted name a reader
 /// lists (`outputs.last_hidden_state`, how it is read).
 public enum ReferenceTensor: Hashable, Sendable {
@@ -37,7 +37,7 @@ public enum ReferenceTensor: Hashable, Sendable {
     public var displayPath: String { "/" + path }
 }
 
-/// Reading and writing the reference layout of spec §5.
+/// Reading and writing the reference layout of `schemas/pkm-checkpoints.md` §5.
 public enum ReferenceLayout {
     /// The memory layer of a reader name under `outputs.memory.`, if it is one.
     static func memoryLayer(ofName name: String) -> Int? {
@@ -57,7 +57,7 @@ public enum ReferenceLayout {
             } else {
                 what = "no /inputs/input_ids dataset, so this is not a reference or inputs file"
             }
-            throw PipelineError.invalidReference(path: reader.url.path, reason: "\(what); a reference file (spec §5) is an HDF5 file holding /inputs/input_ids [batch, sequence] (and optionally attention_mask, token_type_ids) and the model's /outputs/…; make one with \(setting: .referenceRecipe)")
+            throw PipelineError.invalidReference(path: reader.url.path, reason: "\(what); a reference file (schemas/pkm-checkpoints.md §5) is an HDF5 file holding /inputs/input_ids [batch, sequence] (and optionally attention_mask, token_type_ids) and the model's /outputs/…; make one with \(setting: .referenceRecipe)")
         }
         guard info.shape.count == 2, info.shape[0] > 0, info.shape[1] > 0 else {
             throw PipelineError.invalidReference(path: reader.url.path, reason: "/inputs/input_ids must be [batch, sequence], is \(info.shape)")
@@ -78,7 +78,7 @@ public enum ReferenceLayout {
         }
     }
 
-    /// Inputs and the outputs of a forward pass as tensors named in the spec §5 layout (`inputs/…`, `outputs/…`).
+    /// Inputs and the outputs of a forward pass as tensors named in the `schemas/pkm-checkpoints.md` §5 layout (`inputs/…`, `outputs/…`).
     public static func tensors(inputs: ModelInputs, outputs: ModelOutputs, config: ModelConfig) throws -> StateDict {
         let (b, t, d) = (inputs.batchSize, inputs.sequenceLength, config.hiddenSize)
         var dict = StateDict()

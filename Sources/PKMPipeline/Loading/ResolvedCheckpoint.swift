@@ -18,8 +18,8 @@ public final class ResolvedCheckpoint: @unchecked Sendable {
     public let sourceConfigJSON: Data
     private let sourceByCanonical: [String: MappedTensor]
 
-    /// Resolves the config of an open checkpoint (spec §2 order: `configURL`; the file's own `config`;
-    /// `config.json` beside `location`) and maps its tensor names (spec §6 and the peer layouts of `memory`).
+    /// Resolves the config of an open checkpoint (`schemas/pkm-checkpoints.md` §2 order: `configURL`; the file's own `config`;
+    /// `config.json` beside `location`) and maps its tensor names (`schemas/pkm-checkpoints.md` §6 and the peer layouts of `memory`).
     /// Usually reached through ``LoadedCheckpoint/resolved()``.
     /// - Throws: ``PipelineError`` for config problems and refused memories. Mapping problems are recorded in
     ///   ``report``; call ``requireUsable(strict:)`` to turn them into an error.

@@ -6,7 +6,7 @@ import PKMTensor
 
 /// How one tensor differs between two checkpoints.
 public struct TensorDifference: Sendable, Codable, Equatable {
-    /// Canonical name (spec §1; the source names of A and B may differ by prefix or alias).
+    /// Canonical name (`schemas/pkm-checkpoints.md` §1; the source names of A and B may differ by prefix or alias).
     public var name: String
     public var nameInA: String
     public var nameInB: String

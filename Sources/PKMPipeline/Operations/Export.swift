@@ -6,7 +6,7 @@ import PKMTensor
 
 /// The memory layout an export writes.
 public enum ExportMemoryLayout: String, Sendable, Codable, CaseIterable {
-    /// Canonical names (spec §1) under the memory attribute.
+    /// Canonical names (`schemas/pkm-checkpoints.md` §1) under the memory attribute.
     case canonical
     /// lucidrains `product-key-memory` names and orders (`to_queries`, `norm`, `keys` `[H, N, 2, D]`): loads with
     /// `load_state_dict(strict=True)` into `PKM` modules attached under the memory attribute.

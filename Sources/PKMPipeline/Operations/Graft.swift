@@ -12,7 +12,7 @@ public enum ValueInit: String, Sendable, Codable, CaseIterable {
     case zero
 }
 
-/// What to graft (spec §7; CLI defaults are the paper's sizes).
+/// What to graft (`schemas/pkm-checkpoints.md` §7; CLI defaults are the paper's sizes).
 public struct GraftOptions: Sendable, Codable {
     public var layers: [Int]
     public var mode: MemoryMode = .residual
@@ -225,8 +225,8 @@ extension LoadedCheckpoint {
             guard let source = sources[info.name] else { throw FormatError.tensorNotFound(path: path, tensor: info.name) }
             return .init(data: .tensor(try checkpoint.tensor(canonical: info.name).converted(to: info.dtype)), releasing: source)
         }
-        var diagnostics = created.map { Diagnostic(.note, "created \($0.name) \($0.shape): \($0.initialisation)") }
-        diagnostics += dropped.map { Diagnostic(.note, "dropped \($0) (replace mode has no feed-forward block)") }
+        var diagnostics = created.map { Diagnostic(.note, "created \($0.name) \($0.shape): \($0.initialisation)", topic: .createdTensor) }
+        diagnostics += dropped.map { Diagnostic(.note, "dropped \($0) (replace mode has no feed-forward block)", topic: .droppedTensor) }
         return GraftResult(base: base.path, baseSHA256: try digest.hex(), destination: destination.path, destinationFormat: format, options: options,
                            copiedCount: infos.count - created.count, created: created, dropped: dropped, fileBytes: fileBytes,
                            seconds: Date().timeIntervalSince(start), diagnostics: diagnostics)

@@ -1,7 +1,7 @@
 import CPKMKernels
 import Foundation
 
-/// The seeded generator behind grafting (spec §7): the same seed gives the same bytes.
+/// The seeded generator behind grafting (`schemas/pkm-checkpoints.md` §7): the same seed gives the same bytes.
 ///
 /// Counter-based, so that any range of a tensor can be generated on its own, on any thread, in
 /// any order, and still give the same bytes (the writers generate a tensor chunk by chunk on all

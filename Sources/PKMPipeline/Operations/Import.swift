@@ -29,7 +29,7 @@ public struct ImportOptions: Sendable {
 }
 
 extension LoadedCheckpoint {
-    /// `import`: maps the checkpoint onto the model's canonical names (spec §6 aliases and the peer layouts),
+    /// `import`: maps the checkpoint onto the model's canonical names (`schemas/pkm-checkpoints.md` §6 aliases and the peer layouts),
     /// checks every tensor against the config, and writes canonical names (model order first, then unexpected
     /// tensors in source order), the completed config, the tokenizer and provenance.
     /// - Throws: ``PipelineError/mappingFailed(checkpoint:problems:)`` for missing or mis-shaped tensors (or

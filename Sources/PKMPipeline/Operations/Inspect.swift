@@ -44,7 +44,7 @@ public struct CheckpointSummary: Sendable, Codable {
     public var configSource: String?
 
     /// Parameter counts (elements of floating-point tensors; integer buffers such as
-    /// `num_batches_tracked` are not parameters) by group of canonical names (spec §1).
+    /// `num_batches_tracked` are not parameters) by group of canonical names (`schemas/pkm-checkpoints.md` §1).
     public struct ParameterCounts: Sendable, Codable, Equatable {
         /// `embeddings.*`.
         public var embeddings = 0

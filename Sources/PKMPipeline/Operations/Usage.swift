@@ -3,7 +3,7 @@ import PKMCheckpoints
 import PKMFormats
 import PKMModel
 
-/// Memory usage of one layer over a set of inputs (spec §8, after Lample et al. 2019).
+/// Memory usage of one layer over a set of inputs (`schemas/pkm-checkpoints.md` §8, after Lample et al. 2019).
 public struct LayerUsage: Sendable, Codable {
     public var layer: Int
     public var mode: MemoryMode
@@ -90,7 +90,7 @@ public struct UsageAccumulator: Sendable {
         }
     }
 
-    /// The spec §8 statistics of everything added so far.
+    /// The `schemas/pkm-checkpoints.md` §8 statistics of everything added so far.
     public var usage: LayerUsage {
         let sorted = weights.sorted(by: >)
         let total = sorted.reduce(0, +)
@@ -155,7 +155,7 @@ public enum UsageAnalyzer {
     /// Sequences per forward pass by default.
     public static let defaultBatchSize = 32
 
-    /// The spec §8 statistics of one trace.
+    /// The `schemas/pkm-checkpoints.md` §8 statistics of one trace.
     public static func measure(trace: MemoryTrace, mask: [Int]?, slots: Int, mode: MemoryMode) -> LayerUsage {
         var accumulator = UsageAccumulator(layer: trace.layer, mode: mode, slots: slots, heads: trace.shape[2])
         accumulator.add(trace, mask: mask)
@@ -177,7 +177,7 @@ public struct UsageOptions: Sendable {
 
 extension LoadedCheckpoint {
     /// `usage`: runs the inputs of `source` (a file's `/inputs`, given ids, or seeded random ids) through the model in
-    /// batches of ``UsageOptions/batchSize`` sequences and measures every memory layer (spec §8); padding positions
+    /// batches of ``UsageOptions/batchSize`` sequences and measures every memory layer (`schemas/pkm-checkpoints.md` §8); padding positions
     /// (attention mask 0) are excluded.
     /// - Parameters:
     ///   - progress: called after each batch with (sequences done, total).

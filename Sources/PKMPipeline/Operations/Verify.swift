@@ -51,7 +51,7 @@ public struct VerifyOptions: Sendable {
     }
 }
 
-/// `verify`: runs the reference inputs through the Swift model and compares every output present (spec §5).
+/// `verify`: runs the reference inputs through the Swift model and compares every output present (`schemas/pkm-checkpoints.md` §5).
 public enum Verifier {
     /// Default tolerance when neither the caller nor the reference file gives one.
     public static let defaultTolerance = 1e-4
@@ -172,7 +172,7 @@ public enum Verifier {
 
 extension LoadedCheckpoint {
     /// `verify`: runs the reference's inputs through this checkpoint's model and compares every output the reference
-    /// holds (spec §5). A checkpoint storing float16/bfloat16 weights that fails at the requested tolerances is compared
+    /// holds (`schemas/pkm-checkpoints.md` §5). A checkpoint storing float16/bfloat16 weights that fails at the requested tolerances is compared
     /// again (the same outputs, not a second forward pass) at tolerances matching its precision, and the report says
     /// what that means.
     /// - Parameter loadProgress: called while the weights are read, with (bytes read, total).

@@ -1,7 +1,7 @@
 import Foundation
 import PKMModel
 
-/// Which implementation's memory layout a checkpoint uses (`--memory-layout`; `/work/shared/spec/peer-layouts.md`).
+/// Which implementation's memory layout a checkpoint uses (``MemoryImportOptions/layout``; `schemas/pkm-checkpoints.md` §6b).
 public enum MemoryLayoutChoice: String, Sendable, Codable, CaseIterable {
     /// Detect per memory from tensor names and shapes.
     case auto
@@ -26,12 +26,12 @@ public enum DetectedMemoryLayout: String, Sendable, Codable, CaseIterable {
     case lingua
 }
 
-/// The registry of peer layouts and the machinery that picks one per memory (spec §6b).
+/// The registry of peer layouts and the machinery that picks one per memory (`schemas/pkm-checkpoints.md` §6b).
 ///
 /// A new peer layout is one file declaring its ``PeerLayout`` value, plus, here, its ``DetectedMemoryLayout``
 /// case (and a ``MemoryLayoutChoice`` case for a new library) and its place in ``detectionOrder``.
 public enum MemoryLayouts {
-    /// Every layout, in the order `--memory-layout auto` asks them: the first that claims a memory's leaves wins.
+    /// Every layout, in the order ``MemoryLayoutChoice/auto`` asks them: the first that claims a memory's leaves wins.
     /// lucidrains first (its names are unmistakable), Meta before XLM, and XLM, which claims anything, last.
     static let detectionOrder: [PeerLayout] = [.lucidrains, .lucidrainsBatchNorm, .lingua, .xlm]
 
@@ -64,7 +64,7 @@ public enum MemoryLayouts {
         throw PipelineError.unsupportedMemory(layer: layer, reason: "no \(choice.rawValue) memory layout fits its tensors \(leaves.keys.sorted())")
     }
 
-    /// The layout `export --memory-layout choice` writes a memory with config `memory` in; nil for `canonical`.
+    /// The layout an export with ``ExportOptions/layout`` `choice` writes a memory with config `memory` in; nil for `canonical`.
     static func exportLayout(_ choice: ExportMemoryLayout, memory: MemoryConfig) -> PeerLayout? {
         detectionOrder.first { $0.export?.choice == choice && $0.export?.writes(memory) == true }
     }

@@ -6,7 +6,7 @@ import PKMModel
 ///
 /// One value per layout, one file each (`LucidrainsLayout.swift`, `LucidrainsBatchNormLayout.swift`,
 /// `LinguaLayout.swift`, `XLMLayout.swift`); ``MemoryLayouts/detectionOrder`` lists them. The facts come from the
-/// libraries' own source (`/work/shared/spec/peer-layouts.md`); the contract is `schemas/pkm-checkpoints.md` §6b and §9.
+/// libraries' own source (as their source code stores them); the contract is `schemas/pkm-checkpoints.md` §6b and §9.
 /// Leaves are relative to the memory's attribute (`encoder.layer.{i}.memory.`), after ``KeyMapping`` has mapped the
 /// containers; leaves a layout's table does not list keep their names in both directions.
 struct PeerLayout: Sendable {
@@ -52,9 +52,9 @@ struct PeerLayout: Sendable {
 
     /// The layout's name in reports and JSON (``MappingReport/memoryLayouts``).
     let id: DetectedMemoryLayout
-    /// The `--memory-layout` value that names the layout's library (one library may have several layouts).
+    /// The ``MemoryLayoutChoice`` that names the layout's library (one library may have several layouts).
     let library: MemoryLayoutChoice
-    /// Detection: whether `leaves` are this layout's. `forced` is true under `--memory-layout` naming ``library``,
+    /// Detection: whether `leaves` are this layout's. `forced` is true when ``MemoryImportOptions/layout`` names ``library``,
     /// when the library's names need not be present, only the choice between its layouts is made.
     let claim: @Sendable (_ leaves: Leaves, _ forced: Bool) -> Claim
     /// The leaf table, in the order rules are tried (the first that fits a leaf applies).
@@ -66,13 +66,13 @@ struct PeerLayout: Sendable {
     /// How the layout is written by `export`; nil when pkm-convert does not export it.
     let export: Export?
 
-    /// What `export --memory-layout` needs to write a layout.
+    /// What an export (``ExportOptions/layout``) needs to write a layout.
     struct Export: Sendable {
-        /// The `export --memory-layout` value that writes this layout.
+        /// The ``ExportOptions/layout`` value that writes this layout.
         let choice: ExportMemoryLayout
         /// Among the layouts of ``choice``, whether this one is written for a memory with this config.
         let writes: @Sendable (_ memory: MemoryConfig) -> Bool
-        /// Where a memory at `layer`, in `mode`, goes; `attribute` is `--memory-attribute`.
+        /// Where a memory at `layer`, in `mode`, goes; `attribute` is ``ExportOptions/attribute``.
         let place: @Sendable (_ layer: Int, _ mode: MemoryMode, _ attribute: String) -> ExportPlace
         /// What the library cannot express of a memory config: one sentence per field, naming it (empty: exportable).
         let unexpressible: @Sendable (_ memory: MemoryConfig) -> [String]

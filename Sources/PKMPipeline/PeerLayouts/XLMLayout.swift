@@ -52,7 +52,7 @@ extension PeerLayout {
 }
 
 /// XLM training checkpoints (`{"model": state_dict, "params": {...}}`) describe their memories in
-/// `params`; when the config has no `pkm` object, these options fill it in (spec §2, §6).
+/// `params`; when the config has no `pkm` object, these options fill it in (`schemas/pkm-checkpoints.md` §2, §6).
 ///
 /// The mapping is data: each XLM option, the `pkm` field it fills, and how its value converts.
 /// `mem_enc_positions` is XLM's parsed list of `(layer, "in" | "after")`: `in` memories replace the

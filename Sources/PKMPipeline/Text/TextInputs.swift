@@ -6,7 +6,7 @@ import PKMTokenizers
 
 /// Where a checkpoint's tokenizer comes from, and turning text into model inputs.
 ///
-/// Lookup order (as for the config, spec §2): an explicit ``OpenOptions/tokenizerURL`` (a `tokenizer.json`
+/// Lookup order (as for the config, `schemas/pkm-checkpoints.md` §2): an explicit ``OpenOptions/tokenizerURL`` (a `tokenizer.json`
 /// file, or a folder with `tokenizer.json`, `vocab.txt` or `vocab.json` + `merges.txt`); the
 /// checkpoint's own copy (metadata key ``metadataKey``: import, graft and convert carry it, so a
 /// pkmz alone can run text); the tokenizer files beside the checkpoint.

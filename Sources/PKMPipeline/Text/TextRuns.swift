@@ -56,7 +56,7 @@ public struct TextOptions: Sendable {
 extension LoadedCheckpoint {
     /// `run` on text: tokenises `texts` (one sequence each) with the checkpoint's tokenizer and runs them through the
     /// model in batches, each padded to its longest sequence; with ``TextOptions/outputURL``, every sequence is padded
-    /// to the longest of all (one `[B, T]` reference file, spec §5 layout, `/inputs` included).
+    /// to the longest of all (one `[B, T]` reference file, `schemas/pkm-checkpoints.md` §5 layout, `/inputs` included).
     /// - Throws: ``PipelineError``, ``FormatError``, the tokenizer's errors.
     public func run(texts: [String], options: TextOptions = TextOptions()) throws -> TextRunResult {
         let batchSize = options.batchSize, maxLength = options.maxLength, outputURL = options.outputURL
