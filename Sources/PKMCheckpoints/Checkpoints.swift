@@ -88,6 +88,14 @@ public enum Checkpoints {
         }
     }
 
+    /// The writer of `format`, or an error naming `url` for a format that is read only.
+    static func writableWriter(for format: CheckpointFormat, at url: URL) throws -> any CheckpointWriter.Type {
+        guard let writer = writer(for: format) else {
+            throw FormatError.writeFailed(path: url.path, reason: "pkm-convert reads PyTorch pickles but never writes them (loading one means unpickling, which can run code); write .safetensors or .pkmz")
+        }
+        return writer
+    }
+
     /// Writes a checkpoint in `format` atomically; see ``CheckpointWriter``.
     /// - Throws: ``FormatError/writeFailed(path:reason:)`` for a format that is read only;
     ///   ``FormatError`` or whatever `tensor` throws; nothing is left at `url` on failure.
@@ -95,10 +103,7 @@ public enum Checkpoints {
                              metadata: [String: String], options: WriteOptions = WriteOptions(),
                              progress: ((Int, Int) -> Void)? = nil,
                              tensor: (TensorInfo) throws -> Tensor) throws {
-        guard let writer = writer(for: format) else {
-            throw FormatError.writeFailed(path: url.path, reason: "pkm-convert reads PyTorch pickles but never writes them (loading one means unpickling, which can run code); write .safetensors or .pkmz")
-        }
-        try writer.write(to: url, tensorInfos: tensorInfos, metadata: metadata, options: options, progress: progress, tensor: tensor)
+        try writableWriter(for: format, at: url).write(to: url, tensorInfos: tensorInfos, metadata: metadata, options: options, progress: progress, tensor: tensor)
     }
 
     /// Like ``write(to:format:tensorInfos:metadata:options:progress:tensor:)``, but a tensor may be a
@@ -108,10 +113,7 @@ public enum Checkpoints {
                                       metadata: [String: String], options: WriteOptions = WriteOptions(),
                                       progress: ((Int, Int) -> Void)? = nil,
                                       data: (TensorInfo) throws -> TensorData) throws {
-        guard let writer = writer(for: format) else {
-            throw FormatError.writeFailed(path: url.path, reason: "pkm-convert reads PyTorch pickles but never writes them (loading one means unpickling, which can run code); write .safetensors or .pkmz")
-        }
-        try writer.writeStreaming(to: url, tensorInfos: tensorInfos, metadata: metadata, options: options, progress: progress, data: data)
+        try writableWriter(for: format, at: url).writeStreaming(to: url, tensorInfos: tensorInfos, metadata: metadata, options: options, progress: progress, data: data)
     }
 
     /// Writes a whole in-memory state dict; see ``write(to:format:tensorInfos:metadata:options:progress:tensor:)``.

@@ -61,13 +61,13 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// How the library opens a checkpoint: the limits, with the config, tokenizer and memory options of a command.
-    func open(config: String? = nil, tokenizer: String? = nil, memory: MemoryArguments? = nil) -> OpenOptions {
+    func open(config: String? = nil, tokenizer: String? = nil, memory: ModelArguments? = nil) -> OpenOptions {
         OpenOptions(limits: limits, configURL: config.map { URL(fileURLWithPath: $0) }, tokenizerURL: tokenizer.map { URL(fileURLWithPath: $0) },
                     memory: memory?.options ?? MemoryImportOptions())
     }
 
     /// Opens the checkpoint at `path` once, to hand to the library's operations.
-    func load(_ path: String, config: String? = nil, tokenizer: String? = nil, memory: MemoryArguments? = nil) throws -> LoadedCheckpoint {
+    func load(_ path: String, config: String? = nil, tokenizer: String? = nil, memory: ModelArguments? = nil) throws -> LoadedCheckpoint {
         try LoadedCheckpoint(URL(fileURLWithPath: path), options: open(config: config, tokenizer: tokenizer, memory: memory))
     }
 }

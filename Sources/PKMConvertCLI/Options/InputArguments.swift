@@ -39,8 +39,12 @@ struct TokenInputArguments: ParsableArguments {
 
 extension MemoryLayoutChoice: ExpressibleByArgument {}
 
-/// `--memory-layout` and `--memory-attribute`, for every command that reads a model.
-struct MemoryArguments: ParsableArguments {
+/// How a command reads its model: `--config`, `--memory-layout` and `--memory-attribute` (every command that
+/// reads a model; they always describe the source).
+struct ModelArguments: ParsableArguments {
+    @Option(name: .long, help: "Config JSON (otherwise the file's own config, then config.json beside it).")
+    var config: String?
+
     @Option(name: .long, help: "Memory layout: auto (detect from names and shapes), xlm, lucidrains or lingua (Meta).")
     var memoryLayout: MemoryLayoutChoice = .auto
 
@@ -48,4 +52,25 @@ struct MemoryArguments: ParsableArguments {
     var memoryAttribute: String?
 
     var options: MemoryImportOptions { MemoryImportOptions(layout: memoryLayout, attribute: memoryAttribute) }
+
+    /// Opens the checkpoint at `path` once (with `global`'s limits), to hand to the library's operations.
+    func load(_ path: String, _ global: GlobalOptions, tokenizer: String? = nil) throws -> LoadedCheckpoint {
+        try global.load(path, config: config, tokenizer: tokenizer, memory: self)
+    }
+}
+
+/// Text inputs of `run` and `usage`: a text file, its tokenizer, truncation.
+struct TextArguments: ParsableArguments {
+    @Option(name: .long, help: "A text file: one sequence per non-empty line, streamed in batches (any size).")
+    var textFile: String?
+
+    @Option(name: .long, help: "tokenizer.json or a tokenizer folder (default: carried in the checkpoint, else beside it).")
+    var tokenizer: String?
+
+    @Option(name: .long, help: "Truncate each text to this many tokens (default: the tokenizer's truncation, else the model's positions).")
+    var maxLength: Int?
+
+    func validate() throws {
+        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be 2 or more") }
+    }
 }

@@ -79,16 +79,14 @@ struct Export: ParsableCommand {
     @Option(name: .long, help: "Storage dtype of floating-point tensors: keep, f32, f16, bf16.")
     var dtype: DTypePolicy = .keep
 
-    @Option(name: .long, help: "Config JSON, if the source carries none.")
-    var config: String?
 
     @OptionGroup var export: ExportArguments
-    @OptionGroup var memory: MemoryArguments
+    @OptionGroup var model: ModelArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         try Console.run(json: global.json) {
-            let result = try global.load(source, config: config, memory: memory)
+            let result = try model.load(source, global)
                 .export(to: URL(fileURLWithPath: output), options: try export.options(dtype: dtype),
                         progress: WriteProgress(tensors: Console.progress("export", enabled: !global.json)))
             ExportConsole.print(result, json: global.json)

@@ -70,15 +70,13 @@ struct Graft: ParsableCommand {
     @Option(name: .long, help: "Seed of the initialisation.")
     var seed: UInt64 = 0
 
-    @Option(name: .long, help: "Config JSON, if the base carries none.")
-    var config: String?
 
     @Option(name: .long, help: "Query normalisation: none, batchnorm or layernorm (overrides --query-batchnorm).")
     var queryNorm: QueryNorm?
 
     @OptionGroup var out: OutputArguments
     @OptionGroup var export: ExportArguments
-    @OptionGroup var memory: MemoryArguments
+    @OptionGroup var model: ModelArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
@@ -97,7 +95,7 @@ struct Graft: ParsableCommand {
             output.operation = "graft --layers \(options.layers.map(String.init).joined(separator: ",")) --mode \(options.mode.rawValue) --n-keys \(options.keyCount) --heads \(options.headCount) --knn \(options.knn) --k-dim \(options.keyDimension) --query-norm \(options.queryNorm.rawValue) --\(options.queryBias ? "" : "no-")query-bias --value-init \(options.valueInit.rawValue) --seed \(options.seed)"
             let destination = URL(fileURLWithPath: self.output)
             let folder = ModelFolder.isFolderDestination(destination)
-            let result = try global.load(base, config: config, memory: memory)
+            let result = try model.load(base, global)
                 .graft(options, to: destination, output: output, export: try export.options(dtype: out.dtype),
                        progress: folder ? WriteProgress() : WriteProgress(bytes: Console.byteProgress("graft", enabled: !global.json)))
             if let exported = result.export {

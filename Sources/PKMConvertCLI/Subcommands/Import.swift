@@ -20,21 +20,19 @@ struct Import: ParsableCommand {
     @Option(name: .shortAndLong, help: "Destination (usually .pkmz).")
     var output: String
 
-    @Option(name: .long, help: "Config JSON (otherwise the file's own config, then config.json beside it).")
-    var config: String?
 
     @Flag(name: .long, help: "Treat unexpected tensors as errors.")
     var strict = false
 
     @OptionGroup var out: OutputArguments
-    @OptionGroup var memory: MemoryArguments
+    @OptionGroup var model: ModelArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         try Console.run(json: global.json) {
             var output = out.options
             output.operation = "import\(strict ? " --strict" : "")"
-            let result = try global.load(source, config: config, memory: memory)
+            let result = try model.load(source, global)
                 .import(to: URL(fileURLWithPath: self.output), options: ImportOptions(strict: strict, output: output),
                         progress: WriteProgress(bytes: Console.byteProgress("import", enabled: !global.json)))
             Console.diagnostics(result.diagnostics)

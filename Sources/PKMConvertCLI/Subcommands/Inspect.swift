@@ -18,12 +18,12 @@ struct Inspect: ParsableCommand {
     @Flag(name: .long, help: "Also read every tensor, checking checksums and compressed frames.")
     var verifyData = false
 
-    @OptionGroup var memory: MemoryArguments
+    @OptionGroup var model: ModelArguments
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         try Console.run(json: global.json) {
-            let summary = try global.load(checkpoint, memory: memory).inspect(options: InspectOptions(readData: verifyData))
+            let summary = try model.load(checkpoint, global).inspect(options: InspectOptions(readData: verifyData))
             if global.json { Console.printJSON(summary); return }
             print("\(summary.path)")
             var sizes = "format: \(summary.format.rawValue)   file: \(Console.bytes(summary.fileBytes))   \(Count.of(summary.tensorCount, "tensor"))   data: \(Console.bytes(summary.tensorBytes))"

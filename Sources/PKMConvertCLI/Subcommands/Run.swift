@@ -18,17 +18,11 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Text to run (repeat for several sequences); tokenized with the checkpoint's tokenizer.")
     var text: [String] = []
 
-    @Option(name: .long, help: "A text file: one sequence per non-empty line.")
-    var textFile: String?
 
-    @Option(name: .long, help: "tokenizer.json or a tokenizer folder (default: carried in the checkpoint, else beside it).")
-    var tokenizer: String?
 
     @Option(name: .long, help: "Sequences per forward pass for --text/--text-file (each padded to its batch's longest).")
     var batchSize: Int = 8
 
-    @Option(name: .long, help: "Truncate text to this many tokens (default: the tokenizer's truncation, else the model's positions).")
-    var maxLength: Int?
 
     @Option(name: .shortAndLong, help: "Write inputs and outputs (schemas/pkm-checkpoints.md §5 layout) to this HDF5 file.")
     var output: String?
@@ -36,19 +30,17 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Time this many forward passes (load time excluded) and report the median.")
     var `repeat`: Int = 0
 
-    @Option(name: .long, help: "Config JSON, if the checkpoint carries none.")
-    var config: String?
 
-    @OptionGroup var memory: MemoryArguments
+    @OptionGroup var corpus: TextArguments
+    @OptionGroup var model: ModelArguments
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        let given = tokens.givenCount + (!text.isEmpty || textFile != nil ? 1 : 0)
+        let given = tokens.givenCount + (!text.isEmpty || corpus.textFile != nil ? 1 : 0)
         guard given == 1 else { throw ValidationError("give exactly one of --inputs, --input-ids, --random-inputs, --text/--text-file") }
         guard `repeat` >= 0 else { throw ValidationError("--repeat must be 0 or more") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be 1 or more") }
-        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be 2 or more") }
-        if (!text.isEmpty || textFile != nil), `repeat` > 0 { throw ValidationError("--repeat times token-id inputs; text runs report their own tokens/s") }
+        if (!text.isEmpty || corpus.textFile != nil), `repeat` > 0 { throw ValidationError("--repeat times token-id inputs; text runs report their own tokens/s") }
     }
 
     /// The inputs named by --inputs, --input-ids or --random-inputs.
@@ -56,9 +48,9 @@ struct Run: ParsableCommand {
     func runText() throws {
         try Console.run(json: global.json) {
             var texts = text
-            if let textFile { texts += try TextLines.all(URL(fileURLWithPath: textFile)) }
-            let result = try global.load(checkpoint, config: config, tokenizer: tokenizer, memory: memory)
-                .run(texts: texts, options: TextOptions(batchSize: batchSize, maxLength: maxLength, outputURL: output.map { URL(fileURLWithPath: $0) }))
+            if let textFile = corpus.textFile { texts += try TextLines.all(URL(fileURLWithPath: textFile)) }
+            let result = try model.load(checkpoint, global, tokenizer: corpus.tokenizer)
+                .run(texts: texts, options: TextOptions(batchSize: batchSize, maxLength: corpus.maxLength, outputURL: output.map { URL(fileURLWithPath: $0) }))
             if global.json { Console.printJSON(result); return }
             print("ran \(result.checkpoint) on \(Console.number(result.sequences.count)) \(result.sequences.count == 1 ? "sequence" : "sequences"), "
                   + "\(Console.number(result.tokens)) tokens (tokenizer: \(result.tokenizer)); "
@@ -74,10 +66,10 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        if !text.isEmpty || textFile != nil { return try runText() }
+        if !text.isEmpty || corpus.textFile != nil { return try runText() }
         try Console.run(json: global.json) {
             let source = try tokens.source
-            let result = try global.load(checkpoint, config: config, memory: memory)
+            let result = try model.load(checkpoint, global)
                 .run(source, options: RunOptions(outputURL: output.map { URL(fileURLWithPath: $0) }, repeats: `repeat`),
                      loadProgress: Console.byteProgress("load", enabled: !global.json))
             if global.json { Console.printJSON(result); return }

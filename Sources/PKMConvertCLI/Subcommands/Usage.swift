@@ -13,32 +13,24 @@ struct Usage: ParsableCommand {
 
     @OptionGroup var tokens: TokenInputArguments
 
-    @Option(name: .long, help: "Config JSON, if the checkpoint carries none.")
-    var config: String?
 
     @Option(name: .long, help: "Sequences per forward pass (memory grows with it, not with the number of inputs).")
     var batchSize: Int = UsageOptions().batchSize
 
-    @Option(name: .long, help: "A text corpus, one sequence per non-empty line, streamed in batches (any size).")
-    var textFile: String?
 
-    @Option(name: .long, help: "tokenizer.json or a tokenizer folder for --text-file (default: carried in the checkpoint, else beside it).")
-    var tokenizer: String?
 
-    @Option(name: .long, help: "Truncate each line to this many tokens (default: the tokenizer's truncation, else the model's positions).")
-    var maxLength: Int?
 
     @Option(name: .long, help: "Also draw the sorted slot-weight curve and per-head usage of every memory layer as an SVG file.")
     var plot: String?
 
-    @OptionGroup var memory: MemoryArguments
+    @OptionGroup var corpus: TextArguments
+    @OptionGroup var model: ModelArguments
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        let given = tokens.givenCount + (textFile != nil ? 1 : 0)
+        let given = tokens.givenCount + (corpus.textFile != nil ? 1 : 0)
         guard given == 1 else { throw ValidationError("give exactly one of --inputs, --input-ids, --random-inputs, --text-file") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be 1 or more") }
-        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be 2 or more") }
         if let plot, !plot.lowercased().hasSuffix(".svg") { throw ValidationError("--plot writes an SVG file: name it FILE.svg") }
     }
 
@@ -46,13 +38,13 @@ struct Usage: ParsableCommand {
     func run() throws {
         try Console.run(json: global.json) {
             let report: UsageReport
-            let model = try global.load(checkpoint, config: config, tokenizer: tokenizer, memory: memory)
-            let options = UsageOptions(batchSize: batchSize, maxLength: maxLength)
-            if let textFile {
-                report = try model.usage(textFile: URL(fileURLWithPath: textFile), options: options,
+            let checkpoint = try model.load(self.checkpoint, global, tokenizer: corpus.tokenizer)
+            let options = UsageOptions(batchSize: batchSize, maxLength: corpus.maxLength)
+            if let textFile = corpus.textFile {
+                report = try checkpoint.usage(textFile: URL(fileURLWithPath: textFile), options: options,
                                          progress: Console.corpusProgress("usage", enabled: !global.json))
             } else {
-                report = try model.usage(try tokens.source, options: options,
+                report = try checkpoint.usage(try tokens.source, options: options,
                                          progress: Console.progress("usage", unit: "sequences", enabled: !global.json),
                                          loadProgress: Console.byteProgress("load", enabled: !global.json))
             }

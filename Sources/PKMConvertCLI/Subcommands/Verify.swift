@@ -15,8 +15,6 @@ struct Verify: ParsableCommand {
     @Option(name: .long, help: "Reference HDF5 file (schemas/pkm-checkpoints.md §5 layout).")
     var reference: String
 
-    @Option(name: .long, help: "Config JSON, if the checkpoint carries none.")
-    var config: String?
 
     @Option(name: .long, help: "Absolute tolerance (default: the reference's attribute, else 1e-4).")
     var atol: Double?
@@ -24,7 +22,7 @@ struct Verify: ParsableCommand {
     @Option(name: .long, help: "Relative tolerance (default: the reference's attribute, else 1e-4).")
     var rtol: Double?
 
-    @OptionGroup var memory: MemoryArguments
+    @OptionGroup var model: ModelArguments
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -35,7 +33,7 @@ struct Verify: ParsableCommand {
     func run() throws {
         var passed = false
         try Console.run(json: global.json) {
-            let model = try global.load(checkpoint, config: config, memory: memory)
+            let model = try model.load(checkpoint, global)
             let report = try model.verify(against: try global.load(reference), options: VerifyOptions(atol: atol, rtol: rtol),
                                           loadProgress: Console.byteProgress("load", enabled: !global.json))
             passed = report.passed

@@ -61,49 +61,46 @@ public enum LayoutTransform: String, Sendable, Codable {
         case .keysBroadcast:
             out = Data()
             for _ in 0..<(2 * heads) { out.append(bytes) }
-        case .halfHeadRows:
-            let rows = tensor.shape[0], rowBytes = rows > 0 ? bytes.count / rows : 0, d = rows / (2 * heads)
-            out.withUnsafeMutableBytes { target in
-                bytes.withUnsafeBytes { source in
-                    for h in 0..<heads { for p in 0..<2 {
-                        let canonical = (h * 2 + p) * d, original = (p * heads + h) * d
-                        target.baseAddress!.advanced(by: canonical * rowBytes)
-                            .copyMemory(from: source.baseAddress!.advanced(by: original * rowBytes), byteCount: d * rowBytes)
-                    } }
-                }
+        case .halfHeadRows, .headHalfRows:
+            // Blocks of d rows; block (head h, half p) sits at h·2 + p canonically, at p·H + h in lucidrains' order.
+            let rows = tensor.shape[0], d = heads > 0 ? rows / (2 * heads) : 0
+            let blockBytes = rows > 0 ? bytes.count / rows * d : 0
+            let toCanonical = self == .halfHeadRows
+            out = Self.gatherBlocks(bytes, blockBytes: blockBytes, count: 2 * heads) { target in
+                let (head, half) = toCanonical ? (target / 2, target % 2) : (target % heads, target / heads)
+                return toCanonical ? half * heads + head : head * 2 + half
             }
-        case .headHalfRows:
-            let rows = tensor.shape[0], rowBytes = rows > 0 ? bytes.count / rows : 0, d = rows / (2 * heads)
-            out.withUnsafeMutableBytes { target in
-                bytes.withUnsafeBytes { source in
-                    for h in 0..<heads { for p in 0..<2 {
-                        let canonical = (h * 2 + p) * d, lucidrains = (p * heads + h) * d
-                        target.baseAddress!.advanced(by: lucidrains * rowBytes)
-                            .copyMemory(from: source.baseAddress!.advanced(by: canonical * rowBytes), byteCount: d * rowBytes)
-                    } }
+        case .keysSwapKeyHalf, .keysToLucidrains:
+            // Blocks of one sub-key (D values): [H, N, 2, D] (lucidrains) ⇄ [H, 2, N, D] (canonical).
+            let toCanonical = self == .keysSwapKeyHalf
+            let (h, n, d) = (tensor.shape[0], toCanonical ? tensor.shape[1] : tensor.shape[2], tensor.shape[3])
+            out = Self.gatherBlocks(bytes, blockBytes: d * size, count: h * 2 * n) { target in
+                if toCanonical {
+                    let (head, half, key) = (target / (2 * n), target / n % 2, target % n)
+                    return (head * n + key) * 2 + half
                 }
-            }
-        case .keysToLucidrains:
-            let (h, n, d) = (tensor.shape[0], tensor.shape[2], tensor.shape[3]), chunk = d * size
-            out.withUnsafeMutableBytes { target in
-                bytes.withUnsafeBytes { source in
-                    for head in 0..<h { for key in 0..<n { for p in 0..<2 {
-                        target.baseAddress!.advanced(by: ((head * n + key) * 2 + p) * chunk)
-                            .copyMemory(from: source.baseAddress!.advanced(by: ((head * 2 + p) * n + key) * chunk), byteCount: chunk)
-                    } } }
-                }
-            }
-        case .keysSwapKeyHalf:
-            let (h, n, d) = (tensor.shape[0], tensor.shape[1], tensor.shape[3]), chunk = d * size
-            out.withUnsafeMutableBytes { target in
-                bytes.withUnsafeBytes { source in
-                    for head in 0..<h { for key in 0..<n { for p in 0..<2 {
-                        target.baseAddress!.advanced(by: ((head * 2 + p) * n + key) * chunk)
-                            .copyMemory(from: source.baseAddress!.advanced(by: ((head * n + key) * 2 + p) * chunk), byteCount: chunk)
-                    } } }
-                }
+                let (head, key, half) = (target / (2 * n), target / 2 % n, target % 2)
+                return (head * 2 + half) * n + key
             }
         }
         return try Tensor(dtype: tensor.dtype, shape: canonicalShape, storage: out)
+    }
+
+    /// `count` blocks of `blockBytes`, block `t` copied from block `source(t)` of `bytes` (a block outside `bytes`
+    /// stays zero: shapes are validated before a transform runs, so that never happens for a checked tensor).
+    static func gatherBlocks(_ bytes: Data, blockBytes: Int, count: Int, source: (Int) -> Int) -> Data {
+        var out = Data(count: blockBytes * count)
+        guard blockBytes > 0 else { return out }
+        out.withUnsafeMutableBytes { target in
+            bytes.withUnsafeBytes { from in
+                guard let targetBase = target.baseAddress, let fromBase = from.baseAddress else { return }
+                for block in 0..<count {
+                    let start = source(block) * blockBytes
+                    guard start >= 0, start + blockBytes <= from.count else { continue }
+                    (targetBase + block * blockBytes).copyMemory(from: fromBase + start, byteCount: blockBytes)
+                }
+            }
+        }
+        return out
     }
 }
