@@ -9,26 +9,43 @@ public struct Embeddings: Sendable {
     let normWeight: [Float]
     let normBias: [Float]
 
+    /// The tensors this block owns, each declared once: ``parameterSpecs(_:)`` lists them and
+    /// ``init(config:loader:)`` loads them.
+    struct Parameters: Sendable, Equatable {
+        /// `[vocab, d]`.
+        let word: ParameterSpec
+        /// `[max_position_embeddings, d]`.
+        let position: ParameterSpec
+        /// `[type_vocab_size, d]`.
+        let tokenType: ParameterSpec
+        /// LayerNorm `[d]`.
+        let norm: AffineParameters
+
+        init(_ config: ModelConfig) {
+            let d = config.hiddenSize
+            word = ParameterSpec(name: ParameterNames.wordEmbeddings, shape: [config.vocabSize, d])
+            position = ParameterSpec(name: ParameterNames.positionEmbeddings, shape: [config.maxPositionEmbeddings, d])
+            tokenType = ParameterSpec(name: ParameterNames.tokenTypeEmbeddings, shape: [config.typeVocabSize, d])
+            norm = AffineParameters(weight: ParameterSpec(name: ParameterNames.embeddingsNormWeight, shape: [d]),
+                                    bias: ParameterSpec(name: ParameterNames.embeddingsNormBias, shape: [d]))
+        }
+
+        /// In canonical order.
+        var specs: [ParameterSpec] { [word, position, tokenType] + norm.specs }
+    }
+
     /// The tensors this block owns.
     public static func parameterSpecs(_ config: ModelConfig) -> [ParameterSpec] {
-        let d = config.hiddenSize
-        return [
-            ParameterSpec(name: ParameterNames.wordEmbeddings, shape: [config.vocabSize, d]),
-            ParameterSpec(name: ParameterNames.positionEmbeddings, shape: [config.maxPositionEmbeddings, d]),
-            ParameterSpec(name: ParameterNames.tokenTypeEmbeddings, shape: [config.typeVocabSize, d]),
-            ParameterSpec(name: ParameterNames.embeddingsNormWeight, shape: [d]),
-            ParameterSpec(name: ParameterNames.embeddingsNormBias, shape: [d]),
-        ]
+        Parameters(config).specs
     }
 
     init(config: ModelConfig, loader: WeightLoader) throws {
         self.config = config
-        let d = config.hiddenSize
-        word = try loader.floats(ParameterNames.wordEmbeddings, [config.vocabSize, d])
-        position = try loader.floats(ParameterNames.positionEmbeddings, [config.maxPositionEmbeddings, d])
-        tokenType = try loader.floats(ParameterNames.tokenTypeEmbeddings, [config.typeVocabSize, d])
-        normWeight = try loader.floats(ParameterNames.embeddingsNormWeight, [d])
-        normBias = try loader.floats(ParameterNames.embeddingsNormBias, [d])
+        let parameters = Parameters(config)
+        word = try loader.floats(parameters.word)
+        position = try loader.floats(parameters.position)
+        tokenType = try loader.floats(parameters.tokenType)
+        (normWeight, normBias) = try loader.affine(parameters.norm)
     }
 
     /// Position ids: `0..T-1` for BERT; for RoBERTa `cumsum(ids != pad) * (ids != pad) + pad`.

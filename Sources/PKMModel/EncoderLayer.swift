@@ -23,62 +23,81 @@ public struct EncoderLayer: Sendable {
     /// The memory's mode, if any.
     public let memoryMode: MemoryMode?
 
+    /// The tensors one encoder layer owns, each declared once (name, shape, flags):
+    /// ``parameterSpecs(_:index:)`` lists them and ``init(config:index:loader:)`` loads them.
+    struct Parameters: Sendable, Equatable {
+        /// Self-attention projections `[d, d]`, `[d]`.
+        let query: AffineParameters
+        let key: AffineParameters
+        let value: AffineParameters
+        let attentionOutput: AffineParameters
+        /// LayerNorm `[d]`.
+        let attentionNorm: AffineParameters
+        /// Feed-forward `[ff, d]` and `[d, ff]`; absent when the memory replaces it (``MemoryMode/replace``).
+        let intermediate: AffineParameters?
+        let output: AffineParameters?
+        /// LayerNorm `[d]`.
+        let outputNorm: AffineParameters
+        /// The memory's tensors, when the layer has one.
+        let memory: ProductKeyMemory.Parameters?
+
+        /// `encoder.layer.{layer}.memory.`.
+        static func memoryPrefix(_ layer: Int) -> String { ParameterNames.layerPrefix(layer) + ParameterNames.Layer.memory + "." }
+
+        init(_ config: ModelConfig, index: Int) {
+            typealias L = ParameterNames.Layer
+            let p = ParameterNames.layerPrefix(index), d = config.hiddenSize, ff = config.intermediateSize
+            query = AffineParameters(p + L.query, weight: [d, d], bias: [d])
+            key = AffineParameters(p + L.key, weight: [d, d], bias: [d])
+            value = AffineParameters(p + L.value, weight: [d, d], bias: [d])
+            attentionOutput = AffineParameters(p + L.attentionOutput, weight: [d, d], bias: [d])
+            attentionNorm = .norm(p + L.attentionNorm, width: d)
+            let mode = config.memory?.mode(ofLayer: index)
+            intermediate = mode == .replace ? nil : AffineParameters(p + L.intermediate, weight: [ff, d], bias: [ff])
+            output = mode == .replace ? nil : AffineParameters(p + L.output, weight: [d, ff], bias: [d])
+            outputNorm = .norm(p + L.outputNorm, width: d)
+            if let memoryConfig = config.memory, mode != nil {
+                memory = ProductKeyMemory.Parameters(prefix: Self.memoryPrefix(index), config: memoryConfig, inputWidth: d,
+                                                     ownsValues: memoryConfig.valueOwner(ofLayer: index) == index)
+            } else {
+                memory = nil
+            }
+        }
+
+        /// In canonical order.
+        var specs: [ParameterSpec] {
+            var specs: [ParameterSpec] = []
+            for module in [query, key, value, attentionOutput, attentionNorm, intermediate, output, outputNorm] {
+                specs += module?.specs ?? []
+            }
+            return specs + (memory?.specs ?? [])
+        }
+    }
+
     /// The tensors layer `index` owns under `config`.
     public static func parameterSpecs(_ config: ModelConfig, index: Int) -> [ParameterSpec] {
-        let p = ParameterNames.layerPrefix(index), d = config.hiddenSize, ff = config.intermediateSize
-        typealias L = ParameterNames.Layer
-        var specs: [ParameterSpec] = []
-        for name in [L.query, L.key, L.value, L.attentionOutput] {
-            specs.append(ParameterSpec(name: p + name + ".weight", shape: [d, d]))
-            specs.append(ParameterSpec(name: p + name + ".bias", shape: [d]))
-        }
-        specs.append(ParameterSpec(name: p + L.attentionNorm + ".weight", shape: [d]))
-        specs.append(ParameterSpec(name: p + L.attentionNorm + ".bias", shape: [d]))
-        let mode = config.memory?.mode(ofLayer: index)
-        if mode != .replace {
-            specs.append(ParameterSpec(name: p + L.intermediate + ".weight", shape: [ff, d]))
-            specs.append(ParameterSpec(name: p + L.intermediate + ".bias", shape: [ff]))
-            specs.append(ParameterSpec(name: p + L.output + ".weight", shape: [d, ff]))
-            specs.append(ParameterSpec(name: p + L.output + ".bias", shape: [d]))
-        }
-        specs.append(ParameterSpec(name: p + L.outputNorm + ".weight", shape: [d]))
-        specs.append(ParameterSpec(name: p + L.outputNorm + ".bias", shape: [d]))
-        if let memoryConfig = config.memory, mode != nil {
-            specs += ProductKeyMemory.parameterSpecs(prefix: p + L.memory + ".", config: memoryConfig, inputWidth: d,
-                                                     ownsValues: memoryConfig.valueOwner(ofLayer: index) == index)
-        }
-        return specs
+        Parameters(config, index: index).specs
     }
 
     init(config: ModelConfig, index: Int, loader: WeightLoader) throws {
         self.index = index
         self.config = config
-        let p = ParameterNames.layerPrefix(index), d = config.hiddenSize, ff = config.intermediateSize
-        typealias L = ParameterNames.Layer
-        qkvWeight = try loader.floats(p + L.query + ".weight", [d, d]) + loader.floats(p + L.key + ".weight", [d, d])
-            + loader.floats(p + L.value + ".weight", [d, d])
-        qkvBias = try loader.floats(p + L.query + ".bias", [d]) + loader.floats(p + L.key + ".bias", [d])
-            + loader.floats(p + L.value + ".bias", [d])
-        attentionOutputWeight = try loader.floats(p + L.attentionOutput + ".weight", [d, d])
-        attentionOutputBias = try loader.floats(p + L.attentionOutput + ".bias", [d])
-        attentionNormWeight = try loader.floats(p + L.attentionNorm + ".weight", [d])
-        attentionNormBias = try loader.floats(p + L.attentionNorm + ".bias", [d])
-        let mode = config.memory?.mode(ofLayer: index)
-        memoryMode = mode
-        if mode == .replace {
-            intermediateWeight = nil; intermediateBias = nil; outputWeight = nil; outputBias = nil
-        } else {
-            intermediateWeight = try loader.floats(p + L.intermediate + ".weight", [ff, d])
-            intermediateBias = try loader.floats(p + L.intermediate + ".bias", [ff])
-            outputWeight = try loader.floats(p + L.output + ".weight", [d, ff])
-            outputBias = try loader.floats(p + L.output + ".bias", [d])
-        }
-        outputNormWeight = try loader.floats(p + L.outputNorm + ".weight", [d])
-        outputNormBias = try loader.floats(p + L.outputNorm + ".bias", [d])
-        if let memoryConfig = config.memory, mode != nil {
+        let parameters = Parameters(config, index: index)
+        qkvWeight = try loader.floats(parameters.query.weight) + loader.floats(parameters.key.weight) + loader.floats(parameters.value.weight)
+        qkvBias = try loader.floats(parameters.query.bias) + loader.floats(parameters.key.bias) + loader.floats(parameters.value.bias)
+        (attentionOutputWeight, attentionOutputBias) = try loader.affine(parameters.attentionOutput)
+        (attentionNormWeight, attentionNormBias) = try loader.affine(parameters.attentionNorm)
+        memoryMode = config.memory?.mode(ofLayer: index)
+        (intermediateWeight, intermediateBias) = try loader.affine(parameters.intermediate)
+        (outputWeight, outputBias) = try loader.affine(parameters.output)
+        (outputNormWeight, outputNormBias) = try loader.affine(parameters.outputNorm)
+        if let memoryConfig = config.memory, let memoryParameters = parameters.memory {
+            // Under shared values the table is the owner's memory's own `values` spec.
             let owner = memoryConfig.valueOwner(ofLayer: index)
-            memory = try ProductKeyMemory(prefix: p + L.memory + ".", valuesPrefix: ParameterNames.layerPrefix(owner) + L.memory + ".",
-                                          config: memoryConfig, inputWidth: d, loader: loader)
+            let values = owner == index ? memoryParameters.values
+                : ProductKeyMemory.Parameters(prefix: Parameters.memoryPrefix(owner), config: memoryConfig, inputWidth: config.hiddenSize).values
+            memory = try ProductKeyMemory(parameters: memoryParameters, values: values, config: memoryConfig, inputWidth: config.hiddenSize,
+                                          loader: loader)
         } else {
             memory = nil
         }

@@ -116,14 +116,23 @@ public struct PKMBertModel: Sendable {
     let poolerWeight: [Float]?
     let poolerBias: [Float]?
 
+    /// The tensors the model itself owns (the embeddings and every layer declare theirs), each
+    /// declared once: the optional pooler `[d, d]`, `[d]`.
+    struct Parameters: Sendable, Equatable {
+        let pooler: AffineParameters
+
+        init(_ config: ModelConfig) {
+            let d = config.hiddenSize
+            pooler = AffineParameters(weight: ParameterSpec(name: ParameterNames.poolerWeight, shape: [d, d], isOptional: true),
+                                      bias: ParameterSpec(name: ParameterNames.poolerBias, shape: [d], isOptional: true))
+        }
+    }
+
     /// Every tensor the model can read under `config`, in canonical order.
     public static func parameterSpecs(for config: ModelConfig) -> [ParameterSpec] {
         var specs = Embeddings.parameterSpecs(config)
         for index in 0..<config.layerCount { specs += EncoderLayer.parameterSpecs(config, index: index) }
-        let d = config.hiddenSize
-        specs.append(ParameterSpec(name: ParameterNames.poolerWeight, shape: [d, d], isOptional: true))
-        specs.append(ParameterSpec(name: ParameterNames.poolerBias, shape: [d], isOptional: true))
-        return specs
+        return specs + Parameters(config).pooler.specs
     }
 
     /// Builds the model from tensors looked up by canonical name.
@@ -134,11 +143,11 @@ public struct PKMBertModel: Sendable {
         let loader = WeightLoader(lookup: tensor)
         embeddings = try Embeddings(config: config, loader: loader)
         layers = try (0..<config.layerCount).map { try EncoderLayer(config: config, index: $0, loader: loader) }
-        let d = config.hiddenSize
-        let weight = try loader.optionalFloats(ParameterNames.poolerWeight, [d, d])
-        let bias = try loader.optionalFloats(ParameterNames.poolerBias, [d])
+        let pooler = Parameters(config).pooler
+        let weight = try loader.optionalFloats(pooler.weight)
+        let bias = try loader.optionalFloats(pooler.bias)
         if (weight == nil) != (bias == nil) {
-            throw ModelError.missingTensor(name: weight == nil ? ParameterNames.poolerWeight : ParameterNames.poolerBias)
+            throw ModelError.missingTensor(name: weight == nil ? pooler.weight.name : pooler.bias.name)
         }
         poolerWeight = weight
         poolerBias = bias

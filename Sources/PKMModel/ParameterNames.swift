@@ -1,8 +1,14 @@
 /// Canonical checkpoint tensor names (`schemas/pkm-checkpoints.md` §1), declared once.
 ///
-/// Each layer type lists the names it owns through its `parameterSpecs` function; this enum only
-/// holds the strings, verbatim, so that the rest of the code never spells a checkpoint key.
+/// Each layer type declares the tensors it owns once, in its `Parameters` table (name, shape,
+/// flags), from which both its public `parameterSpecs` list and its loading are derived; this enum
+/// only holds the strings, verbatim, so that the rest of the code never spells a checkpoint key.
 public enum ParameterNames {
+    /// Leaf of a module's weight, `{module}.weight`.
+    public static let weight = "weight"
+    /// Leaf of a module's bias, `{module}.bias`.
+    public static let bias = "bias"
+
     public static let wordEmbeddings = "embeddings.word_embeddings.weight"
     public static let positionEmbeddings = "embeddings.position_embeddings.weight"
     public static let tokenTypeEmbeddings = "embeddings.token_type_embeddings.weight"
@@ -40,6 +46,12 @@ public enum ParameterNames {
         public static let batchNormMean = "query_proj.query_mlps.1.running_mean"
         public static let batchNormVariance = "query_proj.query_mlps.1.running_var"
         public static let batchNormBatchesTracked = "query_proj.query_mlps.1.num_batches_tracked"
+        /// Leaf of a BatchNorm1d's running mean, `{module}.running_mean`.
+        public static let runningMean = "running_mean"
+        /// Leaf of a BatchNorm1d's running variance, `{module}.running_var`.
+        public static let runningVariance = "running_var"
+        /// Leaf of a BatchNorm1d's step counter buffer, `{module}.num_batches_tracked`.
+        public static let batchesTracked = "num_batches_tracked"
         /// `query_proj.query_mlps.{index}` (a linear, or the batchnorm after one).
         public static func queryModule(_ index: Int) -> String { "query_proj.query_mlps.\(index)" }
         /// Per-half query LayerNorm, `[K/2]` (``QueryNorm/layernorm``).
@@ -79,4 +91,39 @@ public struct ParameterSpec: Sendable, Equatable {
         self.isUsed = isUsed
         self.isInteger = isInteger
     }
+}
+
+extension ParameterSpec {
+    /// `{module}.{leaf}`.
+    static func leaf(_ module: String, _ leaf: String, shape: [Int], isOptional: Bool = false, isUsed: Bool = true) -> ParameterSpec {
+        ParameterSpec(name: module + "." + leaf, shape: shape, isOptional: isOptional, isUsed: isUsed)
+    }
+}
+
+/// The weight and bias of one module (a linear or a LayerNorm), as one entry of a layer's
+/// parameter table.
+struct AffineParameters: Sendable, Equatable {
+    /// `{module}.weight`.
+    let weight: ParameterSpec
+    /// `{module}.bias`.
+    let bias: ParameterSpec
+
+    init(weight: ParameterSpec, bias: ParameterSpec) {
+        self.weight = weight
+        self.bias = bias
+    }
+
+    /// `{module}.weight` and `{module}.bias` with the given shapes.
+    init(_ module: String, weight: [Int], bias: [Int], isOptional: Bool = false) {
+        self.init(weight: .leaf(module, ParameterNames.weight, shape: weight, isOptional: isOptional),
+                  bias: .leaf(module, ParameterNames.bias, shape: bias, isOptional: isOptional))
+    }
+
+    /// A LayerNorm of `width` at `module`: weight and bias `[width]`.
+    static func norm(_ module: String, width: Int) -> AffineParameters {
+        AffineParameters(module, weight: [width], bias: [width])
+    }
+
+    /// Weight then bias, the order checkpoints list them.
+    var specs: [ParameterSpec] { [weight, bias] }
 }

@@ -47,112 +47,153 @@ public struct ProductKeyMemory: Sendable {
     let gateBias: Float
     let headPermutations: [Int64]?  // [H, N²]
 
+    /// The tensors one memory owns, each declared once (name, shape, flags): ``parameterSpecs(prefix:config:inputWidth:ownsValues:)``
+    /// lists them, and loading reads exactly these specs.
+    struct Parameters: Sendable, Equatable {
+        /// One linear of the query network and, under ``QueryNorm/batchnorm``, the BatchNorm1d after it.
+        struct QueryLinear: Sendable, Equatable {
+            /// `[out, in]`.
+            let weight: ParameterSpec
+            /// `[out]`, when ``MemoryConfig/queryBias``.
+            let bias: ParameterSpec?
+            /// The eval-mode batchnorm after the linear, `[out]` each.
+            let batchNorm: QueryBatchNorm?
+
+            var inFeatures: Int { weight.shape[1] }
+            var outFeatures: Int { weight.shape[0] }
+
+            var specs: [ParameterSpec] { [weight] + (bias.map { [$0] } ?? []) + (batchNorm?.specs ?? []) }
+        }
+
+        /// `query_proj.query_mlps.{j+1}`: a BatchNorm1d's affine and running statistics.
+        struct QueryBatchNorm: Sendable, Equatable {
+            let weight: ParameterSpec
+            let bias: ParameterSpec
+            let runningMean: ParameterSpec
+            let runningVariance: ParameterSpec
+            /// A counter PyTorch saves and eval mode never reads: optional and unused.
+            let batchesTracked: ParameterSpec
+
+            init(_ module: String, width: Int) {
+                typealias M = ParameterNames.Memory
+                weight = .leaf(module, ParameterNames.weight, shape: [width])
+                bias = .leaf(module, ParameterNames.bias, shape: [width])
+                runningMean = .leaf(module, M.runningMean, shape: [width])
+                runningVariance = .leaf(module, M.runningVariance, shape: [width])
+                batchesTracked = .leaf(module, M.batchesTracked, shape: [], isOptional: true, isUsed: false)
+            }
+
+            var specs: [ParameterSpec] { [weight, bias, runningMean, runningVariance, batchesTracked] }
+        }
+
+        /// `[H, 2, N, K/2]`.
+        let keys: ParameterSpec
+        /// This memory's own value table `[rows, V]`; stored only when ``ownsValues``.
+        let values: ParameterSpec
+        /// False for a memory that reads another layer's value table (``MemoryConfig/sharedValues``).
+        let ownsValues: Bool
+        /// `[d, hidden…, H·K]`, input first.
+        let queryLinears: [QueryLinear]
+        /// Per-half LayerNorm `[K/2]` (``QueryNorm/layernorm``).
+        let queryNorm: AffineParameters?
+        /// Input LayerNorm `[d]`.
+        let inputNorm: AffineParameters?
+        /// Memory+ gate projection `[V, d]`, `[V]` (``ValueProjection/swiglu``).
+        let swiglu: AffineParameters?
+        /// Output projection `[d, V]`, `[d]`.
+        let valueProjection: AffineParameters?
+        /// Sigmoid gate `[1, d]`, `[1]`.
+        let gating: AffineParameters?
+        /// Output LayerNorm `[d]`.
+        let outputNorm: AffineParameters?
+        /// Int64 `[H, N²]` (``SlotMap/headPermutations``).
+        let headPermutations: ParameterSpec?
+
+        init(prefix: String, config: MemoryConfig, inputWidth: Int, ownsValues: Bool = true) {
+            typealias M = ParameterNames.Memory
+            let h = config.headCount, n = config.keyCount, k = config.keyDimension, d = inputWidth, v = config.valueDimension
+            keys = ParameterSpec(name: prefix + M.keys, shape: [h, 2, n, k / 2])
+            values = ParameterSpec(name: prefix + M.values, shape: [config.valueRowCount, v])
+            self.ownsValues = ownsValues
+            let widths = config.queryWidths(inputWidth: inputWidth)
+            queryLinears = (0..<(widths.count - 1)).map { j in
+                let index = config.queryLinearIndex(j), linear = prefix + M.queryModule(index), out = widths[j + 1]
+                return QueryLinear(
+                    weight: .leaf(linear, ParameterNames.weight, shape: [out, widths[j]]),
+                    bias: config.queryBias ? .leaf(linear, ParameterNames.bias, shape: [out]) : nil,
+                    batchNorm: config.queryNorm == .batchnorm ? QueryBatchNorm(prefix + M.queryModule(index + 1), width: out) : nil)
+            }
+            queryNorm = config.queryNorm == .layernorm ? .norm(prefix + M.queryNorm, width: k / 2) : nil
+            inputNorm = config.inputNorm ? .norm(prefix + M.inputNorm, width: d) : nil
+            swiglu = config.valueProjection == .swiglu ? AffineParameters(prefix + M.swigluProjection, weight: [v, d], bias: [v]) : nil
+            valueProjection = config.valueProjection != .none ? AffineParameters(prefix + M.valueProjection, weight: [d, v], bias: [d]) : nil
+            gating = config.outputGate == .sigmoid ? AffineParameters(prefix + M.gating, weight: [1, d], bias: [1]) : nil
+            outputNorm = config.outputNorm ? .norm(prefix + M.outputNorm, width: d) : nil
+            headPermutations = config.slotMap == .headPermutations
+                ? ParameterSpec(name: prefix + M.headPermutations, shape: [h, n * n], isInteger: true) : nil
+        }
+
+        /// In canonical order.
+        var specs: [ParameterSpec] {
+            var specs = [keys]
+            if ownsValues { specs.append(values) }
+            for linear in queryLinears { specs += linear.specs }
+            for module in [queryNorm, inputNorm, swiglu, valueProjection, gating, outputNorm] { specs += module?.specs ?? [] }
+            if let headPermutations { specs.append(headPermutations) }
+            return specs
+        }
+    }
 
     /// The tensors a memory at `prefix` (`encoder.layer.{i}.memory.`) owns. `ownsValues` is false
     /// for a memory that reads another layer's value table (``MemoryConfig/sharedValues``).
     public static func parameterSpecs(prefix: String, config: MemoryConfig, inputWidth: Int, ownsValues: Bool = true) -> [ParameterSpec] {
-        typealias M = ParameterNames.Memory
-        let h = config.headCount, n = config.keyCount, k = config.keyDimension, d = inputWidth, v = config.valueDimension
-        var specs = [ParameterSpec(name: prefix + M.keys, shape: [h, 2, n, k / 2])]
-        if ownsValues { specs.append(ParameterSpec(name: prefix + M.values, shape: [config.valueRowCount, v])) }
-        let widths = config.queryWidths(inputWidth: inputWidth)
-        for j in 0..<(widths.count - 1) {
-            let linear = prefix + M.queryModule(config.queryLinearIndex(j))
-            specs.append(ParameterSpec(name: linear + ".weight", shape: [widths[j + 1], widths[j]]))
-            if config.queryBias { specs.append(ParameterSpec(name: linear + ".bias", shape: [widths[j + 1]])) }
-            if config.queryNorm == .batchnorm {
-                let norm = prefix + M.queryModule(config.queryLinearIndex(j) + 1)
-                for leaf in ["weight", "bias", "running_mean", "running_var"] {
-                    specs.append(ParameterSpec(name: norm + "." + leaf, shape: [widths[j + 1]]))
-                }
-                specs.append(ParameterSpec(name: norm + ".num_batches_tracked", shape: [], isOptional: true, isUsed: false))
-            }
-        }
-        func norm(_ name: String, width: Int) {
-            specs.append(ParameterSpec(name: prefix + name + ".weight", shape: [width]))
-            specs.append(ParameterSpec(name: prefix + name + ".bias", shape: [width]))
-        }
-        if config.queryNorm == .layernorm { norm(M.queryNorm, width: k / 2) }
-        if config.inputNorm { norm(M.inputNorm, width: d) }
-        if config.valueProjection == .swiglu {
-            specs.append(ParameterSpec(name: prefix + M.swigluProjection + ".weight", shape: [v, d]))
-            specs.append(ParameterSpec(name: prefix + M.swigluProjection + ".bias", shape: [v]))
-        }
-        if config.valueProjection != .none {
-            specs.append(ParameterSpec(name: prefix + M.valueProjection + ".weight", shape: [d, v]))
-            specs.append(ParameterSpec(name: prefix + M.valueProjection + ".bias", shape: [d]))
-        }
-        if config.outputGate == .sigmoid {
-            specs.append(ParameterSpec(name: prefix + M.gating + ".weight", shape: [1, d]))
-            specs.append(ParameterSpec(name: prefix + M.gating + ".bias", shape: [1]))
-        }
-        if config.outputNorm { norm(M.outputNorm, width: d) }
-        if config.slotMap == .headPermutations {
-            specs.append(ParameterSpec(name: prefix + M.headPermutations, shape: [h, n * n], isInteger: true))
-        }
-        return specs
+        Parameters(prefix: prefix, config: config, inputWidth: inputWidth, ownsValues: ownsValues).specs
     }
 
     /// Loads the memory at `prefix`; its value table comes from `valuesPrefix` (another layer's
     /// memory under shared values).
     init(prefix: String, valuesPrefix: String? = nil, config: MemoryConfig, inputWidth: Int, loader: WeightLoader) throws {
-        typealias M = ParameterNames.Memory
+        let owner = valuesPrefix ?? prefix
+        let parameters = Parameters(prefix: prefix, config: config, inputWidth: inputWidth, ownsValues: owner == prefix)
+        let values = owner == prefix ? parameters.values : Parameters(prefix: owner, config: config, inputWidth: inputWidth).values
+        try self.init(parameters: parameters, values: values, config: config, inputWidth: inputWidth, loader: loader)
+    }
+
+    /// Loads the memory `parameters` declares, reading its value table from `values` (its own, or
+    /// the owner's under ``MemoryConfig/sharedValues``).
+    init(parameters: Parameters, values valuesSpec: ParameterSpec, config: MemoryConfig, inputWidth: Int, loader: WeightLoader) throws {
         self.config = config
         self.inputWidth = inputWidth
-        let h = config.headCount, n = config.keyCount, k = config.keyDimension, d = inputWidth, v = config.valueDimension
-        keys = try loader.floats(prefix + M.keys, [h, 2, n, k / 2])
-        values = try loader.floatStorage((valuesPrefix ?? prefix) + M.values, [config.valueRowCount, v])
-        let widths = config.queryWidths(inputWidth: inputWidth)
-        var layers: [QueryLayer] = []
-        for j in 0..<(widths.count - 1) {
-            let linear = prefix + M.queryModule(config.queryLinearIndex(j)), out = widths[j + 1]
-            let weight = try loader.floats(linear + ".weight", [out, widths[j]])
-            let bias = config.queryBias ? try loader.floats(linear + ".bias", [out]) : nil
+        keys = try loader.floats(parameters.keys)
+        values = try loader.floatStorage(valuesSpec)
+        queryLayers = try parameters.queryLinears.map { linear in
+            let weight = try loader.floats(linear.weight)
+            let bias = try linear.bias.map { try loader.floats($0) }
             var scale: [Float]?, mean: [Float]?, shift: [Float]?
-            if config.queryNorm == .batchnorm {
-                let norm = prefix + M.queryModule(config.queryLinearIndex(j) + 1)
-                let gamma = try loader.floats(norm + ".weight", [out])
-                let variance = try loader.floats(norm + ".running_var", [out])
+            if let norm = linear.batchNorm {
+                let gamma = try loader.floats(norm.weight)
+                let variance = try loader.floats(norm.runningVariance)
                 let epsilon = Float(config.batchNormEpsilon)
                 scale = zip(gamma, variance).map { $0 / ($1 + epsilon).squareRoot() }
-                mean = try loader.floats(norm + ".running_mean", [out])
-                shift = try loader.floats(norm + ".bias", [out])
+                mean = try loader.floats(norm.runningMean)
+                shift = try loader.floats(norm.bias)
             }
-            layers.append(QueryLayer(weight: weight, bias: bias, inFeatures: widths[j], outFeatures: out,
-                                     batchNormScale: scale, batchNormMean: mean, batchNormShift: shift))
+            return QueryLayer(weight: weight, bias: bias, inFeatures: linear.inFeatures, outFeatures: linear.outFeatures,
+                              batchNormScale: scale, batchNormMean: mean, batchNormShift: shift)
         }
-        queryLayers = layers
-        func norm(_ enabled: Bool, _ name: String, _ width: Int) throws -> ([Float]?, [Float]?) {
-            guard enabled else { return (nil, nil) }
-            return (try loader.floats(prefix + name + ".weight", [width]), try loader.floats(prefix + name + ".bias", [width]))
-        }
-        (queryNormWeight, queryNormBias) = try norm(config.queryNorm == .layernorm, M.queryNorm, k / 2)
-        (inputNormWeight, inputNormBias) = try norm(config.inputNorm, M.inputNorm, d)
-        (outputNormWeight, outputNormBias) = try norm(config.outputNorm, M.outputNorm, d)
-        if config.valueProjection == .swiglu {
-            swigluWeight = try loader.floats(prefix + M.swigluProjection + ".weight", [v, d])
-            swigluBias = try loader.floats(prefix + M.swigluProjection + ".bias", [v])
-        } else {
-            swigluWeight = nil; swigluBias = nil
-        }
-        if config.valueProjection != .none {
-            valueProjectionWeight = try loader.floats(prefix + M.valueProjection + ".weight", [d, v])
-            valueProjectionBias = try loader.floats(prefix + M.valueProjection + ".bias", [d])
-        } else {
-            valueProjectionWeight = nil; valueProjectionBias = nil
-        }
-        if config.outputGate == .sigmoid {
-            gateWeight = try loader.floats(prefix + M.gating + ".weight", [1, d])
-            gateBias = try loader.floats(prefix + M.gating + ".bias", [1])[0]
-        } else {
-            gateWeight = nil; gateBias = 0
-        }
-        if config.slotMap == .headPermutations {
-            let name = prefix + M.headPermutations
-            let permutations = try loader.int64s(name, [h, n * n])
+        (queryNormWeight, queryNormBias) = try loader.affine(parameters.queryNorm)
+        (inputNormWeight, inputNormBias) = try loader.affine(parameters.inputNorm)
+        (outputNormWeight, outputNormBias) = try loader.affine(parameters.outputNorm)
+        (swigluWeight, swigluBias) = try loader.affine(parameters.swiglu)
+        (valueProjectionWeight, valueProjectionBias) = try loader.affine(parameters.valueProjection)
+        let gate = try loader.affine(parameters.gating)
+        gateWeight = gate.weight
+        gateBias = gate.bias?[0] ?? 0
+        if let spec = parameters.headPermutations {
+            let permutations = try loader.int64s(spec)
             let rows = Int64(config.valueRowCount)
             if let bad = permutations.first(where: { $0 < 0 || $0 >= rows }) {
-                throw ModelError.invalidTensor(name: name, reason: "holds slot \(bad), outside the value table's 0..<\(rows) rows")
+                throw ModelError.invalidTensor(name: spec.name, reason: "holds slot \(bad), outside the value table's 0..<\(rows) rows")
             }
             headPermutations = permutations
         } else {

@@ -1,38 +1,56 @@
 import Foundation
 import PKMTensor
 
-/// Fetches tensors by canonical name, checks shapes, and widens them to float32.
+/// Fetches the tensors a layer's parameter table declares, checks their shapes, and widens them
+/// to float32. Loading goes only through ``ParameterSpec``s, so what a layer loads is exactly what
+/// its `parameterSpecs` list names.
 struct WeightLoader {
     let lookup: (String) -> Tensor?
 
-    func floats(_ name: String, _ shape: [Int]) throws -> [Float] {
-        try tensor(name, shape).floatValues()
+    /// `spec`'s tensor as float32.
+    /// - Throws: ``ModelError/missingTensor(name:)`` or ``ModelError/shapeMismatch(name:expected:actual:)`` naming `spec.name`.
+    func floats(_ spec: ParameterSpec) throws -> [Float] {
+        try tensor(spec).floatValues()
     }
 
-    /// The tensor's values as float32, without a copy when they already are float32 (a value
-    /// table read from a mapped file then stays in the page cache instead of the heap).
-    func floatStorage(_ name: String, _ shape: [Int]) throws -> FloatStorage {
-        FloatStorage(try tensor(name, shape))
+    /// `spec`'s tensor as float32, without a copy when it already is float32 (a value table read
+    /// from a mapped file then stays in the page cache instead of the heap).
+    func floatStorage(_ spec: ParameterSpec) throws -> FloatStorage {
+        FloatStorage(try tensor(spec))
     }
 
-    /// An integer tensor's values as int64 (`head_permutations`).
+    /// `spec`'s integer tensor as int64 (`head_permutations`).
     /// - Throws: ``ModelError/invalidTensor(name:reason:)`` for a floating-point tensor.
-    func int64s(_ name: String, _ shape: [Int]) throws -> [Int64] {
-        let tensor = try tensor(name, shape)
+    func int64s(_ spec: ParameterSpec) throws -> [Int64] {
+        let tensor = try tensor(spec)
         guard !tensor.dtype.isFloatingPoint else {
-            throw ModelError.invalidTensor(name: name, reason: "has dtype \(tensor.dtype), an integer buffer is required")
+            throw ModelError.invalidTensor(name: spec.name, reason: "has dtype \(tensor.dtype), an integer buffer is required")
         }
         return tensor.int64Values()
     }
 
-    func optionalFloats(_ name: String, _ shape: [Int]) throws -> [Float]? {
-        guard lookup(name) != nil else { return nil }
-        return try floats(name, shape)
+    /// `spec`'s tensor as float32, or nil when the checkpoint lacks it (an optional tensor).
+    func optionalFloats(_ spec: ParameterSpec) throws -> [Float]? {
+        guard lookup(spec.name) != nil else { return nil }
+        return try floats(spec)
     }
 
-    private func tensor(_ name: String, _ shape: [Int]) throws -> Tensor {
-        guard let tensor = lookup(name) else { throw ModelError.missingTensor(name: name) }
-        guard tensor.shape == shape else { throw ModelError.shapeMismatch(name: name, expected: shape, actual: tensor.shape) }
+    /// A module's weight and bias.
+    func affine(_ parameters: AffineParameters) throws -> (weight: [Float], bias: [Float]) {
+        (try floats(parameters.weight), try floats(parameters.bias))
+    }
+
+    /// A module's weight and bias when `parameters` is given (a module the config enables), else nils.
+    func affine(_ parameters: AffineParameters?) throws -> (weight: [Float]?, bias: [Float]?) {
+        guard let parameters else { return (nil, nil) }
+        return (try floats(parameters.weight), try floats(parameters.bias))
+    }
+
+    private func tensor(_ spec: ParameterSpec) throws -> Tensor {
+        guard let tensor = lookup(spec.name) else { throw ModelError.missingTensor(name: spec.name) }
+        guard tensor.shape == spec.shape else {
+            throw ModelError.shapeMismatch(name: spec.name, expected: spec.shape, actual: tensor.shape)
+        }
         return tensor
     }
 }
