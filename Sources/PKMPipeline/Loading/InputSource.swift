@@ -31,9 +31,14 @@ public enum InputSource: Sendable {
     public func inputs(for config: ModelConfig, limits: ReaderLimits = ReaderLimits()) throws -> ModelInputs {
         switch self {
         case .file(let url):
-            return try ReferenceLayout.readInputs(from: try Checkpoints.open(url, limits: limits))
+            let reader = try Checkpoints.open(url, limits: limits)
+            let inputs = try ReferenceLayout.readInputs(from: reader)
+            try ReferenceLayout.check(inputs, fit: config, path: reader.url.path)
+            return inputs
         case .reference(let checkpoint):
-            return try ReferenceLayout.readInputs(from: checkpoint.reader)
+            let inputs = try ReferenceLayout.readInputs(from: checkpoint.reader)
+            try ReferenceLayout.check(inputs, fit: config, path: checkpoint.reader.url.path)
+            return inputs
         case .given(let inputs):
             return inputs
         case .random(let batch, let sequence, let seed):

@@ -63,7 +63,11 @@ public enum ReferenceLayout {
             throw PipelineError.invalidReference(path: reader.url.path, reason: "/inputs/input_ids must be [batch, sequence], is \(info.shape)")
         }
         func ints(_ tensor: ReferenceTensor) throws -> [Int]? {
-            guard names.contains(tensor.name) else { return nil }
+            guard let stored = reader.tensorInfos.first(where: { $0.name == tensor.name }) else { return nil }
+            // Token ids, masks and type ids are integers; a float dataset is a reference written wrong, not ids to round.
+            guard !stored.dtype.isFloatingPoint else {
+                throw PipelineError.invalidReference(path: reader.url.path, reason: "\(tensor.displayPath) has dtype \(stored.dtype.displayName); it must hold integers (int64 or int32)")
+            }
             let values = try reader.tensor(named: tensor.name)
             guard values.shape == info.shape else {
                 throw PipelineError.invalidReference(path: reader.url.path, reason: "\(tensor.displayPath) has shape \(values.shape), input_ids has \(info.shape)")
@@ -76,6 +80,33 @@ public enum ReferenceLayout {
         } catch let error as ModelError {
             throw PipelineError.invalidReference(path: reader.url.path, reason: "\(error.description)")
         }
+    }
+
+    /// Checks that the inputs read from the reference or inputs file at `path` fit a model with `config`, so a bad id is
+    /// blamed on the file that holds it, not on the checkpoint.
+    /// - Throws: ``PipelineError/invalidReference(path:reason:)`` naming the first id outside the vocabulary or token type range.
+    static func check(_ inputs: ModelInputs, fit config: ModelConfig, path: String) throws {
+        let t = inputs.sequenceLength
+        if let (index, id) = inputs.inputIds.enumerated().first(where: { $0.element < 0 || $0.element >= config.vocabSize }) {
+            throw PipelineError.invalidReference(path: path, reason: "/inputs/input_ids holds token id \(id) at [\(index / t), \(index % t)], outside the model's vocabulary 0..<\(config.vocabSize): the file's inputs were made for another model")
+        }
+        if let types = inputs.tokenTypeIds,
+           let (index, type) = types.enumerated().first(where: { $0.element < 0 || $0.element >= config.typeVocabSize }) {
+            throw PipelineError.invalidReference(path: path, reason: "/inputs/token_type_ids holds \(type) at [\(index / t), \(index % t)], outside the model's 0..<\(config.typeVocabSize)")
+        }
+        if let mask = inputs.attentionMask, let (index, value) = mask.enumerated().first(where: { $0.element != 0 && $0.element != 1 }) {
+            throw PipelineError.invalidReference(path: path, reason: "/inputs/attention_mask holds \(value) at [\(index / t), \(index % t)]; a mask holds 0 or 1")
+        }
+    }
+
+    /// A tolerance attribute (`atol`, `rtol`) of a reference file: nil when absent.
+    /// - Throws: ``PipelineError/invalidReference(path:reason:)`` when present but not a finite number ≥ 0.
+    static func tolerance(_ name: String, of reader: any CheckpointReader) throws -> Double? {
+        guard let text = reader.metadata[name] else { return nil }
+        guard let value = Double(text.trimmingCharacters(in: .whitespaces)), value.isFinite, value >= 0 else {
+            throw PipelineError.invalidReference(path: reader.url.path, reason: "the \(name) attribute is '\(text)'; a tolerance is a finite number of 0 or more (fix the file, or give the tolerance explicitly)")
+        }
+        return value
     }
 
     /// Inputs and the outputs of a forward pass as tensors named in the `schemas/pkm-checkpoints.md` §5 layout (`inputs/…`, `outputs/…`).

@@ -69,9 +69,11 @@ public enum Verifier {
     }
 
     /// The tolerance: the caller's, else the reference's attributes, else ``defaultTolerance``; and where it came from.
-    static func tolerance(options: VerifyOptions, reference: any CheckpointReader) -> (Tolerance, String) {
-        let referenceAtol = reference.metadata["atol"].flatMap(Double.init)
-        let referenceRtol = reference.metadata["rtol"].flatMap(Double.init)
+    /// - Throws: ``PipelineError/invalidReference(path:reason:)`` for a tolerance attribute that is not a finite number ≥ 0
+    ///   (checked even when the caller's tolerances override it: a damaged attribute is a damaged file).
+    static func tolerance(options: VerifyOptions, reference: any CheckpointReader) throws -> (Tolerance, String) {
+        let referenceAtol = try ReferenceLayout.tolerance("atol", of: reference)
+        let referenceRtol = try ReferenceLayout.tolerance("rtol", of: reference)
         let tolerance = Tolerance(absolute: options.atol ?? referenceAtol ?? defaultTolerance, relative: options.rtol ?? referenceRtol ?? defaultTolerance)
         let source = options.atol != nil || options.rtol != nil ? "command line"
             : (referenceAtol != nil || referenceRtol != nil ? "reference file attributes" : "default")
@@ -82,6 +84,7 @@ public enum Verifier {
     /// - Throws: ``PipelineError`` for malformed references or a model that cannot run them.
     static func forward(model: PKMBertModel, checkpointName: String, reference: any CheckpointReader) throws -> (ModelInputs, ModelOutputs) {
         let inputs = try ReferenceLayout.readInputs(from: reference)
+        try ReferenceLayout.check(inputs, fit: model.config, path: reference.url.path)
         do {
             return (inputs, try model.forward(inputs, collectHiddenStates: true, collectMemoryTraces: true))
         } catch let error as ModelError {
@@ -95,7 +98,7 @@ public enum Verifier {
                               options: VerifyOptions = VerifyOptions()) throws -> VerifyReport {
         let start = Date()
         let (inputs, outputs) = try forward(model: model, checkpointName: checkpointName, reference: reference)
-        let (tolerance, source) = tolerance(options: options, reference: reference)
+        let (tolerance, source) = try tolerance(options: options, reference: reference)
         return try compare(outputs, inputs: inputs, config: model.config, checkpointName: checkpointName, reference: reference,
                            tolerance: tolerance, toleranceSource: source, start: start)
     }
@@ -158,11 +161,24 @@ public enum Verifier {
                 skipped.append("\(indices.displayPath) (not in reference)")
             }
         }
-        // Reference memory outputs for layers the model has no memory at are a mismatch of models.
-        for info in reference.tensorInfos {
+        // Every output the reference holds is compared, or named: memory outputs for layers without a memory and hidden
+        // states past the model's depth are a mismatch of models; anything else under /outputs is listed as skipped.
+        var known = Set([ReferenceTensor.lastHiddenState, .poolerOutput].map(\.name))
+        for n in 0...config.layerCount { known.insert(ReferenceTensor.hiddenState(n).name) }
+        for layer in outputs.memoryTraces.keys {
+            known.insert(ReferenceTensor.memoryIndices(layer: layer).name)
+            known.insert(ReferenceTensor.memoryScores(layer: layer).name)
+        }
+        for info in reference.tensorInfos where info.name.hasPrefix("outputs.") && !known.contains(info.name) {
+            let shown = "/" + info.name.replacingOccurrences(of: ".", with: "/")
             if let layer = ReferenceLayout.memoryLayer(ofName: info.name), outputs.memoryTraces[layer] == nil {
                 throw PipelineError.invalidReference(path: reference.url.path, reason: "reference has memory outputs for layer \(layer) but the checkpoint has no memory there")
             }
+            let parts = info.name.split(separator: ".")
+            if parts.count == 3, parts[1] == "hidden_states" {
+                throw PipelineError.invalidReference(path: reference.url.path, reason: "reference has \(shown) but the model has hidden states 0…\(config.layerCount) (embeddings and \(config.layerCount) layers): it was made by another model")
+            }
+            skipped.append("\(shown) (not an output this model produces)")
         }
         return VerifyReport(checkpoint: checkpointName, reference: reference.url.path, tolerance: tolerance, toleranceSource: source,
                             batchSize: batch, sequenceLength: sequence, outputs: comparisons, skipped: skipped,
@@ -183,7 +199,7 @@ extension LoadedCheckpoint {
         let model = try model(byteProgress: loadProgress)
         let start = Date()
         let (inputs, outputs) = try Verifier.forward(model: model, checkpointName: url.path, reference: reference.reader)
-        let (tolerance, source) = Verifier.tolerance(options: options, reference: reference.reader)
+        let (tolerance, source) = try Verifier.tolerance(options: options, reference: reference.reader)
         var report = try Verifier.compare(outputs, inputs: inputs, config: model.config, checkpointName: url.path, reference: reference.reader,
                                           tolerance: tolerance, toleranceSource: source, start: start)
         let floats = try resolved().report.mapped.map(\.dtype).filter(\.isFloatingPoint)
