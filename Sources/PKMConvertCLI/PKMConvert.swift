@@ -46,9 +46,7 @@ struct PKMConvert: ParsableCommand {
             }
             if !text.isEmpty {
                 fflush(nil)
-                // ArgumentParser's "Error: …" becomes the tool's one error prefix; usage lines follow.
-                let rendered = text.hasPrefix("Error: ") ? "pkm-convert: error: " + text.dropFirst("Error: ".count) : Substring(text)
-                FileHandle.standardError.write(Data((rendered + "\n").utf8))
+                FileHandle.standardError.write(Data((ArgumentErrorText.oneLine(text, arguments: arguments, root: self) + "\n").utf8))
             }
             // A status a command chose (1: verification mismatch, 2: error) is kept; argument errors become 2.
             Glibc.exit(code.rawValue == ExitCode.validationFailure.rawValue ? errorStatus : code.rawValue)
@@ -57,6 +55,18 @@ struct PKMConvert: ParsableCommand {
 }
 
 /// Finds a first argument that is meant as a subcommand but names none, and suggests the closest.
+/// ArgumentParser's error text as the tool prints it: one line, the tool's error prefix, and where the help is
+/// (its "Help:", "Usage:" and "See …" lines are dropped: the help is one command away).
+enum ArgumentErrorText {
+    static func oneLine(_ text: String, arguments: [String], root: ParsableCommand.Type) -> String {
+        guard text.hasPrefix("Error: ") else { return text }
+        let first = text.dropFirst("Error: ".count).split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        let names = root.configuration.subcommands.map { $0.configuration.commandName ?? $0._commandName }
+        let command = arguments.first.flatMap { names.contains($0) ? "pkm-convert \($0)" : nil } ?? "pkm-convert"
+        return "pkm-convert: error: \(first) (see '\(command) --help')"
+    }
+}
+
 enum SubcommandSpelling {
     /// The message for `arguments` when their first element is not an option and not a subcommand
     /// of `root` (nor `help`), else nil.

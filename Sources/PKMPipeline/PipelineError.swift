@@ -23,6 +23,8 @@ public enum Setting: String, Sendable, CaseIterable, Codable {
     case maxLength = "TextOptions.maxLength"
     /// ``TextOptions/batchSize`` and ``UsageOptions/batchSize``.
     case batchSize = "batchSize"
+    /// ``InputSource/given(_:)``.
+    case givenInputs = "InputSource.given"
     /// ``InputSource/random(batchSize:sequenceLength:seed:)``.
     case randomInputs = "InputSource.random"
     /// ``GraftOptions/layers``.

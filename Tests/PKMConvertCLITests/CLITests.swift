@@ -392,3 +392,21 @@ struct CLITests {
         #expect(try Self.run(["diff", model.path, "/nonexistent.pkmz"]).status == 2)
     }
 }
+
+/// Issue 18, item 12: argument errors are one line naming the flag, and a mistyped count fails before it allocates.
+@Suite("Argument errors are one line")
+struct ArgumentErrorLineTests {
+    @Test("one error line, no usage lines, a pointer to the help", arguments: [
+        (["run", "fixtures/models/bert_base_plain", "--input-ids", "-1"], "pkm-convert: error: --input-ids: token id -1 at position 0 is outside the model's vocabulary 0..<99"),
+        (["convert", "fixtures/models/bert_residual/model.h5", "-o", "/tmp/pkm-cli-never.pkmz", "--threads", "1000000"],
+         "pkm-convert: error: --threads must be between 0 (all cores) and 1024, is 1000000 (see 'pkm-convert convert --help')"),
+        (["graft"], "pkm-convert: error: Missing expected argument '<base>' (see 'pkm-convert graft --help')"),
+        (["run", "fixtures/models/bert_base_plain", "--input-ids", "1,x"], "pkm-convert: error: --input-ids: '1,x' is not a comma-separated list of integers"),
+    ] as [([String], String)])
+    func oneLine(arguments: [String], line: String) throws {
+        let outcome = try CLITests.run(arguments)
+        #expect(outcome.status == 2)
+        #expect(outcome.stderr == line + "\n", "\(outcome.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/pkm-cli-never.pkmz"))
+    }
+}

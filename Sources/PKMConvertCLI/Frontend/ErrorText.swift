@@ -30,6 +30,7 @@ enum ErrorText {
         case .mappingReport: return "--json"
         case .maxLength: return "--max-length"
         case .batchSize: return "--batch-size"
+        case .givenInputs: return "--input-ids"
         case .randomInputs: return "--random-inputs"
         case .graftLayers: return "--layers"
         case .graftHyperParameters: return "--n-keys/--heads/--knn/--k-dim/--query-*"

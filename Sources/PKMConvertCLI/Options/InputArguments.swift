@@ -15,7 +15,8 @@ struct TokenInputArguments: ParsableArguments {
     @Option(name: .long, help: "HDF5 file with /inputs/input_ids (and optionally attention_mask, token_type_ids), e.g. a reference file.")
     var inputs: String?
 
-    @Option(name: .long, help: "One sequence of comma-separated token ids, e.g. 101,7592,102.")
+    // Unconditional: `--input-ids -1` reaches the validation (an id outside the vocabulary) instead of being taken for an option.
+    @Option(name: .long, parsing: .unconditional, help: "One sequence of comma-separated token ids, e.g. 101,7592,102.")
     var inputIds: String?
 
     @Option(name: .long, help: "BATCHxSEQUENCE random token ids drawn from the model's vocabulary, e.g. 4x24 (see --seed).")

@@ -26,9 +26,16 @@ struct OutputArguments: ParsableArguments {
     @Option(name: .long, help: "Compression threads (0 = all cores).")
     var threads: Int = 0
 
+    /// The most compression threads accepted: each holds frame buffers, and no machine this runs on has more cores.
+    static let maximumThreads = 1024
+    var maximumThreads: Int { Self.maximumThreads }
+
     func validate() throws {
         guard (1...22).contains(level) else { throw ValidationError("--level must be between 1 and 22") }
-        guard threads >= 0 else { throw ValidationError("--threads must be 0 or more") }
+        // Checked before anything is allocated per thread: a mistyped count must not reserve gigabytes first.
+        guard (0...maximumThreads).contains(threads) else {
+            throw ValidationError("--threads must be between 0 (all cores) and \(maximumThreads), is \(threads)")
+        }
     }
 
     var options: OutputOptions {

@@ -40,6 +40,10 @@ public enum InputSource: Sendable {
             try ReferenceLayout.check(inputs, fit: config, path: checkpoint.reader.url.path)
             return inputs
         case .given(let inputs):
+            let t = inputs.sequenceLength
+            if let (index, id) = inputs.inputIds.enumerated().first(where: { $0.element < 0 || $0.element >= config.vocabSize }) {
+                throw PipelineError.invalidSetting(.givenInputs, value: nil, reason: "token id \(id) at position \(index % max(t, 1)) is outside the model's vocabulary 0..<\(config.vocabSize)")
+            }
             return inputs
         case .random(let batch, let sequence, let seed):
             let (count, overflow) = batch.multipliedReportingOverflow(by: sequence)
