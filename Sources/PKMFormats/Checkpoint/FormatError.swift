@@ -64,7 +64,12 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     /// for the zip container, which `reason` names).
     case pickle(path: String, offset: Int, reason: String)
 
-    public var description: String {
+    /// The message, with control characters in names and paths escaped
+    /// (``Swift/String/escapedForTerminal``): a file cannot write to the user's terminal through it.
+    public var description: String { rawDescription.escapedForTerminal }
+
+    /// The message with names exactly as the file has them.
+    var rawDescription: String {
         switch self {
         case .fileNotFound(let path):
             return "\(path): no such file or folder; check the path"
