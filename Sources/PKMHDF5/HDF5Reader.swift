@@ -148,13 +148,9 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
 
     /// Checks for the HDF5 signature (at byte 0 or after a 512·2ⁿ-byte user block) and returns the file size.
     private static func checkSignature(path: String) throws -> Int {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
-            throw FormatError.fileNotFound(path: path)
-        }
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw FormatError.io(path: path, operation: "open for reading", message: String(cString: strerror(errno)))
-        }
+        // Only a regular file is opened (never blocking on a FIFO); libhdf5 then opens the same path.
+        let descriptor = try RegularFile.openForReading(URL(fileURLWithPath: path), what: "an HDF5 file")
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
         defer { try? handle.close() }
         let fileSize: Int
         do {

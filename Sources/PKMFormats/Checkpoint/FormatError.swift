@@ -40,6 +40,13 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     case missingShard(path: String, shard: String)
     /// A shard path leaves the checkpoint folder (absolute, or containing `..`).
     case shardPathEscapes(path: String, shard: String)
+    /// A shard named in an index is a symbolic link (`link`, or a folder on its way) whose target
+    /// (`target`, fully resolved) lies outside the checkpoint folder and outside the
+    /// `huggingface_hub` cache's `blobs/` folder of the same repository.
+    case shardLinkEscapes(path: String, shard: String, link: String, target: String)
+    /// A path to read names something other than a regular file (a FIFO, a device, a socket, a
+    /// folder), which is never opened: opening a FIFO blocks, a device reads without end.
+    case notRegularFile(path: String, found: String, what: String)
     /// The same tensor name appears twice.
     case duplicateTensor(path: String, tensor: String)
     /// A tensor requested by name is not in the file.
@@ -105,6 +112,10 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
             return "\(path): shard '\(shard)' listed in the index is missing; copy every shard into the folder"
         case .shardPathEscapes(let path, let shard):
             return "\(path): shard path '\(shard)' leaves the checkpoint folder; refusing to read it"
+        case .shardLinkEscapes(let path, let shard, let link, let target):
+            return "\(path): shard '\(shard)' is a symbolic link \(link) -> \(target), which leads outside the checkpoint folder (and outside a huggingface_hub cache's blobs/ folder); refusing to follow it; copy the file into the folder if you trust it"
+        case .notRegularFile(let path, let found, let what):
+            return "\(path): is \(found), not a regular file; \(what) must be a regular file (or a symbolic link to one)"
         case .duplicateTensor(let path, let tensor):
             return "\(path): tensor '\(tensor)' appears more than once"
         case .tensorNotFound(let path, let tensor):
