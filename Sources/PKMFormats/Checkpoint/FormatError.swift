@@ -30,6 +30,11 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     case invalidOffsets(path: String, tensor: String, reason: String)
     /// A declared size exceeds a limit in ``ReaderLimits``.
     case limitExceeded(path: String, limit: ReaderLimit, value: Int, maximum: Int)
+    /// Tensors declare `logicalBytes` in all from `storedBytes` the file really holds for them
+    /// (stride-0 expanded views, many tensors over one storage, a deflated entry far larger than its
+    /// compressed bytes): the excess is above `maximum` (``ReaderLimits/amplificationAllowance(fileSize:)``).
+    /// `tensor` is the one that crossed the allowance.
+    case amplificationExceeded(path: String, tensor: String, logicalBytes: Int, storedBytes: Int, maximum: Int)
     /// Stored and computed checksums differ: the file is damaged.
     case checksumMismatch(path: String, what: String, offset: Int)
     /// A compressed frame does not decode, or decodes to the wrong size.
@@ -102,6 +107,8 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
             return "\(path): tensor '\(tensor)': \(reason); the file is damaged or was not written by a conforming writer"
         case .limitExceeded(let path, let limit, let value, let maximum):
             return "\(path): \(limit.rawValue) is \(value), above the limit \(maximum); if the file is trusted, raise the limit (ReaderLimits.\(limit.propertyName))"
+        case .amplificationExceeded(let path, let tensor, let logical, let stored, let maximum):
+            return "\(path): tensor '\(tensor)': the tensors so far declare \(logical) bytes from \(stored) bytes the file stores for them (views that expand or repeat stored data, or data compressed beyond reason); the excess, \(logical - stored) bytes, is above the allowance of \(maximum) (4 × the file's size + 64 MiB, at most half this machine's memory); if the file is trusted, raise it (pkm-convert --max-total-bytes, ReaderLimits.maxAmplifiedBytes)"
         case .checksumMismatch(let path, let what, let offset):
             return "\(path): checksum mismatch in \(what) at byte \(offset); the file is corrupted, re-copy it"
         case .decompressionFailed(let path, let tensor, let offset, let reason):
