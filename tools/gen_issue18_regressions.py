@@ -125,3 +125,24 @@ for level in range(1, 41):
     laughs += b"0]q%c(h%ch%ce" % (level + 1, level, level)
 bomb = b"\x80\x02}q\x00X\x01\x00\x00\x00w" + bytes(laughs) + b"s."
 write("pickle-billion-laughs.pt", build_zip([("archive/data.pkl", bomb, 0, bomb, len(bomb)), ("archive/version", b"3\n", 0, b"3\n", 2)]))
+
+# 9. HDF5 (needs h5py, tools/requirements-fixtures.txt; default libver and gzip/scale-offset only, so
+#    libhdf5 1.10.8 opens the files). Skipped with a note when h5py is not installed.
+try:
+    import h5py, numpy
+except ImportError:
+    print("h5py not installed: HDF5 inputs not regenerated")
+else:
+    # A gzip bomb: 96 MiB of zeros in one dataset, deflated to ~100 KB (the was 4 GiB in 4 MB).
+    with h5py.File(os.path.join(OUT, "hdf5-gzip-bomb-96mib.h5"), "w") as f:
+        d = f.create_dataset("w", shape=(96 << 18,), dtype="float32", chunks=(1 << 20,), compression="gzip", compression_opts=9)
+        for start in range(0, 96 << 18, 1 << 20):
+            d[start:start + (1 << 20)] = 0
+    print("hdf5-gzip-bomb-96mib.h5:", os.path.getsize(os.path.join(OUT, "hdf5-gzip-bomb-96mib.h5")), "bytes")
+    # A valid file using the scale-offset filter (read, not called damaged).
+    path = os.path.join("fixtures", "hdf5", "scaleoffset.h5")
+    path = os.path.join(os.path.dirname(__file__), "..", path)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("ints", data=numpy.arange(64, dtype="int32").reshape(8, 8) * 3 + 1000, chunks=(4, 8), scaleoffset=0)
+        f.create_dataset("floats", data=(numpy.arange(32, dtype="float32") / 4).reshape(4, 8), chunks=(2, 8), scaleoffset=2)
+    print("fixtures/hdf5/scaleoffset.h5:", os.path.getsize(path), "bytes")
