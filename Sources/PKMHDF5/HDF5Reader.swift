@@ -150,8 +150,10 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
     private static func checkSignature(path: String) throws -> Int {
         // Only a regular file is opened (never blocking on a FIFO); libhdf5 then opens the same path.
         let descriptor = try RegularFile.openForReading(URL(fileURLWithPath: path), what: "an HDF5 file")
-        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
-        defer { try? handle.close() }
+        // The descriptor is closed exactly once, here (a FileHandle that also closed it on dealloc
+        // could close a number libhdf5 has since been given).
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: false)
+        defer { close(descriptor) }
         let fileSize: Int
         do {
             fileSize = Int(try handle.seekToEnd())
