@@ -3,7 +3,8 @@
 //
 // Dependency direction (one way; each arrow points at what a target depends on):
 //
-//   PKMTokenizers (Foundation only): HF-compatible BERT WordPiece and byte-level BPE tokenizers
+//   PKMTensor ← PKMTokenizers: HF-compatible BERT WordPiece and byte-level BPE tokenizers (uses only the
+//     tensor core's text helpers: JSON error positions, terminal escaping)
 //   PKMTensor ← PKMFormats (+ CPKMKernels, CZstd, COpenSSL, CSystemShims, ZIPFoundation): safetensors, pkmz, PyTorch pickles, I/O
 //   PKMFormats ← PKMHDF5 (+ CHDF5): the only target linking libhdf5
 //   PKMFormats, PKMHDF5 ← PKMCheckpoints: picks the reader or writer for a path or model folder
@@ -51,8 +52,8 @@ let package = Package(
         // Hot loops in C (byte planes, rANS, the graft generator, AVX-512 GELU chosen at run time): plain C + SSE2, no unsafe flags.
         .target(name: "CPKMKernels"),
         .target(name: "PKMTensor"),
-        // HF-compatible tokenizers (BERT WordPiece, byte-level BPE); Foundation only.
-        .target(name: "PKMTokenizers"),
+        // HF-compatible tokenizers (BERT WordPiece, byte-level BPE); Foundation and PKMTensor's text helpers only.
+        .target(name: "PKMTokenizers", dependencies: ["PKMTensor"]),
         .target(name: "PKMFormats", dependencies: ["PKMTensor", "CPKMKernels", "CZstd", "COpenSSL", "CSystemShims",
                                             .product(name: "ZIPFoundation", package: "ZIPFoundation")]),
         .target(name: "PKMHDF5", dependencies: ["PKMTensor", "PKMFormats", "CHDF5", "CSystemShims"]),

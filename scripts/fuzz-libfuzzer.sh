@@ -4,7 +4,7 @@
 #
 #   scripts/fuzz-libfuzzer.sh [seconds per target] [target ...]
 #
-# Targets: safetensors, pkmz, pkmz-header, pickle, pickle-vm, config (default: all six), 60 s each by default.
+# Targets: safetensors, pkmz, pkmz-header, pickle, pickle-vm, config, zip, json (default: all eight), 60 s each by default.
 # The HDF5 reader is not fuzzed here: libhdf5 itself is not instrumented and can crash on damaged
 # metadata, which would stop libFuzzer at the first such input; it is fuzzed in subprocesses by
 # FuzzTests.swift instead (PKM_FUZZ_ITERATIONS=10000 swift test --filter "FuzzTests.*hdf5").
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors pkmz pkmz-header pickle pickle-vm config)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors pkmz pkmz-header pickle pickle-vm config zip json)
 scratch=.build-fuzz
 work="$scratch/fuzz"
 mkdir -p "$work" "$scratch/artifacts"
@@ -55,7 +55,7 @@ if [ -z "$cli" ]; then
     swift build --scratch-path "$scratch/cli" --product pkm-convert >/dev/null
     cli="$scratch/cli/debug/pkm-convert"
 fi
-for target in safetensors pkmz pkmz-header pickle pickle-vm config; do mkdir -p "$work/seeds-$target" "$work/corpus-$target"; done
+for target in safetensors pkmz pkmz-header pickle pickle-vm config zip json; do mkdir -p "$work/seeds-$target" "$work/corpus-$target"; done
 n=0
 for f in fixtures/safetensors/*.safetensors fixtures/safetensors/sharded/*.safetensors fixtures/models/*/model.safetensors; do
     n=$((n + 1)); cp "$f" "$work/seeds-safetensors/$n-$(basename "$f")"
@@ -77,7 +77,10 @@ for f in fixtures/pickle/*.pt fixtures/pickle/*.pth fixtures/pickle/*.ckpt fixtu
     n=$((n + 1)); cp "$f" "$work/seeds-pickle/$n-$(basename "$f")"
     # The data.pkl of each zip seed (unzip -p prints one entry), for the pickle machine alone.
     { unzip -Z1 "$f" 2>/dev/null || true; } | { grep '/data.pkl$' || true; } | while read -r entry; do unzip -p "$f" "$entry" > "$work/seeds-pickle-vm/$n.pkl"; done
+    cp "$f" "$work/seeds-zip/$n-$(basename "$f")"
 done
+for f in Tests/PKMFormatsTests/Regressions/Inputs/*.pt; do cp "$f" "$work/seeds-zip/"; done
+for f in fixtures/models/*/config.json fixtures/models/*/tokenizer.json; do [ -f "$f" ] && cp "$f" "$work/seeds-json/$(echo "$f" | tr / _)"; done
 
 status=0
 for target in "${targets[@]}"; do

@@ -7,11 +7,11 @@ import PKMTensor
 public enum Checkpoints {
     /// Detects the format from the first bytes (HDF5 and pkmz magic, a `torch.save` zip or legacy
     /// pickle, a safetensors header length followed by `{`), falling back to the extension.
-    /// - Throws: ``FormatError/fileNotFound(path:)``, ``FormatError/unknownFormat(path:reason:)``.
+    /// - Throws: ``FormatError/fileNotFound(path:)``, ``FormatError/notRegularFile(path:found:what:)``,
+    ///   ``FormatError/unknownFormat(path:reason:)``.
     public static func detectFormat(of url: URL) throws -> CheckpointFormat {
-        guard let handle = FileHandle(forReadingAtPath: url.path) else { throw FormatError.fileNotFound(path: url.path) }
-        defer { try? handle.close() }
-        let head = (try? handle.read(upToCount: 512)) ?? Data()
+        // Only a regular file is opened: a FIFO would block open(), a device would never end.
+        let head = try RegularFile.head(of: url, count: 512, what: "a checkpoint file")
         if head.count >= 8, Array(head.prefix(8)) == [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] { return .hdf5 }
         if head.count >= 8, Array(head.prefix(8)) == PKMZLayout.magic { return .pkmz }
         if TorchCheckpointReader.looksLikeTorchCheckpoint(head) { return .pytorch }
@@ -31,6 +31,7 @@ public enum Checkpoints {
         if isDirectory.boolValue {
             return try open(try checkpointFile(inFolder: url), format: format, limits: limits)
         }
+        try RegularFile.requireRegular(url, what: "a checkpoint file")
         if url.lastPathComponent.hasSuffix(".index.json") {
             return try ShardedCheckpointReader(indexURL: url, limits: limits)
         }

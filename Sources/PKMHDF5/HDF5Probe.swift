@@ -88,15 +88,18 @@ extension HDF5Probe {
         switch outcome.ending {
         case .exited(0):
             return
-        case .exited(Self.refusedStatus) where !outcome.lastLine.isEmpty:
+        case .exited(Self.refusedStatus) where !outcome.lastLine.isEmpty && Self.memoryCap(inChildOutput: outcome.lastLine) == nil:
             throw .isolatedReadFailed(path: path, reason: outcome.lastLine)
         case .exited(let status):
             throw .isolatedReadFailed(
                 path: path, reason: "the isolated HDF5 reader ended with status \(status)\(outcome.lastLine.isEmpty ? "" : " (\(outcome.lastLine))"); the file is damaged or not an HDF5 checkpoint")
         case .signalled(let signal):
             throw .isolatedReadFailed(
-                path: path, reason: "the isolated HDF5 reader crashed (signal \(signal), \(ChildProcess.signalName(signal))) on this file: libhdf5 cannot read it safely, it is damaged; re-export it (nothing was read in this process)")
+                path: path, reason: "the isolated HDF5 reader crashed (signal \(signal), \(ChildProcess.signalName(signal))) on this file\(Self.capExplanation(Self.memoryCap(inChildOutput: outcome.stderr)) + (Self.memoryCap(inChildOutput: outcome.stderr) == nil ? ": libhdf5 cannot read it safely, it is damaged" : "")); re-export it (nothing was read in this process)")
         case .timedOut:
+            if let cap = Self.memoryCap(inChildOutput: outcome.stderr) {
+                throw .isolatedReadFailed(path: path, reason: "the isolated HDF5 reader did not finish within \(String(format: "%g", seconds)) s (killed) while reading tensor data under its memory cap of \(cap >> 20) MiB: libhdf5 either loops on damaged chunks or is stuck after exhausting the cap; re-export the file (nothing was read in this process)")
+            }
             throw .isolatedReadTimedOut(path: path, seconds: seconds)
         }
     }
@@ -125,7 +128,10 @@ extension HDF5Probe {
                 // regression input grows by 500 MB/s until the OOM killer ends it): cap this process
                 // at what it holds now, plus twice the largest declared tensor, plus 512 MiB.
                 let largest = reader.tensorInfos.map(\.byteCount).max() ?? 0
-                limitAddressSpace(extra: 2 * largest + (512 << 20))
+                if let cap = limitAddressSpace(extra: 2 * largest + (512 << 20)) {
+                    // Read by the parent when this process dies or hangs, to say what the cap was.
+                    FileHandle.standardError.write(Data("\(memoryCapMarker)\(cap)\n".utf8))
+                }
                 for info in reader.tensorInfos { _ = try reader.tensor(named: info.name) }
             }
             return 0
@@ -135,18 +141,38 @@ extension HDF5Probe {
         }
     }
 
+    /// The stderr line the child writes with its address-space cap, before reading data.
+    static let memoryCapMarker = "pkm-convert probe: address space capped at bytes="
+
+    /// The cap the child reported, if it got that far.
+    static func memoryCap(inChildOutput text: String) -> Int? {
+        guard let range = text.range(of: memoryCapMarker) else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    /// What a cap means, for messages.
+    static func capExplanation(_ cap: Int?) -> String {
+        guard let cap else { return "" }
+        return "; it was reading tensor data under its memory cap of \(cap >> 20) MiB (its own size + 2 × the largest tensor + 512 MiB), so libhdf5 most likely exhausted that cap: the data decompresses to more than the file declares, or libhdf5 allocates without bound on damaged chunks"
+    }
+
     /// Sets RLIMIT_AS to the current virtual size plus `extra` bytes (Linux; elsewhere a no-op).
-    static func limitAddressSpace(extra: Int) {
+    /// - Returns: the cap set, or nil when none was.
+    @discardableResult
+    static func limitAddressSpace(extra: Int) -> Int? {
         #if os(Linux)
         guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
-              let pages = statm.split(separator: " ").first.flatMap({ Int($0) }) else { return }
+              let pages = statm.split(separator: " ").first.flatMap({ Int($0) }) else { return nil }
         let current = pages * Int(sysconf(Int32(_SC_PAGESIZE)))
         let (total, overflow) = current.addingReportingOverflow(extra)
-        guard !overflow else { return }
+        guard !overflow else { return nil }
         var limit = rlimit()
-        guard getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit) == 0 else { return }
+        guard getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit) == 0 else { return nil }
         limit.rlim_cur = min(limit.rlim_cur, rlim_t(total))   // never above the inherited limit
-        _ = setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit)
+        guard setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit) == 0 else { return nil }
+        return Int(clamping: limit.rlim_cur)
+        #else
+        return nil
         #endif
     }
 }

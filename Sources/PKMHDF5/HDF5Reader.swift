@@ -148,14 +148,12 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
 
     /// Checks for the HDF5 signature (at byte 0 or after a 512·2ⁿ-byte user block) and returns the file size.
     private static func checkSignature(path: String) throws -> Int {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
-            throw FormatError.fileNotFound(path: path)
-        }
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw FormatError.io(path: path, operation: "open for reading", message: String(cString: strerror(errno)))
-        }
-        defer { try? handle.close() }
+        // Only a regular file is opened (never blocking on a FIFO); libhdf5 then opens the same path.
+        let descriptor = try RegularFile.openForReading(URL(fileURLWithPath: path), what: "an HDF5 file")
+        // The descriptor is closed exactly once, here (a FileHandle that also closed it on dealloc
+        // could close a number libhdf5 has since been given).
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: false)
+        defer { close(descriptor) }
         let fileSize: Int
         do {
             fileSize = Int(try handle.seekToEnd())
@@ -243,6 +241,10 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
         let fileSize: Int
         var entries: [String: Entry] = [:]
         var infos: [TensorInfo] = []
+        /// Declared bytes beyond the stored (compressed) bytes so far: counted against
+        /// ``ReaderLimits/amplificationAllowance(fileSize:)``, so a gzip bomb (4 GiB of zeros in a valid
+        /// 4 MB file) is refused before anything is decompressed, in the probe and in this process.
+        var amplifiedBytes = 0
         var totalBytes = 0
         var visitedGroups: Set<haddr_t> = []
         /// Deeper nesting than any state dict needs; stops pathological files.
@@ -346,7 +348,16 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
                 throw FormatError.limitExceeded(path: site.path, limit: .totalBytes, value: overflow ? Int.max : total, maximum: limits.maxTotalBytes)
             }
             totalBytes = total
-            try checkStorage(dataset: dataset, key: key, objectPath: objectPath, byteCount: byteCount)
+            let stored = try checkStorage(dataset: dataset, key: key, objectPath: objectPath, byteCount: byteCount)
+            if byteCount > stored {
+                amplifiedBytes += byteCount - stored
+                let allowance = limits.amplificationAllowance(fileSize: fileSize)
+                if amplifiedBytes > allowance {
+                    let declared = infos.reduce(byteCount) { $0 + $1.byteCount }
+                    throw FormatError.amplificationExceeded(path: site.path, tensor: key, logicalBytes: declared,
+                                                            storedBytes: declared - amplifiedBytes, maximum: allowance)
+                }
+            }
             return Entry(objectPath: objectPath, info: TensorInfo(name: key, dtype: dtype, shape: shape), memoryType: memoryType)
         }
 
@@ -417,7 +428,8 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
 
         /// Checks layout and filters, and that the file holds the data the dataset declares,
         /// so reading never allocates more than the file can fill.
-        private func checkStorage(dataset: hid_t, key: String, objectPath: String, byteCount: Int) throws {
+        /// - Returns: the bytes the dataset's data occupies in the file (compressed, when filtered).
+        private func checkStorage(dataset: hid_t, key: String, objectPath: String, byteCount: Int) throws -> Int {
             let creation = HDF5Handle.propertyList(try site.check(H5Dget_create_plist(dataset), objectPath, "H5Dget_create_plist"))
             let layout = H5Pget_layout(creation.id)
             var compressing = false
@@ -445,8 +457,14 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
                             + "install the HDF5 filter plugin and set HDF5_PLUGIN_PATH, or re-export with gzip or no compression")
                     }
                     switch filter {
-                    case H5Z_FILTER_SHUFFLE, H5Z_FILTER_FLETCHER32, H5Z_FILTER_NBIT, H5Z_FILTER_SCALEOFFSET:
+                    case H5Z_FILTER_SHUFFLE, H5Z_FILTER_FLETCHER32:
                         break
+                    case H5Z_FILTER_NBIT, H5Z_FILTER_SCALEOFFSET:
+                        // They pack values into fewer bits (scale-offset down to 0 bits for a constant chunk):
+                        // stored bytes are fewer than declared, as with compression (a valid scale-offset file
+                        // was called damaged, "chunks missing", before issue 18).
+                        compressing = true
+                        unboundedRatio = true
                     case H5Z_FILTER_DEFLATE:
                         compressing = true
                     default:
@@ -458,7 +476,7 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
                 throw FormatError.invalidTensor(path: site.path, tensor: key,
                                                 reason: "\(objectPath) is a virtual dataset (its data lives in other files); not supported")
             }
-            guard byteCount > 0 else { return }
+            guard byteCount > 0 else { return 0 }
             let stored = H5Dget_storage_size(dataset)
             guard let storedBytes = Int(exactly: stored), storedBytes <= fileSize else {
                 throw FormatError.invalidOffsets(path: site.path, tensor: key,
@@ -487,6 +505,7 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
                         + (unboundedRatio ? "any supported filter expands to (\(ratio):1)" : "deflate can expand to"))
                 }
             }
+            return storedBytes
         }
 
         /// Upper bound of deflate's expansion ratio (the format's maximum is about 1032:1).

@@ -9,7 +9,7 @@ import PKMTensor
 /// A dotted name becomes a dataset at the root (`/bert.encoder.layer.0.output.dense.weight`).
 /// A name containing `/` (`outputs/memory/1/indices`, the reference layout of `schemas/pkm-checkpoints.md` §5) becomes
 /// a dataset in nested groups, which ``HDF5Reader`` reads back under the dotted key
-/// (`outputs.memory.1.indices`); names with empty or `.` components are rejected. Groups track
+/// (`outputs.memory.1.indices`); names with empty, `.` or `..` components are rejected. Groups track
 /// link creation order, so a reader lists tensors in the order they were written; object
 /// modification times are not recorded, so the same input gives the same bytes.
 ///
@@ -98,9 +98,9 @@ public enum HDF5Writer: CheckpointWriter {
                 throw FormatError.invalidTensor(path: path, tensor: name, reason: "an empty name cannot be an HDF5 dataset")
             }
             let components = name.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-            if components.contains(where: { $0.isEmpty || $0 == "." }) || name.utf8.contains(0) {
+            if components.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) || name.utf8.contains(0) {
                 throw FormatError.invalidTensor(path: path, tensor: name, reason:
-                    "the name cannot be an HDF5 dataset: '/' separates groups, so it may not lead, trail or repeat, and no part may be '.' or hold a NUL byte")
+                    "the name cannot be an HDF5 dataset: '/' separates groups, so it may not lead, trail or repeat, and no part may be '.' or '..' or hold a NUL byte")
             }
             guard info.shape.count <= maxRank else {
                 throw FormatError.invalidTensor(path: path, tensor: name, reason: "rank \(info.shape.count) exceeds HDF5's maximum of \(maxRank)")

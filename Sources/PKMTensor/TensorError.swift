@@ -11,7 +11,12 @@ public enum TensorError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A tensor name appears twice in one state dict.
     case duplicateName(String)
 
-    public var description: String {
+    /// The message, with control characters in names and paths escaped
+    /// (``Swift/String/escapedForTerminal``): a file cannot write to the user's terminal through it.
+    public var description: String { rawDescription.escapedForTerminal }
+
+    /// The message with names exactly as the file has them.
+    var rawDescription: String {
         switch self {
         case .negativeDimension(let shape):
             return "shape \(shape) has a negative dimension"

@@ -1,4 +1,5 @@
 import Foundation
+import PKMTensor
 
 /// Tokenizers from the older two-file layouts, turned into the tokenizer.json HF's converters
 /// (`transformers.convert_slow_tokenizer`) would write, then read like any tokenizer.json.
@@ -78,7 +79,8 @@ enum LegacyTokenizerFiles {
     /// UTF-8 lines without their `\n` / `\r\n`; a final empty line (the file's last newline) dropped.
     private static func lines(_ data: Data, file: String) throws -> [String] {
         guard let text = String(data: data, encoding: .utf8) else {
-            throw TokenizerError.malformedJSON(file: file, reason: "not valid UTF-8 text")
+            let valid = JSONSyntax.validUTF8Prefix(data)
+            throw TokenizerError.malformedText(file: file, reason: "the bytes at \(JSONSyntax.position(ofOffset: valid, in: data)) are not UTF-8")
         }
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
             line.hasSuffix("\r") ? String(line.dropLast()) : String(line)

@@ -147,6 +147,20 @@ public struct Tokenizer: Sendable {
     }
 
     private static func read(_ url: URL) throws -> Data {
+        // stat before opening: open() of a FIFO blocks until a writer comes, a device never ends.
+        var status = stat()
+        if stat(url.path, &status) == 0, status.st_mode & S_IFMT != S_IFREG {
+            let kind: String
+            switch status.st_mode & S_IFMT {
+            case S_IFDIR: kind = "a folder"
+            case S_IFIFO: kind = "a FIFO (named pipe)"
+            case S_IFCHR: kind = "a character device"
+            case S_IFBLK: kind = "a block device"
+            case S_IFSOCK: kind = "a socket"
+            default: kind = "a special file"
+            }
+            throw TokenizerError.unreadableFile(file: url.path, reason: "it is \(kind), not a regular file (or a symbolic link to one)")
+        }
         do { return try Data(contentsOf: url) } catch {
             throw TokenizerError.unreadableFile(file: url.path, reason: error.localizedDescription)
         }

@@ -7,8 +7,11 @@ import Foundation
 public enum TokenizerError: Error, Equatable, CustomStringConvertible {
     /// The file could not be read.
     case unreadableFile(file: String, reason: String)
-    /// The file is not valid JSON, or its top level is not an object.
+    /// The file is not valid JSON, or its top level is not an object; `reason` gives the position
+    /// (line, column and byte offset) of the first syntax error.
     case malformedJSON(file: String, reason: String)
+    /// A plain-text tokenizer file (`vocab.txt`, `merges.txt`) is not valid UTF-8 text.
+    case malformedText(file: String, reason: String)
     /// A component (`model`, `normalizer`, `pre_tokenizer`, `post_processor`, ...) names a type this
     /// library does not implement.
     case unsupportedComponent(file: String, component: String, type: String)
@@ -30,6 +33,8 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
             return "cannot read tokenizer file \(file): \(reason)"
         case .malformedJSON(let file, let reason):
             return "\(file) is not a valid tokenizer JSON file: \(reason)"
+        case .malformedText(let file, let reason):
+            return "\(file) is not a valid tokenizer text file: \(reason); it must be UTF-8 text, one entry per line"
         case .unsupportedComponent(let file, let component, let type):
             return "\(file): \(component) of type \"\(type)\" is not supported by pkm-convert's tokenizers "
                 + "(supported: BERT WordPiece and byte-level BPE pipelines); convert the tokenizer or open an issue"

@@ -1,4 +1,5 @@
 import Foundation
+import PKMTensor
 
 /// A JSON object read from a tokenizer file, with the file and key path for messages.
 struct JSONObject {
@@ -15,7 +16,8 @@ struct JSONObject {
     static func parse(_ data: Data, file: String) throws -> JSONObject {
         let value: Any
         do { value = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
-            throw TokenizerError.malformedJSON(file: file, reason: error.localizedDescription)
+            // Foundation's message has no position; find the first syntax error ourselves.
+            throw TokenizerError.malformedJSON(file: file, reason: JSONSyntax.firstError(in: data) ?? error.localizedDescription)
         }
         guard let object = value as? [String: Any] else {
             throw TokenizerError.malformedJSON(file: file, reason: "the top level is not a JSON object")

@@ -1,12 +1,14 @@
 // libFuzzer entry point for pkm-convert's readers (built by scripts/fuzz-libfuzzer.sh, not by `swift test`).
 //
-// One binary, six targets chosen by the environment variable PKM_FUZZ_TARGET:
+// One binary, eight targets chosen by the environment variable PKM_FUZZ_TARGET:
 //   safetensors  bytes → a .safetensors file → SafetensorsReader, every tensor read and widened
 //   pkmz         bytes → a .pkmz file → PKMZReader, checksums verified, every tensor decoded
 //   pkmz-header  bytes → a pkmz header JSON framed into an otherwise valid empty pkmz file (valid XXH64)
 //   pickle       bytes → a .pt file → TorchCheckpointReader (zip or legacy container), every tensor read
 //   pickle-vm    bytes → the pickle machine directly (a data.pkl), with the checkpoint limits
 //   config       bytes → ModelConfig.decode(json:)
+//   zip          bytes → ZipDirectory (the torch zip's EOCD, ZIP64 records, central directory, local headers)
+//   json         bytes → JSONSyntax.firstError (the position finder of tokenizer and config errors)
 // Any thrown error is an accepted outcome: the harness only looks for crashes, hangs (libFuzzer's
 // -timeout), leaks and address errors (AddressSanitizer), and for readers that accept a file
 // declaring more tensor bytes than it can hold.
@@ -97,8 +99,12 @@ public func fuzzOneInput(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
         do { _ = try machine.run(Data(bytes)) } catch { Harness.report(error) }
     case "config":
         do { _ = try ModelConfig.decode(json: Data(bytes)) } catch { Harness.report(error) }
+    case "zip":
+        do { _ = try ZipDirectory(file: Data(bytes), path: "fuzz.zip", maxEntries: 1 << 16) } catch { Harness.report(error) }
+    case "json":
+        _ = JSONSyntax.firstError(in: Data(bytes))
     default:
-        fatalError("PKM_FUZZ_TARGET must be safetensors, pkmz, pkmz-header, pickle, pickle-vm or config")
+        fatalError("PKM_FUZZ_TARGET must be safetensors, pkmz, pkmz-header, pickle, pickle-vm, config, zip or json")
     }
     return 0
 }

@@ -369,11 +369,20 @@ struct PickleFuzzTests {
             let index = random.below(seeds.count)
             var bytes = seeds[index]
             if var entries = zipEntries[index], let at = entries.firstIndex(where: { $0.name.hasSuffix("/data.pkl") }), random.percent(70) {
-                // The pickle's bytes only, re-zipped, so the container stays valid.
+                // The pickle's bytes only, re-zipped, so the container stays valid: half the time as bytes, half
+                // as tensor geometry (sizes, strides, offsets, storage sizes set to stride 0 / huge / negative values).
                 var pickle = [UInt8](entries[at].bytes)
-                FuzzMutator.mutate(&pickle, random: &random)
+                if random.percent(50) {
+                    PickleStructureMutator.mutateIntegers(&pickle, random: &random)
+                } else {
+                    FuzzMutator.mutate(&pickle, random: &random)
+                }
                 entries[at].bytes = Data(pickle)
                 bytes = try rezip(entries)
+                // Now and then the zip's own records too: counts, sizes, offsets (issue 18's container tricks).
+                if random.percent(20) { PickleStructureMutator.mutateZipRecords(&bytes, random: &random) }
+            } else if zipEntries[index] != nil, random.percent(50) {
+                PickleStructureMutator.mutateZipRecords(&bytes, random: &random)
             } else {
                 FuzzMutator.mutate(&bytes, random: &random, others: seeds)
             }
@@ -410,5 +419,128 @@ struct PickleFuzzTests {
             }
         }
         #expect(refused > 0)
+    }
+}
+
+/// Structure-aware mutations of `torch.save` checkpoints (issue 18): the integers of the pickle (which
+/// in a state dict are tensor geometry: sizes, strides, storage offsets, storage element counts) and
+/// the fields of the zip's directory records.
+enum PickleStructureMutator {
+    /// Values that break geometry: stride 0 (expanded views), huge sizes, negatives, boundaries.
+    static let geometry: [Int32] = [0, 1, -1, 2, 131_072, 1 << 28, Int32.max, Int32.min, 1 << 16, 65_535]
+
+    /// Rewrites 1–4 integer opcodes (BININT1 `K`, BININT2 `M`, BININT `J`) with geometry values, as
+    /// BININT so any value fits (the pickle grows; later memo and frame offsets are not used by torch's pickles).
+    static func mutateIntegers(_ bytes: inout [UInt8], random: inout SplitMix64) {
+        var sites: [(Int, Int)] = []  // (offset, opcode length)
+        var index = 2
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x4B: sites.append((index, 2)); index += 2
+            case 0x4D: sites.append((index, 3)); index += 3
+            case 0x4A: sites.append((index, 5)); index += 5
+            default: index += 1
+            }
+        }
+        guard !sites.isEmpty else { return }
+        var chosen = Set<Int>()
+        for _ in 0..<(1 + random.below(4)) { chosen.insert(random.below(sites.count)) }
+        for site in chosen.sorted(by: >) {
+            let (offset, length) = sites[site]
+            guard offset + length <= bytes.count else { continue }
+            let value = geometry[random.below(geometry.count)]
+            let encoded: [UInt8] = [0x4A] + withUnsafeBytes(of: value.littleEndian) { Array($0) }
+            bytes.replaceSubrange(offset..<(offset + length), with: encoded)
+        }
+    }
+
+    /// Sets one field of the EOCD or of a central-directory record (count, size, offset) to a boundary value.
+    static func mutateZipRecords(_ bytes: inout [UInt8], random: inout SplitMix64) {
+        var records: [Int] = []
+        var eocd: Int?
+        var index = 0
+        while index + 4 <= bytes.count {
+            if bytes[index] == 0x50, bytes[index + 1] == 0x4B {
+                if bytes[index + 2] == 1, bytes[index + 3] == 2 { records.append(index) }
+                if bytes[index + 2] == 5, bytes[index + 3] == 6 { eocd = index }
+            }
+            index += 1
+        }
+        let values: [UInt32] = [0, 1, 0xFFFF, 0xFFFF_FFFF, 0xFFFF_FFF0, UInt32(bytes.count), UInt32(bytes.count / 2), 0x7FFF_FFFF]
+        var field: Int
+        var width: Int
+        if let eocd, random.percent(35) || records.isEmpty {
+            let fields = [(8, 2), (10, 2), (12, 4), (16, 4)]
+            let pick = fields[random.below(fields.count)]
+            field = eocd + pick.0
+            width = pick.1
+        } else if !records.isEmpty {
+            let record = records[random.below(records.count)]
+            // compressed size, uncompressed size, local header offset, method, name length
+            let fields = [(20, 4), (24, 4), (42, 4), (10, 2), (28, 2)]
+            let pick = fields[random.below(fields.count)]
+            field = record + pick.0
+            width = pick.1
+        } else {
+            return
+        }
+        guard field + width <= bytes.count else { return }
+        let value = values[random.below(values.count)]
+        for byte in 0..<width { bytes[field + byte] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(byte))) }
+    }
+}
+
+@Suite("PyTorch pickle amplification")
+struct PickleAmplificationTests {
+    @Test("an honest deflate bomb (128 MiB of zeros in a ~130 KB zip) is refused as amplification, without extracting it")
+    func deflateBomb() throws {
+        let scratch = try FuzzScratch("deflate-bomb")
+        let file = scratch.file("bomb.pt")
+        let zeros = 128 << 20
+        // data.pkl: {"w": _rebuild_tensor_v2(storage '0' of 32 Mi floats, 0, (32 Mi,), (1,), False, OrderedDict())}
+        func text(_ string: String) -> [UInt8] { Array(string.utf8) }
+        func binunicode(_ string: String) -> [UInt8] { [0x58, UInt8(string.utf8.count), 0, 0, 0] + text(string) }
+        func binint(_ value: Int) -> [UInt8] { [0x4A] + withUnsafeBytes(of: Int32(value).littleEndian) { Array($0) } }
+        var pkl: [UInt8] = [0x80, 0x02, 0x7D] + binunicode("w")
+        pkl += text("ctorch._utils\n_rebuild_tensor_v2\n((") + binunicode("storage") + text("ctorch\nFloatStorage\n")
+        pkl += binunicode("0") + binunicode("cpu") + binint(zeros / 4) + text("tQ") + [0x4B, 0]
+        pkl += binint(zeros / 4) + [0x85, 0x4B, 1, 0x85, 0x89] + text("ccollections\nOrderedDict\n)RtRs.")
+        let archive = try Archive(url: file, accessMode: .create, pathEncoding: nil)
+        try archive.addEntry(with: "archive/data.pkl", type: .file, uncompressedSize: Int64(pkl.count), provider: { position, size in
+            Data(pkl[Int(position)..<(Int(position) + size)])
+        })
+        try archive.addEntry(with: "archive/data/0", type: .file, uncompressedSize: Int64(zeros), compressionMethod: .deflate,
+                             bufferSize: 1 << 20, provider: { _, size in Data(count: size) })
+        let size = try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int ?? 0
+        #expect(size < 1 << 20)
+        let error = #expect(throws: FormatError.self) { _ = try TorchCheckpointReader(url: file) }
+        guard case .amplificationExceeded(_, let tensor, let logical, let stored, _)? = error else {
+            Issue.record("expected amplificationExceeded, got \(String(describing: error))")
+            return
+        }
+        #expect(tensor == "w" && logical == zeros && stored < 1 << 20)
+        // Trusted: raising the limit reads it.
+        var limits = ReaderLimits()
+        limits.maxAmplifiedBytes = 256 << 20
+        let reader = try TorchCheckpointReader(url: file, limits: limits)
+        #expect(try reader.tensor(named: "w").byteCount == zeros)
+    }
+
+    @Test("the default allowance: 4 × the file + 64 MiB, at most half the memory, at least 64 MiB; a changed maxTotalBytes is used")
+    func allowance() {
+        #expect(ReaderLimits.defaultAmplificationAllowance(fileSize: 1_000, physicalMemory: 16 << 30) == 4_000 + (64 << 20))
+        #expect(ReaderLimits.defaultAmplificationAllowance(fileSize: 10 << 30, physicalMemory: 16 << 30) == 8 << 30)
+        #expect(ReaderLimits.defaultAmplificationAllowance(fileSize: 0, physicalMemory: 1 << 20) == 64 << 20)
+        var limits = ReaderLimits()
+        limits.maxTotalBytes = 5 << 30
+        #expect(limits.amplificationAllowance(fileSize: 10) == 5 << 30)
+        limits.maxAmplifiedBytes = 7
+        #expect(limits.amplificationAllowance(fileSize: 10) == 7)
+    }
+
+    @Test("tied weights (two names over one storage) within the allowance are read")
+    func tiedWeights() throws {
+        let reader = try TorchCheckpointReader(url: PickleFixtures.url("shared.pt"))
+        #expect(!reader.sharedStorages.isEmpty)
     }
 }

@@ -75,6 +75,8 @@ enum SafetensorsFixtures {
         case .limitExceeded: return "limitExceeded"
         case .missingShard: return "missingShard"
         case .shardPathEscapes: return "shardPathEscapes"
+        case .shardLinkEscapes: return "shardLinkEscapes"
+        case .notRegularFile: return "notRegularFile"
         case .duplicateTensor: return "duplicateTensor"
         case .tensorNotFound: return "tensorNotFound"
         case .writeFailed: return "writeFailed"
@@ -438,14 +440,17 @@ struct SafetensorsTests {
         try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent("link.safetensors"), withDestinationURL: outside.appendingPathComponent("b.safetensors"))
         let index = folder.appendingPathComponent("model.safetensors.index.json")
         let error = F.formatError { _ = try ShardedCheckpointReader(indexURL: index, limits: ReaderLimits()) }
-        #expect(error.map(F.caseName) == "shardPathEscapes")
+        #expect(error.map(F.caseName) == "shardLinkEscapes")
+        // The message names the link and its resolved target.
+        #expect(error?.description.contains(folder.appendingPathComponent("link.safetensors").path + " -> ") == true, "\(String(describing: error))")
+        #expect(error?.description.contains("/b.safetensors") == true, "\(String(describing: error))")
 
         // A linked sub-folder leading outside is refused too.
         try FileManager.default.removeItem(at: folder.appendingPathComponent("link.safetensors"))
         try FileManager.default.createSymbolicLink(at: folder.appendingPathComponent("sub"), withDestinationURL: outside)
         try Data(#"{"weight_map":{"a1":"a.safetensors","a2":"a.safetensors","b1":"sub/b.safetensors"}}"#.utf8).write(to: index)
         let viaFolder = F.formatError { _ = try ShardedCheckpointReader(indexURL: index, limits: ReaderLimits()) }
-        #expect(viaFolder.map(F.caseName) == "shardPathEscapes")
+        #expect(viaFolder.map(F.caseName) == "shardLinkEscapes")
 
         // Inside the folder, links are fine.
         try FileManager.default.moveItem(at: outside.appendingPathComponent("b.safetensors"), to: folder.appendingPathComponent("real-b.safetensors"))
@@ -453,6 +458,98 @@ struct SafetensorsTests {
         try Data(#"{"weight_map":{"a1":"a.safetensors","a2":"a.safetensors","b1":"link.safetensors"}}"#.utf8).write(to: index)
         let reader = try ShardedCheckpointReader(indexURL: index, limits: ReaderLimits())
         #expect(reader.tensorInfos.map(\.name) == ["a1", "a2", "b1"])
+    }
+
+    @Test("A huggingface_hub cache snapshot (every file a link into ../../blobs) is read; a link out of the repository is still refused")
+    func huggingFaceCacheSnapshot() throws {
+        let source = try shardedFolder()
+        defer { try? FileManager.default.removeItem(at: source) }
+        let cache = try F.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: cache) }
+        let repository = cache.appendingPathComponent("models--org--name")
+        let blobs = repository.appendingPathComponent("blobs")
+        let snapshot = repository.appendingPathComponent("snapshots/0123abcd")
+        try FileManager.default.createDirectory(at: blobs, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: snapshot, withIntermediateDirectories: true)
+        for (number, name) in ["model.safetensors.index.json", "a.safetensors", "b.safetensors"].enumerated() {
+            let blob = "blob\(number)"
+            try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: blobs.appendingPathComponent(blob))
+            // Relative, as huggingface_hub makes them.
+            try FileManager.default.createSymbolicLink(atPath: snapshot.appendingPathComponent(name).path, withDestinationPath: "../../blobs/\(blob)")
+        }
+        let reader = try ShardedCheckpointReader(indexURL: snapshot.appendingPathComponent("model.safetensors.index.json"), limits: ReaderLimits())
+        #expect(reader.tensorInfos.map(\.name) == ["a1", "a2", "b1"])
+        #expect(try reader.tensor(named: "b1").byteCount > 0)
+
+        // A link leaving the repository (not into its blobs/) is refused, naming link and target.
+        try FileManager.default.removeItem(at: snapshot.appendingPathComponent("b.safetensors"))
+        try FileManager.default.copyItem(at: source.appendingPathComponent("b.safetensors"), to: cache.appendingPathComponent("outside.safetensors"))
+        try FileManager.default.createSymbolicLink(atPath: snapshot.appendingPathComponent("b.safetensors").path, withDestinationPath: "../../../outside.safetensors")
+        let error = F.formatError { _ = try ShardedCheckpointReader(indexURL: snapshot.appendingPathComponent("model.safetensors.index.json"), limits: ReaderLimits()) }
+        #expect(error.map(F.caseName) == "shardLinkEscapes")
+        #expect(error?.description.contains("outside.safetensors") == true, "\(String(describing: error))")
+    }
+
+    @Test("A FIFO named as a shard, given as the checkpoint or as the index is refused at once, never opened")
+    func fifoInputs() throws {
+        let folder = try shardedFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let fifo = folder.appendingPathComponent("b.safetensors")
+        try FileManager.default.removeItem(at: fifo)
+        #expect(mkfifo(fifo.path, 0o600) == 0)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = F.formatError { _ = try ShardedCheckpointReader(indexURL: folder.appendingPathComponent("model.safetensors.index.json"), limits: ReaderLimits()) }
+        #expect(error.map(F.caseName) == "notRegularFile")
+        #expect(error?.description.contains("FIFO") == true, "\(String(describing: error))")
+        let single = F.formatError { _ = try SafetensorsReader(url: fifo) }
+        #expect(single.map(F.caseName) == "notRegularFile")
+        let viaDetection = F.formatError { _ = try Checkpoints.open(fifo) }
+        #expect(viaDetection.map(F.caseName) == "notRegularFile")
+        let index = folder.appendingPathComponent("fifo.index.json")
+        #expect(mkfifo(index.path, 0o600) == 0)
+        let asIndex = F.formatError { _ = try ShardedCheckpointReader(indexURL: index, limits: ReaderLimits()) }
+        #expect(asIndex.map(F.caseName) == "notRegularFile")
+        let device = F.formatError { _ = try Checkpoints.open(URL(fileURLWithPath: "/dev/zero")) }
+        #expect(device.map(F.caseName) == "notRegularFile")
+        #expect(clock.now - start < .seconds(5))
+    }
+
+    @Test("An existing destination that is a device, FIFO or folder is refused and left alone; a link to a regular file is replaced")
+    func specialDestinations() throws {
+        let folder = try F.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let state = try StateDict([("w", try Tensor(dtype: .float32, shape: [2], storage: Data(count: 8)))])
+        for device in ["/dev/null", "/dev/full"] {
+            let error = F.formatError { try Checkpoints.write(state, to: URL(fileURLWithPath: device), format: .safetensors) }
+            #expect(error.map(F.caseName) == "writeFailed")
+            #expect(error?.description.contains("character device") == true, "\(String(describing: error))")
+            var status = stat()
+            #expect(stat(device, &status) == 0 && status.st_mode & S_IFMT == S_IFCHR)
+        }
+        let fifo = folder.appendingPathComponent("out.safetensors")
+        #expect(mkfifo(fifo.path, 0o600) == 0)
+        for format in [CheckpointFormat.safetensors, .pkmz, .hdf5] {
+            let error = F.formatError { try Checkpoints.write(state, to: fifo, format: format) }
+            #expect(error?.description.contains("FIFO") == true, "\(format): \(String(describing: error))")
+        }
+        var status = stat()
+        #expect(lstat(fifo.path, &status) == 0 && status.st_mode & S_IFMT == S_IFIFO)
+        let sub = folder.appendingPathComponent("sub")
+        try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
+        #expect(F.formatError { try Checkpoints.write(state, to: sub, format: .safetensors) }.map(F.caseName) == "writeFailed")
+        // Folder outputs: a folder or a missing name is fine, a file or device is not.
+        try OutputDestination.checkFolder(sub)
+        try OutputDestination.checkFolder(folder.appendingPathComponent("new"))
+        #expect(throws: FormatError.self) { try OutputDestination.checkFolder(fifo) }
+        #expect(throws: FormatError.self) { try OutputDestination.checkFolder(URL(fileURLWithPath: "/dev/null")) }
+        // A symbolic link to a regular file is an allowed destination.
+        let real = folder.appendingPathComponent("real.safetensors")
+        try Data("old".utf8).write(to: real)
+        let link = folder.appendingPathComponent("link.safetensors")
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: real)
+        try Checkpoints.write(state, to: link, format: .safetensors)
+        #expect(try SafetensorsReader(url: link).tensorInfos.map(\.name) == ["w"])
     }
 
     @Test("Sharded index and shards must agree")
@@ -667,7 +764,7 @@ struct SafetensorsTests {
         let missing = F.formatError { _ = try SafetensorsReader(url: folder.appendingPathComponent("nope.safetensors"), limits: ReaderLimits()) }
         #expect(missing.map(F.caseName) == "fileNotFound")
         let isFolder = F.formatError { _ = try SafetensorsReader(url: folder, limits: ReaderLimits()) }
-        #expect(isFolder.map(F.caseName) == "io")
+        #expect(isFolder.map(F.caseName) == "notRegularFile")
     }
 
     @Test("Every truncation of a valid file is refused without a crash")

@@ -337,7 +337,7 @@ struct HDF5Tests {
         let missing = #expect(throws: FormatError.self) { try HDF5Reader(url: folder.appendingPathComponent("nope.h5"), limits: ReaderLimits()) }
         guard case .fileNotFound = missing else { Issue.record("missing file: \(String(describing: missing))"); return }
         let directory = #expect(throws: FormatError.self) { try HDF5Reader(url: folder, limits: ReaderLimits()) }
-        guard case .fileNotFound = directory else { Issue.record("folder: \(String(describing: directory))"); return }
+        guard case .notRegularFile(_, let found, _) = directory, found == "a folder" else { Issue.record("folder: \(String(describing: directory))"); return }
     }
 
     @Test("a truncated HDF5 file gives a FormatError naming the file, never a crash", arguments: [8, 40, 100, 600, 2048, -1])

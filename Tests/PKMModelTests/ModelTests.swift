@@ -20,7 +20,6 @@ struct ModelTests {
         (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"is_decoder":true}"#, "is_decoder"),
         (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"add_cross_attention":true}"#, "add_cross_attention"),
         (#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":8,"embedding_size":4}"#, "embedding_size"),
-        ("not json", "(json)"),
     ])
     func configErrors(json: String, field: String) {
         do {

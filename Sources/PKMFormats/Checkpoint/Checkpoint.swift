@@ -113,7 +113,34 @@ public struct ReaderLimits: Sendable, Equatable {
     /// Highest tensor rank. Default 16. CLI: `--max-rank`.
     public var maxRank: Int = 16
     /// Largest total of declared tensor bytes (uncompressed). Default 1 TiB. CLI: `--max-total-bytes`.
-    public var maxTotalBytes: Int = 1 << 40
+    public var maxTotalBytes: Int = ReaderLimits.defaultMaxTotalBytes
+    /// The default of ``maxTotalBytes``: 1 TiB.
+    public static let defaultMaxTotalBytes = 1 << 40
+    /// Most *amplified* bytes: tensor bytes a file declares beyond the bytes it really stores
+    /// (PyTorch pickles: a stride-0 `expand`ed view, many tensors over one storage, a deflated zip
+    /// entry far larger than its compressed bytes). nil, the default, allows
+    /// ``defaultAmplificationAllowance(fileSize:physicalMemory:)`` — unless ``maxTotalBytes`` was
+    /// changed from its default, which then also allows that much amplification (so the CLI's
+    /// `--max-total-bytes` raises both). RELIABILITY.md §9 explains the policy.
+    public var maxAmplifiedBytes: Int?
+
+    /// The amplification allowed by default for a file of `fileSize` bytes: 4 × its size + 64 MiB
+    /// (real checkpoints tie a few weights, e.g. the word embeddings and the LM head, a fraction of
+    /// the file each), and never more than half the machine's memory, so a crafted view cannot make
+    /// the reader allocate what the machine does not have.
+    public static func defaultAmplificationAllowance(fileSize: Int, physicalMemory: UInt64 = ProcessInfo.processInfo.physicalMemory) -> Int {
+        let (scaled, overflow) = max(fileSize, 0).multipliedReportingOverflow(by: 4)
+        let fromFile = overflow ? Int.max : scaled.addingReportingOverflow(64 << 20).overflow ? Int.max : scaled + (64 << 20)
+        let halfMemory = Int(clamping: physicalMemory / 2)
+        return max(64 << 20, min(fromFile, halfMemory))
+    }
+
+    /// The amplification allowed for a file of `fileSize` bytes under these limits.
+    public func amplificationAllowance(fileSize: Int) -> Int {
+        if let maxAmplifiedBytes { return maxAmplifiedBytes }
+        if maxTotalBytes != Self.defaultMaxTotalBytes { return maxTotalBytes }
+        return Self.defaultAmplificationAllowance(fileSize: fileSize)
+    }
     /// When set, every HDF5 file is first read by a child process (see ``HDF5Probe``; the vetting
     /// itself lives in `PKMHDF5`) and opened in this process only if the child read it cleanly, so
     /// a libhdf5 crash or hang on damaged metadata becomes an error instead of killing the caller.

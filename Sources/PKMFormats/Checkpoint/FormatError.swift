@@ -30,6 +30,11 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     case invalidOffsets(path: String, tensor: String, reason: String)
     /// A declared size exceeds a limit in ``ReaderLimits``.
     case limitExceeded(path: String, limit: ReaderLimit, value: Int, maximum: Int)
+    /// Tensors declare `logicalBytes` in all from `storedBytes` the file really holds for them
+    /// (stride-0 expanded views, many tensors over one storage, a deflated entry far larger than its
+    /// compressed bytes): the excess is above `maximum` (``ReaderLimits/amplificationAllowance(fileSize:)``).
+    /// `tensor` is the one that crossed the allowance.
+    case amplificationExceeded(path: String, tensor: String, logicalBytes: Int, storedBytes: Int, maximum: Int)
     /// Stored and computed checksums differ: the file is damaged.
     case checksumMismatch(path: String, what: String, offset: Int)
     /// A compressed frame does not decode, or decodes to the wrong size.
@@ -40,6 +45,13 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     case missingShard(path: String, shard: String)
     /// A shard path leaves the checkpoint folder (absolute, or containing `..`).
     case shardPathEscapes(path: String, shard: String)
+    /// A shard named in an index is a symbolic link (`link`, or a folder on its way) whose target
+    /// (`target`, fully resolved) lies outside the checkpoint folder and outside the
+    /// `huggingface_hub` cache's `blobs/` folder of the same repository.
+    case shardLinkEscapes(path: String, shard: String, link: String, target: String)
+    /// A path to read names something other than a regular file (a FIFO, a device, a socket, a
+    /// folder), which is never opened: opening a FIFO blocks, a device reads without end.
+    case notRegularFile(path: String, found: String, what: String)
     /// The same tensor name appears twice.
     case duplicateTensor(path: String, tensor: String)
     /// A tensor requested by name is not in the file.
@@ -64,7 +76,12 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
     /// for the zip container, which `reason` names).
     case pickle(path: String, offset: Int, reason: String)
 
-    public var description: String {
+    /// The message, with control characters in names and paths escaped
+    /// (``Swift/String/escapedForTerminal``): a file cannot write to the user's terminal through it.
+    public var description: String { rawDescription.escapedForTerminal }
+
+    /// The message with names exactly as the file has them.
+    var rawDescription: String {
         switch self {
         case .fileNotFound(let path):
             return "\(path): no such file or folder; check the path"
@@ -90,6 +107,8 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
             return "\(path): tensor '\(tensor)': \(reason); the file is damaged or was not written by a conforming writer"
         case .limitExceeded(let path, let limit, let value, let maximum):
             return "\(path): \(limit.rawValue) is \(value), above the limit \(maximum); if the file is trusted, raise the limit (ReaderLimits.\(limit.propertyName))"
+        case .amplificationExceeded(let path, let tensor, let logical, let stored, let maximum):
+            return "\(path): tensor '\(tensor)': the tensors so far declare \(logical) bytes from \(stored) bytes the file stores for them (views that expand or repeat stored data, or data compressed beyond reason); the excess, \(logical - stored) bytes, is above the allowance of \(maximum) (4 × the file's size + 64 MiB, at most half this machine's memory); if the file is trusted, raise it (pkm-convert --max-total-bytes, ReaderLimits.maxAmplifiedBytes)"
         case .checksumMismatch(let path, let what, let offset):
             return "\(path): checksum mismatch in \(what) at byte \(offset); the file is corrupted, re-copy it"
         case .decompressionFailed(let path, let tensor, let offset, let reason):
@@ -100,6 +119,10 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
             return "\(path): shard '\(shard)' listed in the index is missing; copy every shard into the folder"
         case .shardPathEscapes(let path, let shard):
             return "\(path): shard path '\(shard)' leaves the checkpoint folder; refusing to read it"
+        case .shardLinkEscapes(let path, let shard, let link, let target):
+            return "\(path): shard '\(shard)' is a symbolic link \(link) -> \(target), which leads outside the checkpoint folder (and outside a huggingface_hub cache's blobs/ folder); refusing to follow it; copy the file into the folder if you trust it"
+        case .notRegularFile(let path, let found, let what):
+            return "\(path): is \(found), not a regular file; \(what) must be a regular file (or a symbolic link to one)"
         case .duplicateTensor(let path, let tensor):
             return "\(path): tensor '\(tensor)' appears more than once"
         case .tensorNotFound(let path, let tensor):

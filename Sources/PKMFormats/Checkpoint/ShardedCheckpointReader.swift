@@ -15,8 +15,10 @@ import Darwin
 /// the index is checked against the shards both ways: each tensor of the weight map must be
 /// in the shard it names, no tensor may be stored in two shards, and no shard may hold a tensor
 /// the weight map does not list (a stale index). Shard paths are names inside the index's
-/// folder: absolute paths, `..` components and symbolic links leading outside the folder
-/// are refused, since an index downloaded with a model must not make the tool read other files.
+/// folder: absolute paths and `..` components are refused, since an index downloaded with a model
+/// must not make the tool read other files; symbolic links are followed when they lead into the
+/// folder or, for a `huggingface_hub` cache snapshot, into the repository's `blobs/` folder
+/// (``resolveShard(_:folder:indexPath:)``), and refused, naming link and target, elsewhere.
 ///
 /// Tensors are listed shard by shard, shards in file-name order (`model-00001-of-00002…`
 /// first), each shard's tensors in its file order. ``metadata`` merges the shards'
@@ -123,13 +125,8 @@ public final class ShardedCheckpointReader: CheckpointReader {
 
     /// Opens one shard: a `torch.save` file when its first bytes say so, safetensors otherwise.
     static func openShard(_ url: URL, limits: ReaderLimits) throws -> any CheckpointReader {
-        let head: Data
-        if let handle = FileHandle(forReadingAtPath: url.path) {
-            head = (try? handle.read(upToCount: 512)) ?? Data()
-            try? handle.close()
-        } else {
-            head = Data()
-        }
+        // A FIFO named as a shard would block open() forever: only regular files are opened.
+        let head = try RegularFile.head(of: url, count: 512, what: "a shard")
         if TorchCheckpointReader.looksLikeTorchCheckpoint(head) {
             return try TorchCheckpointReader(url: url, limits: limits, stateDictKey: limits.stateDictKey)
         }
@@ -157,32 +154,7 @@ public final class ShardedCheckpointReader: CheckpointReader {
     /// The weight map and the string entries of the index's `metadata`.
     private static func readIndex(_ indexURL: URL, limits: ReaderLimits) throws -> (weightMap: [String: String], metadata: [String: String]) {
         let path = indexURL.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw FormatError.fileNotFound(path: path)
-        }
-        guard !isDirectory.boolValue else {
-            throw FormatError.io(path: path, operation: "open", message: "is a folder, not a safetensors index file")
-        }
-        let size: Int
-        do {
-            let attributes = try FileManager.default.attributesOfItem(atPath: indexURL.resolvingSymlinksInPath().path)
-            size = (attributes[.size] as? NSNumber)?.intValue ?? 0
-        } catch {
-            throw FormatError.io(path: path, operation: "stat", message: error.localizedDescription)
-        }
-        guard size <= limits.maxHeaderBytes else {
-            throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: size, maximum: limits.maxHeaderBytes)
-        }
-        let bytes: Data
-        do {
-            bytes = try Data(contentsOf: indexURL)
-        } catch {
-            throw FormatError.io(path: path, operation: "read", message: error.localizedDescription)
-        }
-        guard bytes.count <= limits.maxHeaderBytes else {  // the file grew since it was measured
-            throw FormatError.limitExceeded(path: path, limit: .headerBytes, value: bytes.count, maximum: limits.maxHeaderBytes)
-        }
+        let bytes = try RegularFile.contents(of: indexURL, what: "a sharded checkpoint's index", maxBytes: limits.maxHeaderBytes)
         let document = try SafetensorsHeader.parseJSON(bytes, path: path, what: "the index") { duplicate in
             if duplicate.count == 2, duplicate[0] == "weight_map" { return FormatError.duplicateTensor(path: path, tensor: duplicate[1]) }
             return FormatError.invalidHeader(path: path, reason: "key '\(duplicate.joined(separator: "."))' appears twice")
@@ -220,9 +192,20 @@ public final class ShardedCheckpointReader: CheckpointReader {
         return (weightMap, metadata)
     }
 
-    /// The URL of a shard named in the index, after checking that it stays inside `folder`.
-    /// - Throws: ``FormatError/shardPathEscapes(path:shard:)``, ``FormatError/missingShard(path:shard:)``,
-    ///   ``FormatError/invalidHeader(path:reason:)`` for an empty name or one holding a NUL byte.
+    /// The URL of a shard named in the index, after checking the name and where it leads.
+    ///
+    /// The policy (RELIABILITY.md §9): a *name* from the index stays inside the index's folder —
+    /// no absolute path, no `..` component, no empty name or NUL. Symbolic links on the way are
+    /// then followed, as a `huggingface_hub` cache needs (`snapshots/<revision>/model-0001.safetensors
+    /// -> ../../blobs/<sha256>`), provided the fully resolved target lies inside the index's
+    /// folder, or inside the `blobs/` folder of the cache repository that holds the snapshot
+    /// (`<repo>/snapshots/<revision>/…` → `<repo>/blobs/`). Any other target is refused, naming
+    /// the link and its target. (The path the user gives, or a file found by its standard name in
+    /// a folder the user gives, is the user's choice and is followed wherever it leads.)
+    /// - Throws: ``FormatError/shardPathEscapes(path:shard:)`` for a name that leaves the folder,
+    ///   ``FormatError/shardLinkEscapes(path:shard:link:target:)`` for a link whose target does,
+    ///   ``FormatError/missingShard(path:shard:)``, ``FormatError/invalidHeader(path:reason:)``
+    ///   for an empty name or one holding a NUL byte.
     static func resolveShard(_ name: String, folder: URL, indexPath: String) throws -> URL {
         guard !name.isEmpty, !name.utf8.contains(0) else {
             throw FormatError.invalidHeader(path: indexPath, reason: "the weight_map names a shard '\(name)', which is empty or holds a NUL byte")
@@ -232,18 +215,35 @@ public final class ShardedCheckpointReader: CheckpointReader {
             throw FormatError.shardPathEscapes(path: indexPath, shard: name)
         }
         let candidate = folder.appendingPathComponent(name)
-        guard FileManager.default.fileExists(atPath: candidate.path) else {
+        guard let realFolder = realPath(folder.path.isEmpty ? "." : folder.path) else {
             throw FormatError.missingShard(path: indexPath, shard: name)
         }
-        // Symbolic links (the shard itself, or a folder on the way) must not lead outside.
-        guard let realFolder = realPath(folder.path.isEmpty ? "." : folder.path), let realShard = realPath(candidate.path) else {
+        guard let realShard = realPath(candidate.path) else {
+            var status = stat()
+            if lstat(candidate.path, &status) == 0, status.st_mode & S_IFMT == S_IFLNK {
+                let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: candidate.path)) ?? "?"
+                throw FormatError.missingShard(path: indexPath, shard: "\(name) (a symbolic link to \(target), which does not exist)")
+            }
             throw FormatError.missingShard(path: indexPath, shard: name)
         }
-        let prefix = realFolder.hasSuffix("/") ? realFolder : realFolder + "/"
-        guard realShard.hasPrefix(prefix) else {
-            throw FormatError.shardPathEscapes(path: indexPath, shard: name)
+        let allowedRoots = [realFolder] + huggingFaceBlobs(ofSnapshotFolder: realFolder)
+        guard allowedRoots.contains(where: { realShard.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else {
+            throw FormatError.shardLinkEscapes(path: indexPath, shard: name, link: candidate.path, target: realShard)
         }
         return candidate
+    }
+
+    /// The `blobs/` folder of the `huggingface_hub` cache repository holding `folder`, when
+    /// `folder` (already resolved) is `<repo>/snapshots/<revision>` or a folder inside it and
+    /// `<repo>/blobs` exists; otherwise nothing.
+    static func huggingFaceBlobs(ofSnapshotFolder folder: String) -> [String] {
+        let parts = folder.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard let snapshots = parts.lastIndex(of: "snapshots"), snapshots >= 1, snapshots + 1 < parts.count else { return [] }
+        let repository = parts[..<snapshots].joined(separator: "/")
+        guard let blobs = realPath(repository + "/blobs") else { return [] }
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: blobs, isDirectory: &isFolder), isFolder.boolValue else { return [] }
+        return [blobs]
     }
 
     /// `realpath(3)`: the absolute path with every symbolic link, `.` and `..` resolved.

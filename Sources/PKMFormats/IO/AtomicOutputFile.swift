@@ -48,10 +48,13 @@ public final class AtomicOutputFile {
     /// Creates the hidden output in the destination's folder.
     /// - Parameter named: use a hidden named temporary file (removed on failure) instead of an
     ///   anonymous inode, for libraries that must open ``pathForLibraries`` by a real name.
-    /// - Throws: ``FormatError/writeFailed(path:reason:)`` when the folder does not exist,
+    /// - Throws: ``FormatError/writeFailed(path:reason:)`` when the folder does not exist or the
+    ///   destination exists and is not a regular file or a symbolic link to one (``OutputDestination/checkFile(_:)``),
     ///   ``FormatError/io(path:operation:message:)`` when it is not writable.
     public init(destination: URL, named: Bool = false) throws(FormatError) {
         self.destination = destination
+        // Never rename over a device node, FIFO, socket or folder (`-o /dev/null` as root would replace the device).
+        try OutputDestination.checkFile(destination)
         let folder = destination.deletingLastPathComponent().path
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder.isEmpty ? "." : folder, isDirectory: &isFolder), isFolder.boolValue else {

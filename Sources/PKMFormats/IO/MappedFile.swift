@@ -16,13 +16,14 @@ enum MappedFile {
     }
 
     /// The mapped bytes of the checkpoint file at `url`, for a reader of `kind` files (named in errors).
-    /// - Throws: ``FormatError/fileNotFound(path:)``; ``FormatError/io(path:operation:message:)`` for a folder
-    ///   or a file that cannot be mapped.
+    /// - Throws: ``FormatError/fileNotFound(path:)``; ``FormatError/notRegularFile(path:found:what:)`` for a
+    ///   folder, FIFO, device or socket (checked without blocking, see ``RegularFile``);
+    ///   ``FormatError/io(path:operation:message:)`` for a file that cannot be mapped.
     static func checkpoint(at url: URL, kind: String) throws(FormatError) -> Data {
         let path = url.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw .fileNotFound(path: path) }
-        guard !isDirectory.boolValue else { throw .io(path: path, operation: "open", message: "is a folder, not \(kind)") }
+        // Never map (or open) a FIFO, device or socket: opening a FIFO blocks, a device never ends.
+        let descriptor = try RegularFile.openForReading(url, what: kind)
+        close(descriptor)
         do {
             return try bytes(of: url)
         } catch {

@@ -45,6 +45,7 @@ public final class SHA256 {
     /// SHA-256 of a file's bytes, hex, read through a memory map.
     /// - Throws: ``FormatError/io(path:operation:message:)`` when the file cannot be read.
     public static func hex(ofFile url: URL) throws -> String {
+        try RegularFile.requireRegular(url, what: "a file to hash")
         let data: Data
         do {
             data = try MappedFile.bytes(of: url)
@@ -92,10 +93,7 @@ public final class PendingSHA256: @unchecked Sendable {
             do {
                 // Read (not mapped) in slices through one buffer: the page cache holds the file, this
                 // process only the slice, so hashing adds nothing to the resident memory of a streaming job.
-                let descriptor = open(url.path, O_RDONLY | O_CLOEXEC)
-                guard descriptor >= 0 else {
-                    throw FormatError.io(path: url.path, operation: "open for SHA-256", message: String(cString: strerror(errno)))
-                }
+                let descriptor = try RegularFile.openForReading(url, what: "a file to hash")
                 defer { close(descriptor) }
                 let hasher = SHA256()
                 var cancelled = false

@@ -557,10 +557,27 @@ struct PickleMachine {
     // MARK: Freezing
 
     /// Turns the finished item into a value; shared references are copied, within the element budget.
+    ///
+    /// Why the budget follows what was built: shared references (memo GET, DUP) let a few hundred
+    /// bytes describe 2ⁿ elements ("billion laughs"); with the flat limit alone a 400-byte pickle
+    /// expanded to 64 M elements (1 GB, 7 s) before being refused (issue 18). A real state dict shares
+    /// only small tuples (sizes, strides), so the expansion may be 8 × the elements the pickle
+    /// really built (at least 65,536), and never more than ``PickleLimits/maxContainerElements``.
     private mutating func freeze(_ item: PickleItem) throws -> PickleValue {
-        var budget = limits.maxContainerElements
-        return try freeze(item, budget: &budget)
+        let (scaled, overflow) = elementsBuilt.multipliedReportingOverflow(by: 8)
+        var budget = min(limits.maxContainerElements, max(1 << 16, overflow ? Int.max : scaled))
+        let allowed = budget
+        do {
+            return try freeze(item, budget: &budget)
+        } catch let error as FormatError {
+            if case .pickle(_, _, let reason) = error, reason.hasSuffix(Self.expansionMarker) {
+                throw failure("shared references (memo GET / DUP) expand the \(elementsBuilt) container elements built to more than \(allowed): a 'billion laughs' pickle, refused before expanding it")
+            }
+            throw error
+        }
     }
+
+    private static let expansionMarker = "container elements (expansion)"
 
     private func freeze(_ item: PickleItem, budget: inout Int) throws -> PickleValue {
         switch item {
@@ -569,7 +586,7 @@ struct PickleMachine {
         case .container(let box):
             budget -= box.elements.count + 2 * box.pairs.count
             guard budget >= 0 else {
-                throw failure("shared references expand to more than \(limits.maxContainerElements) container elements")
+                throw failure(Self.expansionMarker)
             }
             switch box.kind {
             case .list: return .list(try box.elements.map { try freeze($0, budget: &budget) })

@@ -104,11 +104,12 @@ public final class TorchCheckpointReader: CheckpointReader {
         let containerKind: Container = file.count >= 4 && Array(file.prefix(4)) == [0x50, 0x4B, 0x03, 0x04] ? .zip : .legacy
         var top: PickleValue
         var storages: [String: PickleStorage]
-        var storageBytes: [String: (source: StorageSource, byteCount: Int)] = [:]
+        // byteCount: the storage's bytes; fileBytes: the bytes the file spends on them (compressed size of a deflated entry).
+        var storageBytes: [String: (source: StorageSource, byteCount: Int, fileBytes: Int)] = [:]
         var diagnostics: [String] = []
         if containerKind == .zip {
             container = .zip
-            let directory = try TorchZipArchive(url: url, limits: limits)
+            let directory = try TorchZipArchive(url: url, file: file, limits: limits)
             archive = directory
             let pickles = directory.names.filter { name in
                 let parts = name.split(separator: "/", omittingEmptySubsequences: false)
@@ -145,7 +146,7 @@ public final class TorchCheckpointReader: CheckpointReader {
             diagnostics += machine.diagnostics
             for (key, _) in storages {
                 guard let entry = directory.entries[prefix + "data/" + key] else { continue }
-                storageBytes[key] = (.zipEntry(entry.name), entry.uncompressedSize)
+                storageBytes[key] = (.zipEntry(entry.name), entry.uncompressedSize, entry.compressedSize)
             }
         } else if let magicLength = Self.legacyMagicLength(file) {
             container = .legacy
@@ -205,7 +206,7 @@ public final class TorchCheckpointReader: CheckpointReader {
                     throw FormatError.truncated(path: path, what: "legacy storage '\(key)'", offset: dataStart,
                                                 needed: overflow ? Int.max : bytes, available: max(0, file.count - dataStart))
                 }
-                guard storageBytes.updateValue((.mapped(dataStart..<dataEnd), bytes), forKey: key) == nil else {
+                guard storageBytes.updateValue((.mapped(dataStart..<dataEnd), bytes, bytes), forKey: key) == nil else {
                     throw FormatError.invalidHeader(path: path, reason: "the legacy storage key list names '\(key)' twice")
                 }
                 offset = dataEnd
@@ -221,11 +222,15 @@ public final class TorchCheckpointReader: CheckpointReader {
         }
         let topKeys = topEntries.compactMap(\.keyText)
         func holdsTensors(_ value: PickleValue, depth: Int = 0) -> Bool {
-            guard depth < 8, let entries = value.dictEntries else { return false }
-            return entries.contains { entry in
-                if case .tensor = entry.value { return true }
-                return holdsTensors(entry.value, depth: depth + 1)
+            guard depth < 8 else { return false }
+            let values: [PickleValue]
+            switch value {
+            case .tensor: return true
+            case .dict(let entries), .orderedDict(let entries): values = entries.map(\.value)
+            case .list(let items), .tuple(let items): values = items
+            default: return false
             }
+            return values.contains { holdsTensors($0, depth: depth + 1) }
         }
         var chosenKey: String?
         if let stateDictKey {
@@ -235,7 +240,7 @@ public final class TorchCheckpointReader: CheckpointReader {
             chosenKey = stateDictKey
         } else if let found = Self.stateDictKeys.first(where: { key in top[key].map { holdsTensors($0) } ?? false }) {
             chosenKey = found
-        } else if !topEntries.contains(where: { if case .tensor = $0.value { return true } else { return false } }) {
+        } else if !holdsTensors(top) {
             throw FormatError.invalidHeader(path: path, reason: "no tensors at the top level or under \(Self.stateDictKeys.map { "'\($0)'" }.joined(separator: ", ")); the top-level keys are \(topKeys.prefix(50).map { "'\($0)'" }.joined(separator: ", ")); name the state dict's key")
         }
         var stateEntries = topEntries
@@ -256,14 +261,38 @@ public final class TorchCheckpointReader: CheckpointReader {
         var groups: [String: [String]] = [:]
         var groupOrder: [String] = []
         var totalBytes = 0
+        // Amplification: tensor bytes beyond the bytes the file spends on the storages they view.
+        var storedTotal = 0
+        var countedStorages = Set<String>()
+        let allowance = limits.amplificationAllowance(fileSize: file.count)
         func visit(_ entries: [PickleDictEntry], prefix: String, depth: Int) throws {
             for entry in entries {
                 guard let key = entry.keyText else {
+                    guard !containsTensor(entry.value) else {
+                        throw FormatError.invalidHeader(path: path, reason: "the state dict holds tensors under a key that is a \(entry.key.kindName), not a string (inside '\(prefix.isEmpty ? "(top level)" : String(prefix.dropLast()))'); tensors need string names")
+                    }
                     diagnostics.append("skipped a state-dict entry whose key is a \(entry.key.kindName)")
                     continue
                 }
-                let name = prefix + key
-                switch entry.value {
+                try visit(value: entry.value, name: prefix + key, depth: depth)
+            }
+        }
+        /// Whether a tensor is anywhere inside (nesting is bounded by the pickle machine's depth limit).
+        func containsTensor(_ value: PickleValue) -> Bool {
+            switch value {
+            case .tensor: return true
+            case .dict(let entries), .orderedDict(let entries): return entries.contains { containsTensor($0.value) }
+            case .list(let items), .tuple(let items): return items.contains(where: containsTensor)
+            default: return false
+            }
+        }
+        // Tensors inside tuples and lists are named by index (`pair.0`, `pair.1`), as PyTorch names
+        // the parameters of a ModuleList / ParameterList; never dropped silently.
+        func visit(value: PickleValue, name: String, depth: Int) throws {
+                guard depth < 64 else {
+                    throw FormatError.invalidHeader(path: path, reason: "the state dict nests containers more than 64 levels deep at '\(name)'")
+                }
+                switch value {
                 case .tensor(let tensor):
                     guard infos.count < limits.maxTensorCount else {
                         throw FormatError.limitExceeded(path: path, limit: .tensorCount, value: infos.count + 1, maximum: limits.maxTensorCount)
@@ -284,6 +313,10 @@ public final class TorchCheckpointReader: CheckpointReader {
                         throw FormatError.limitExceeded(path: path, limit: .totalBytes, value: sumOverflow ? Int.max : sum, maximum: limits.maxTotalBytes)
                     }
                     totalBytes = sum
+                    if countedStorages.insert(tensor.storage.key).inserted { storedTotal += stored.fileBytes }
+                    if totalBytes - storedTotal > allowance {
+                        throw FormatError.amplificationExceeded(path: path, tensor: name, logicalBytes: totalBytes, storedBytes: storedTotal, maximum: allowance)
+                    }
                     guard layouts.updateValue((layout, tensor.storage.key), forKey: name) == nil else {
                         throw FormatError.duplicateTensor(path: path, tensor: name)
                     }
@@ -292,10 +325,15 @@ public final class TorchCheckpointReader: CheckpointReader {
                     groups[tensor.storage.key, default: []].append(name)
                 case .dict(let nested), .orderedDict(let nested):
                     try visit(nested, prefix: name + ".", depth: depth + 1)
+                case .list(let items), .tuple(let items):
+                    guard containsTensor(value) else {
+                        diagnostics.append("skipped the non-tensor state-dict entry '\(name)' (\(value.kindName))")
+                        return
+                    }
+                    for (index, item) in items.enumerated() { try visit(value: item, name: "\(name).\(index)", depth: depth + 1) }
                 default:
-                    diagnostics.append("skipped the non-tensor state-dict entry '\(name)' (\(entry.value.kindName))")
+                    diagnostics.append("skipped the non-tensor state-dict entry '\(name)' (\(value.kindName))")
                 }
-            }
         }
         try visit(stateEntries, prefix: "", depth: 0)
         tensorInfos = infos
@@ -369,8 +407,9 @@ public final class TorchCheckpointReader: CheckpointReader {
                 : whole.subdata(in: (whole.startIndex + byteRange.lowerBound)..<(whole.startIndex + byteRange.upperBound))
         }
         if isBigEndian { extentBytes = TorchTensorLayout.byteSwapped(extentBytes, width: width) }
+        let dense = try layout.dense(fromExtent: extentBytes, path: url.path, name: name)
         do {
-            return try Tensor(dtype: layout.dtype, shape: layout.shape, storage: layout.dense(fromExtent: extentBytes), name: name)
+            return try Tensor(dtype: layout.dtype, shape: layout.shape, storage: dense, name: name)
         } catch {
             throw FormatError.tensor(path: url.path, tensor: name, underlying: error)
         }

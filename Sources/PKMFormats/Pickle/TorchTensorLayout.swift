@@ -78,11 +78,14 @@ struct TorchTensorLayout: Sendable {
 
     /// The dense row-major bytes of the view, from the bytes of its extent (`extent.count × byteSize`
     /// bytes, already little-endian).
-    func dense(fromExtent source: Data) -> Data {
+    /// - Throws: ``FormatError/io(path:operation:message:)`` when the memory cannot be allocated
+    ///   (an error, never a trap).
+    func dense(fromExtent source: Data, path: String, name: String) throws -> Data {
         if isContiguous { return source }
         let width = dtype.byteSize
-        var output = Data(count: byteCount)
-        guard byteCount > 0 else { return output }
+        guard byteCount > 0 else { return Data() }
+        let pointer = try FallibleAllocation.bytes(byteCount, path: path, what: "tensor '\(name)'")
+        var output = Data(bytesNoCopy: pointer, count: byteCount, deallocator: .free)
         let rank = shape.count
         output.withUnsafeMutableBytes { (target: UnsafeMutableRawBufferPointer) in
             source.withUnsafeBytes { (input: UnsafeRawBufferPointer) in

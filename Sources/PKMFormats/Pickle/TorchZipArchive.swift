@@ -15,6 +15,8 @@ final class TorchZipArchive: @unchecked Sendable {
     struct Entry: Sendable {
         var name: String
         var uncompressedSize: Int
+        /// Bytes the entry's data occupies in the file (equal to `uncompressedSize` when stored).
+        var compressedSize: Int
     }
 
     /// Entries by name.
@@ -34,10 +36,17 @@ final class TorchZipArchive: @unchecked Sendable {
     /// record points beyond it: found by fuzzing), while its file-based archive reports an error.
     /// Its file-based init leaks 31 bytes per archive (a `fileSystemRepresentation` buffer it never
     /// frees; see scripts/lsan-suppressions.txt), one per checkpoint opened.
-    /// - Throws: ``FormatError/invalidHeader(path:reason:)`` for a damaged or non-zip container or a
-    ///   repeated name, ``FormatError/limitExceeded(path:limit:value:maximum:)`` for too many entries.
-    init(url: URL, limits: ReaderLimits) throws {
+    /// `file` is the archive's mapped bytes, parsed by ``ZipDirectory`` (which refuses what torch
+    /// refuses, impossible sizes and ratios, and overlapping entries) before ZIPFoundation reads it.
+    /// - Throws: ``FormatError/invalidHeader(path:reason:)`` for a damaged, crafted or non-zip
+    ///   container or a repeated name, ``FormatError/limitExceeded(path:limit:value:maximum:)`` for
+    ///   too many entries or an entry larger than `limits.maxTotalBytes`.
+    init(url: URL, file: Data, limits: ReaderLimits) throws {
         path = url.path
+        // A checkpoint has data.pkl, byteorder, version, .data/serialization_id and one entry per storage.
+        let maximum = limits.maxTensorCount.addingReportingOverflow(16).overflow ? Int.max : limits.maxTensorCount + 16
+        // Our own parse first: counts, sizes, ratios, names and overlaps, before ZIPFoundation trusts any of them.
+        let directory = try ZipDirectory(file: file, path: url.path, maxEntries: maximum)
         do {
             archive = try Archive(url: url, accessMode: .read)
         } catch {
@@ -45,18 +54,12 @@ final class TorchZipArchive: @unchecked Sendable {
         }
         var entries: [String: Entry] = [:]
         var names: [String] = []
-        // A checkpoint has data.pkl, byteorder, version, .data/serialization_id and one entry per storage.
-        let maximum = limits.maxTensorCount + 16
-        for entry in archive {
-            guard names.count < maximum else {
-                throw FormatError.limitExceeded(path: path, limit: .tensorCount, value: names.count + 1, maximum: limits.maxTensorCount)
+        for entry in directory.entries {
+            guard entry.uncompressedSize <= limits.maxTotalBytes else {
+                throw FormatError.limitExceeded(path: url.path, limit: .totalBytes, value: entry.uncompressedSize, maximum: limits.maxTotalBytes)
             }
-            guard let size = Int(exactly: entry.uncompressedSize), size <= limits.maxTotalBytes else {
-                throw FormatError.limitExceeded(path: url.path, limit: .totalBytes, value: Int(exactly: entry.uncompressedSize) ?? Int.max,
-                                                maximum: limits.maxTotalBytes)
-            }
-            let name = entry.path
-            guard entries.updateValue(Entry(name: name, uncompressedSize: size), forKey: name) == nil else {
+            let name = entry.name
+            guard entries.updateValue(Entry(name: name, uncompressedSize: entry.uncompressedSize, compressedSize: entry.compressedSize), forKey: name) == nil else {
                 throw FormatError.invalidHeader(path: url.path, reason: "zip container: the entry '\(name)' appears twice")
             }
             names.append(name)
@@ -73,28 +76,35 @@ final class TorchZipArchive: @unchecked Sendable {
         let size = declared.uncompressedSize
         return try lock.withLock {
             guard let entry = archive[name] else { throw FormatError.tensorNotFound(path: path, tensor: name) }
-            var output = Data()
-            output.reserveCapacity(size)
+            // Allocated fallibly: a refused allocation is an error, never a trap.
+            let buffer = try FallibleAllocation.bytes(size, path: path, what: "entry '\(name)'")
+            var written = 0
             do {
                 // ZIPFoundation computes the CRC-32 of what it extracts; comparing it is the caller's job.
                 let checksum = try archive.extract(entry, bufferSize: 1 << 20, skipCRC32: false) { chunk in
-                    guard output.count + chunk.count <= size else {
+                    guard written + chunk.count <= size else {
                         throw FormatError.decompressionFailed(path: path, tensor: name, offset: 0, reason: "the entry holds more than the \(size) bytes its directory entry declares")
                     }
-                    output.append(chunk)
+                    chunk.withUnsafeBytes { source in
+                        if let base = source.baseAddress { (buffer + written).copyMemory(from: base, byteCount: source.count) }
+                    }
+                    written += chunk.count
                 }
                 guard checksum == entry.checksum else {
                     throw FormatError.decompressionFailed(path: path, tensor: name, offset: 0, reason: String(format: "CRC-32 mismatch (stored %08x, computed %08x): the entry's bytes are damaged", entry.checksum, checksum))
                 }
             } catch let error as FormatError {
+                free(buffer)
                 throw error
             } catch {
+                free(buffer)
                 throw FormatError.decompressionFailed(path: path, tensor: name, offset: 0, reason: "\(error) (a CRC-32 mismatch or damaged data)")
             }
-            guard output.count == size else {
-                throw FormatError.decompressionFailed(path: path, tensor: name, offset: 0, reason: "the entry extracts to \(output.count) bytes, its directory entry declares \(size)")
+            guard written == size else {
+                free(buffer)
+                throw FormatError.decompressionFailed(path: path, tensor: name, offset: 0, reason: "the entry extracts to \(written) bytes, its directory entry declares \(size)")
             }
-            return output
+            return Data(bytesNoCopy: buffer, count: size, deallocator: .free)
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import PKMTensor
 
 /// How a memory layer attaches to an encoder layer (`schemas/pkm-checkpoints.md` §3).
 public enum MemoryMode: String, Sendable, Codable, CaseIterable {
@@ -389,18 +390,73 @@ public struct ModelConfig: Sendable, Codable, Equatable {
             throw error
         } catch let DecodingError.keyNotFound(key, context) {
             throw ModelError.invalidConfig(field: (context.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: "."), reason: "missing")
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw ModelError.invalidConfig(field: context.codingPath.map(\.stringValue).joined(separator: "."), reason: "wrong type: \(context.debugDescription)")
+        } catch let DecodingError.typeMismatch(type, context) {
+            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw ModelError.invalidConfig(field: field, reason: "wrong type: \(Self.describeTypeMismatch(expected: type, context))")
         } catch let DecodingError.valueNotFound(_, context) {
             throw ModelError.invalidConfig(field: context.codingPath.map(\.stringValue).joined(separator: "."), reason: "null where a value is required")
         } catch let DecodingError.dataCorrupted(context) {
             let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw ModelError.invalidConfig(field: field.isEmpty ? "(json)" : field, reason: context.debugDescription)
+            guard field.isEmpty else { throw ModelError.invalidConfig(field: field, reason: context.debugDescription) }
+            // The document itself: not JSON (Foundation's underlying error has the position), or not an object.
+            throw ModelError.invalidConfig(field: "", reason: Self.describeUnreadableJSON(context, json: json))
         } catch {
-            throw ModelError.invalidConfig(field: "(json)", reason: "\(error)")
+            throw ModelError.invalidConfig(field: "", reason: "\(error)")
         }
         if validating { try config.validate() }
         return config
+    }
+
+    /// "expected an integer, found a string": a type mismatch in JSON's words, not Swift's
+    /// (`Dictionary<String, Any>`, `Int`).
+    static func describeTypeMismatch(expected type: Any.Type, _ context: DecodingError.Context) -> String {
+        let name = String(describing: type)
+        let expected: String
+        if name.hasPrefix("Dictionary") || name.hasPrefix("KeyedDecodingContainer") {
+            expected = "a JSON object"
+        } else if name.hasPrefix("Array") || name.hasPrefix("UnkeyedDecodingContainer") {
+            expected = "a JSON array"
+        } else if name == "String" {
+            expected = "a string"
+        } else if name.hasPrefix("Int") || name.hasPrefix("UInt") {
+            expected = "an integer"
+        } else if name == "Double" || name == "Float" {
+            expected = "a number"
+        } else if name == "Bool" {
+            expected = "true or false"
+        } else {
+            expected = "another type"
+        }
+        // Foundation says "… but found a string instead."; keep only what was found.
+        let text = context.debugDescription
+        if let start = text.range(of: "found "), let end = text.range(of: " instead", range: start.upperBound..<text.endIndex) {
+            let found = text[start.upperBound..<end.lowerBound]
+            let article = found.hasPrefix("a ") || found.hasPrefix("an ") || found == "null" ? "" : (found.first.map { "aeiou".contains($0) } == true ? "an " : "a ")
+            return "expected \(expected), found \(article)\(found)"
+        }
+        if text.contains("Number") || text.contains("number") { return "expected \(expected), found a number that does not fit (\(text))" }
+        return "expected \(expected)"
+    }
+
+    /// Why a config document could not be decoded at all, in words: the syntax error and its
+    /// position, or what the top level is instead of an object (never Swift's type names such as
+    /// `Dictionary<String, Any>`).
+    static func describeUnreadableJSON(_ context: DecodingError.Context, json: Data) -> String {
+        if let syntax = JSONSyntax.firstError(in: json) {
+            return "it is not valid JSON: \(syntax)"
+        }
+        if let value = try? JSONSerialization.jsonObject(with: json, options: [.fragmentsAllowed]), !(value is [String: Any]) {
+            let kind: String
+            switch value {
+            case is [Any]: kind = "an array"
+            case is String: kind = "a string"
+            case is NSNull: kind = "null"
+            case is NSNumber: kind = "a number or true/false"
+            default: kind = "not an object"
+            }
+            return "its top level is \(kind), not a JSON object of config fields"
+        }
+        return "it is not valid JSON (\(context.debugDescription))"
     }
 
     /// The config as pretty, key-sorted JSON.
@@ -443,8 +499,14 @@ public struct ModelConfig: Sendable, Codable, Equatable {
             throw ModelError.invalidConfig(field: "max_position_embeddings", reason: "RoBERTa needs more than pad_token_id + 1 positions")
         }
         guard let memory else { return }
-        for (value, field) in [(memory.keyCount, "pkm.n_keys"), (memory.headCount, "pkm.heads"), (memory.keyDimension, "pkm.k_dim"), (memory.valueDimension, "pkm.v_dim")] where value == 0 {
-            throw ModelError.invalidConfig(field: field, reason: "missing (and not inferred from the checkpoint's memory tensors)")
+        // 0 stands for "absent, to be inferred from the weights"; a 0 the config states is a wrong value, not a missing one.
+        let sizes = [(memory.keyCount, "n_keys", "keys per product half"), (memory.headCount, "heads", "query heads"),
+                     (memory.keyDimension, "k_dim", "key width"), (memory.valueDimension, "v_dim", "value width")]
+        for (value, key, meaning) in sizes where value == 0 {
+            if memory.statedFields.contains(key) {
+                throw ModelError.invalidConfig(field: "pkm." + key, reason: "is 0, but a memory needs at least 1 (\(meaning)); fix the value, or leave the field out to infer it from the weights")
+            }
+            throw ModelError.invalidConfig(field: "pkm." + key, reason: "missing (and not inferred from the checkpoint's memory tensors)")
         }
         try positive(memory.keyCount, "pkm.n_keys", limit: 1 << 16)
         try positive(memory.headCount, "pkm.heads", limit: 1024)

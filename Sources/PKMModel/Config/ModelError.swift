@@ -1,6 +1,9 @@
+import PKMTensor
+
 /// Errors from building or running a model.
 public enum ModelError: Error, Sendable, CustomStringConvertible {
-    /// The config is missing a field or holds an invalid value.
+    /// The config is missing a field or holds an invalid value; `field` is empty when the document
+    /// as a whole cannot be read (not JSON, or not a JSON object).
     case invalidConfig(field: String, reason: String)
     /// A required tensor is absent.
     case missingTensor(name: String)
@@ -11,9 +14,15 @@ public enum ModelError: Error, Sendable, CustomStringConvertible {
     /// Inputs are malformed (ragged, ids out of range, …).
     case invalidInput(reason: String)
 
-    public var description: String {
+    /// The message, with control characters in names and paths escaped
+    /// (``Swift/String/escapedForTerminal``): a file cannot write to the user's terminal through it.
+    public var description: String { rawDescription.escapedForTerminal }
+
+    /// The message with names exactly as the file has them.
+    var rawDescription: String {
         switch self {
         case .invalidConfig(let field, let reason):
+            if field.isEmpty { return "config: \(reason); a config.json is one JSON object of fields (model_type, hidden_size, …)" }
             return "config field '\(field)': \(reason)"
         case .missingTensor(let name):
             return "missing tensor '\(name)'; the checkpoint does not match its config (check the pkm layers/modes, or give the config that matches the weights)"

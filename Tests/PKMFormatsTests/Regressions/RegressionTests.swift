@@ -32,6 +32,65 @@ struct RegressionTests {
         #expect(throws: FormatError.self, "\(name)") { _ = try Checkpoints.open(url).readAll() }
     }
 
+    /// Issue 18's PyTorch inputs: what each must be refused for (a substring of the error line).
+    static let refusedPickles: [String: String] = [
+        "pickle-stride0-expand-64gib.pt": "above the allowance",
+        "pickle-stride0-64-views-of-1gib.pt": "above the allowance",
+        "zip64-entry-declares-64gib.pt": "more than deflate can expand",
+        "zip-200-records-one-entry.pt": "zip container: entry 'archive/data/1'",
+        "zip-stored-sizes-differ.pt": "stored (uncompressed) entry",
+        "zip-eocd-count-65535.pt": "no ZIP64 record",
+        "zip-cd-size-fffffff0.pt": "central directory's size",
+        "zip64-count-2e62.pt": "more than its 246 bytes can hold",
+        "zip64-locator-past-end.pt": "ZIP64 locator points at byte",
+        "zip-entry-names-dotdot.pt": "climbs out with '..'",
+        "pickle-name-with-escape-sequences.pt": "tensor '\\x1b]0;pwned\\x07\\x1b[2J\\rw'",
+        "pickle-billion-laughs.pt": "billion laughs",
+    ]
+
+    @Test("every .pt regression input is listed with what it must be refused for, or read as its own test says")
+    func picklesListed() {
+        #expect(Set(Self.inputs("pt")) == Set(Self.refusedPickles.keys).union(["pickle-tensors-in-tuple-and-list.pt"]))
+    }
+
+    @Test("PyTorch regression inputs (issue 18) are refused in process with the right FormatError, quickly",
+          arguments: inputs("pt").filter { refusedPickles[$0] != nil })
+    func pickleInProcess(name: String) throws {
+        let url = Self.folder.appendingPathComponent(name)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = #expect(throws: FormatError.self, "\(name)") { _ = try Checkpoints.open(url).readAll() }
+        #expect(clock.now - start < .seconds(5), "\(name) took \(clock.now - start)")
+        let expected = try #require(Self.refusedPickles[name])
+        #expect(error?.description.contains(expected) == true, "\(name): \(String(describing: error))")
+        #expect(error?.description.unicodeScalars.contains { $0.value < 0x20 } == false, "\(name): raw control characters")
+    }
+
+    @Test("PyTorch regression inputs through the CLI: exit 2, one error line, nothing written, under a 2 GiB address-space cap",
+          arguments: inputs("pt").filter { refusedPickles[$0] != nil })
+    func pickleCLI(name: String) throws {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-regression-out-\(getpid())-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: output) }
+        let cap = FuzzSettings.sanitized ? "" : "ulimit -v 2097152; "
+        let (input, outcome) = try Self.runCLI(on: name, deadline: 20, { cli, input in
+            ["/bin/sh", "-c", cap + "exec \"$0\" convert \"$1\" -o \"$2\"", cli, input, output.appendingPathComponent("out.safetensors").path]
+        })
+        let lines = outcome.stderr.split(separator: "\n")
+        #expect(outcome.ending == .exited(2) && lines.count == 1 && lines[0].hasPrefix("pkm-convert: error: \(input): "),
+                "\(name): \(outcome.ending): \(outcome.stderr.prefix(2000))")
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: output.path)) == [], "\(name) left an output")
+        print("REGRESSION \(name): \(outcome.ending), \(lines.first ?? "")")
+    }
+
+    @Test("tensors under tuple and list values are read under dotted index names, not dropped")
+    func tuplesFlattened() throws {
+        let reader = try TorchCheckpointReader(url: Self.folder.appendingPathComponent("pickle-tensors-in-tuple-and-list.pt"))
+        #expect(reader.tensorInfos.map(\.name) == ["pair.0", "pair.1", "stack.0.0"])
+        #expect(try reader.tensor(named: "pair.1").floatValues() == [2])
+        #expect(reader.diagnostics.contains { $0.contains("'step'") })
+    }
+
     @Test("the regression folder holds the inputs its README lists")
     func present() {
         #expect(Self.inputs("h5").count >= 8)
