@@ -131,7 +131,7 @@ struct ConfigFuzzTests {
                 }
             } catch let ModelError.invalidConfig(field, _) {
                 refused += 1
-                fields[field.split(separator: ".").first.map(String.init) ?? field, default: 0] += 1
+                fields[field.isEmpty ? "(document)" : field.split(separator: ".").first.map(String.init) ?? field, default: 0] += 1
             } catch {
                 failures.append("input #\(input): threw \(type(of: error)), not ModelError.invalidConfig: \(error)")
             }
