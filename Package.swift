@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "PKMModelTests", dependencies: ["PKMModel", "PKMCheckpoints", "PKMTestSupport"]),
         .testTarget(name: "PKMPipelineTests", dependencies: ["PKMPipeline", "PKMTestSupport"]),
         // Depends on the executable so `swift test` builds `pkm-convert`, which these tests run as a process.
-        .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMScriptingExample", "PKMPipeline", "PKMCheckpoints", "PKMTestSupport"]),
+        .testTarget(name: "PKMConvertCLITests", dependencies: ["PKMConvertCLI", "PKMScriptingExample", "PKMPipeline", "PKMCheckpoints", "PKMTensor", "PKMTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

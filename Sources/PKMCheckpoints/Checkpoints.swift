@@ -21,25 +21,31 @@ public enum Checkpoints {
     }
 
     /// Opens a checkpoint file, a sharded index (`*.index.json`, safetensors or `torch.save` shards),
-    /// or a model folder holding one (see ``checkpointFile(inFolder:)``).
+    /// or a model folder holding one (see ``checkpointFile(inFolder:)``), with the default ``ReadOptions``
+    /// but `limits`.
     /// - Throws: ``FormatError``.
     public static func open(_ url: URL, format: CheckpointFormat? = nil, limits: ReaderLimits = ReaderLimits()) throws -> any CheckpointReader {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
-            throw FormatError.fileNotFound(path: url.path)
+        try open(url, format: format, options: ReadOptions(limits: limits))
+    }
+
+    /// Opens a checkpoint file, a sharded index or a model folder, each reader with the settings of `options`
+    /// it needs (limits for all; HDF5 isolation for HDF5; the state-dict key for pickles).
+    /// - Throws: ``FormatError``.
+    public static func open(_ url: URL, format: CheckpointFormat? = nil, options: ReadOptions) throws -> any CheckpointReader {
+        let limits = options.limits
+        if ModelFolder.isFolder(url) {
+            return try open(try checkpointFile(inFolder: url), format: format, options: options)
         }
-        if isDirectory.boolValue {
-            return try open(try checkpointFile(inFolder: url), format: format, limits: limits)
-        }
+        guard FileManager.default.fileExists(atPath: url.path) else { throw FormatError.fileNotFound(path: url.path) }
         try RegularFile.requireRegular(url, what: "a checkpoint file")
         if url.lastPathComponent.hasSuffix(".index.json") {
-            return try ShardedCheckpointReader(indexURL: url, limits: limits)
+            return try ShardedCheckpointReader(indexURL: url, limits: limits, stateDictKey: options.stateDictKey)
         }
         switch try format ?? detectFormat(of: url) {
-        case .hdf5: return try HDF5Reader(url: url, limits: limits)
+        case .hdf5: return try HDF5Reader(url: url, limits: limits, isolation: options.hdf5Isolation)
         case .safetensors: return try SafetensorsReader(url: url, limits: limits)
         case .pkmz: return try PKMZReader(url: url, limits: limits)
-        case .pytorch: return try TorchCheckpointReader(url: url, limits: limits, stateDictKey: limits.stateDictKey)
+        case .pytorch: return try TorchCheckpointReader(url: url, limits: limits, stateDictKey: options.stateDictKey)
         }
     }
 

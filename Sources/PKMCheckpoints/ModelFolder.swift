@@ -55,6 +55,8 @@ public struct ModelFolder: Sendable, Equatable {
     /// Creates the folder (and its parents) if needed.
     /// - Throws: ``FormatError/writeFailed(path:reason:)``.
     public func create() throws {
+        // Never over a file, a FIFO or a device: a folder output goes to a folder or to nothing.
+        try OutputDestination.checkFolder(url)
         do {
             try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         } catch {

@@ -49,8 +49,8 @@ extension HDF5Probe {
             maxRank = limits.maxRank
         }
 
-        /// The limits the child reads with: the parent's, with no probe of its own (the child is
-        /// the process that may crash).
+        /// The limits the child reads with: the parent's (it reads without a probe of its own: it is the
+        /// process that may crash).
         var limits: ReaderLimits {
             var limits = ReaderLimits()
             limits.maxHeaderBytes = maxHeaderBytes
@@ -88,6 +88,11 @@ extension HDF5Probe {
         switch outcome.ending {
         case .exited(0):
             return
+        case .exited(Self.refusedStatus) where Self.limitRefusal(inChildOutput: outcome.stderr) != nil:
+            // A limit the child hit comes back as the same typed error this process would throw, so the caller
+            // names its own way of raising it.
+            let (limit, value, maximum) = Self.limitRefusal(inChildOutput: outcome.stderr)!
+            throw .limitExceeded(path: path, limit: limit, value: value, maximum: maximum)
         case .exited(Self.refusedStatus) where !outcome.lastLine.isEmpty && Self.memoryCap(inChildOutput: outcome.lastLine) == nil:
             throw .isolatedReadFailed(path: path, reason: outcome.lastLine)
         case .exited(let status):
@@ -136,9 +141,24 @@ extension HDF5Probe {
             }
             return 0
         } catch {
+            if case FormatError.limitExceeded(_, let limit, let value, let maximum) = error {
+                FileHandle.standardError.write(Data("\(limitMarker)\(limit.propertyName) \(value) \(maximum)\n".utf8))
+            }
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             return refusedStatus
         }
+    }
+
+    /// The stderr line the child writes before refusing a file for a reader limit: `propertyName value maximum`.
+    static let limitMarker = "pkm-convert probe: limit exceeded="
+
+    /// The limit the child reported, if it refused for one.
+    static func limitRefusal(inChildOutput text: String) -> (ReaderLimit, Int, Int)? {
+        guard let range = text.range(of: limitMarker) else { return nil }
+        let fields = text[range.upperBound...].prefix { $0 != "\n" }.split(separator: " ")
+        guard fields.count == 3, let limit = ReaderLimit.allCases.first(where: { $0.propertyName == fields[0] }),
+              let value = Int(fields[1]), let maximum = Int(fields[2]) else { return nil }
+        return (limit, value, maximum)
     }
 
     /// The stderr line the child writes with its address-space cap, before reading data.

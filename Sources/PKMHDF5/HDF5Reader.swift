@@ -62,13 +62,15 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
     ///   `.truncated` (the file is shorter than its superblock says), `.unsupportedDType` naming
     ///   the dataset, `.limitExceeded`, `.duplicateTensor`, `.invalidTensor`, `.invalidOffsets`,
     ///   or `.hdf5` with libhdf5's error stack naming the object.
-    public init(url: URL, limits: ReaderLimits = ReaderLimits()) throws {
+    /// - Parameter isolation: when set, a child process running the caller's probing executable reads the file first
+    ///   (``HDF5Probe``), and this process opens it only if the child read it cleanly.
+    public init(url: URL, limits: ReaderLimits = ReaderLimits(), isolation: HDF5Probe? = nil) throws {
         self.url = url
         let path = url.path
         let site = HDF5Site(path: path)
         self.site = site
         let fileSize = try Self.checkSignature(path: path)
-        if let probe = limits.hdf5Probe { try probe.vet(path: path, fileSize: fileSize, limits: limits) }
+        if let isolation { try isolation.vet(path: path, fileSize: fileSize, limits: limits) }
         let opened: (file: hid_t, entries: [String: Entry], infos: [TensorInfo], metadata: [String: String], provenance: Provenance?) =
             try HDF5Library.locked {
                 let file = try Self.openFile(path: path, site: site)

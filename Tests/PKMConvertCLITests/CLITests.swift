@@ -3,6 +3,7 @@ import PKMTestSupport
 import PKMCheckpoints
 import PKMFormats
 import PKMModel
+import PKMTensor
 import Testing
 
 /// Runs the built `pkm-convert` binary: exit codes, one-line errors, JSON output.
@@ -408,5 +409,62 @@ struct ArgumentErrorLineTests {
         #expect(outcome.status == 2)
         #expect(outcome.stderr == line + "\n", "\(outcome.stderr)")
         #expect(!FileManager.default.fileExists(atPath: "/tmp/pkm-cli-never.pkmz"))
+    }
+}
+
+/// Issue 18, item 12: special files named where a regular file or folder is expected are refused for what they
+/// are, at once, in one line (never opened: a FIFO would block, /dev/zero never ends).
+@Suite("Special files at the command line")
+struct SpecialFileArgumentTests {
+    @Test("a FIFO or device as config, tokenizer or text file; a device as a folder output")
+    func refusedForWhatTheyAre() throws {
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-cli-fifo-\(UUID().uuidString)")
+        guard mkfifo(fifo.path, 0o600) == 0 else { Issue.record("mkfifo failed"); return }
+        defer { try? FileManager.default.removeItem(at: fifo) }
+        let cases: [([String], String)] = [
+            (["run", "fixtures/models/bert_base_plain", "--random-inputs", "1x4", "--config", "/dev/zero"],
+             "/dev/zero: is a character device, not a regular file; a config file must be a regular file"),
+            (["run", "fixtures/models/bert_base_plain", "--text", "hi", "--tokenizer", fifo.path],
+             "\(fifo.path): is a FIFO (named pipe), not a regular file; a tokenizer file must be a regular file"),
+            (["tokenize", "fixtures/models/bert_base_plain", "--text", "hi", "--tokenizer", fifo.path], "is a FIFO (named pipe)"),
+            (["run", "fixtures/models/bert_base_plain", "--text-file", fifo.path, "--tokenizer", "fixtures/tokenizers/minilm/tokenizer.json"],
+             "is a FIFO (named pipe), not a regular file; a text file must be a regular file"),
+            (["export", "fixtures/models/bert_residual/model.h5", "-o", "/dev/null"], "/dev/null: could not write: it is a character device, not a folder"),
+        ]
+        for (arguments, message) in cases {
+            let start = Date()
+            let outcome = try CLITests.run(arguments)
+            #expect(outcome.status == 2, "\(arguments)")
+            #expect(outcome.stderr.hasPrefix("pkm-convert: error: ") && outcome.stderr.contains(message), "\(arguments): \(outcome.stderr)")
+            #expect(outcome.stderr.split(separator: "\n").count == 1, "\(outcome.stderr)")
+            #expect(Date().timeIntervalSince(start) < 10)
+        }
+        var status = stat()
+        #expect(stat("/dev/null", &status) == 0 && (status.st_mode & S_IFMT) == S_IFCHR)
+    }
+}
+
+/// Issue 18, item 8: names from a file are shown with control characters escaped; `--json` keeps them exact.
+@Suite("Names from files on the terminal")
+struct TerminalNameTests {
+    @Test("inspect --tensors escapes a name holding escape sequences; --json keeps it exact")
+    func escaped() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("pkm-cli-names-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let name = "evil\u{1B}]0;pwned\u{07}\u{1B}[2J\rname"
+        var dict = StateDict()
+        try dict.insert(try Tensor(float32: [1, 2], shape: [2]), named: name)
+        dict.metadata["note\u{1B}[31m"] = "red\u{1B}[0m"
+        let file = folder.appendingPathComponent("names.safetensors")
+        try Checkpoints.write(dict, to: file, format: .safetensors)
+        let text = try CLITests.run(["inspect", file.path, "--tensors"])
+        #expect(text.status == 0)
+        #expect(!text.stdout.contains("\u{1B}") && !text.stdout.contains("\u{07}") && !text.stdout.contains("\r"), "\(text.stdout)")
+        #expect(text.stdout.contains("evil\\x1b]0;pwned\\x07\\x1b[2J\\rname"), "\(text.stdout)")
+        let json = try CLITests.run(["inspect", file.path, "--json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let tensors = try #require(object["tensors"] as? [[String: Any]])
+        #expect(tensors.first?["name"] as? String == name)
     }
 }

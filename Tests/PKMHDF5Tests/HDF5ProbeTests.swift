@@ -42,16 +42,15 @@ struct HDF5ProbeTests {
         let text = try #require(environment[HDF5Probe.requestVariable])
         let request = try JSONDecoder().decode(HDF5Probe.Request.self, from: Data(text.utf8))
         #expect(request.depth == .data && request.parent == getpid())
-        #expect(request.limits == { var limits = custom; limits.hdf5Probe = nil; return limits }())
+        #expect(request.limits == custom)
         #expect(HDF5Probe(command: ["/x"]).deadline(fileSize: 1 << 30) == 20)
         #expect(HDF5Probe(command: ["/x"], depth: .data).deadline(fileSize: 500_000_000) == 30)
 
         // A missing probe program is an I/O error naming it.
-        var missing = ReaderLimits()
-        missing.hdf5Probe = HDF5Probe(command: ["/nonexistent/pkm-convert", "__probe-hdf5"])
-        #expect(throws: FormatError.self) { _ = try HDF5Reader(url: fixture, limits: missing) }
+        let missing = HDF5Probe(command: ["/nonexistent/pkm-convert", "__probe-hdf5"])
+        #expect(throws: FormatError.self) { _ = try HDF5Reader(url: fixture, isolation: missing) }
         do {
-            _ = try HDF5Reader(url: fixture, limits: missing)
+            _ = try HDF5Reader(url: fixture, isolation: missing)
         } catch let FormatError.isolatedReaderUnavailable(path, command, _) {
             #expect(path == fixture.path && command.contains("/nonexistent/pkm-convert"))
         }
@@ -61,8 +60,8 @@ struct HDF5ProbeTests {
     func withCLI() throws {
         let cli = try #require(TestPaths.cli, "pkm-convert is not built next to the tests (swift test builds it)")
         var limits = ReaderLimits()
-        limits.hdf5Probe = HDF5Probe(command: [cli.path, "__probe-hdf5"], depth: .data, timeoutSeconds: 2)
-        let good = try HDF5Reader(url: TestPaths.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits)
+        let probe = HDF5Probe(command: [cli.path, "__probe-hdf5"], depth: .data, timeoutSeconds: 2)
+        let good = try HDF5Reader(url: TestPaths.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits, isolation: probe)
         #expect(!good.tensorInfos.isEmpty)
         for info in good.tensorInfos { _ = try good.tensor(named: info.name) }
 
@@ -72,7 +71,7 @@ struct HDF5ProbeTests {
                      "libhdf5-hang-then-crash-7578.h5"] {
             let url = Self.regressions.appendingPathComponent(name)
             do {
-                _ = try HDF5Reader(url: url, limits: limits)
+                _ = try HDF5Reader(url: url, limits: limits, isolation: probe)
                 Issue.record("\(name) opened")
             } catch let FormatError.isolatedReadFailed(path, reason) {
                 #expect(path == url.path)
@@ -83,13 +82,14 @@ struct HDF5ProbeTests {
                 print("HDF5 PROBE \(name): contained as expected: the probe was killed at its \(seconds) s deadline")
             }
         }
-        // The limits travel to the child: a rank limit of 0 is enforced there, with its own message.
+        // The limits travel to the child: a rank limit of 0 is enforced there, and comes back as the same typed
+        // error this process would throw (so a front end names its own way of raising it).
         limits.maxRank = 0
         do {
-            _ = try HDF5Reader(url: TestPaths.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits)
+            _ = try HDF5Reader(url: TestPaths.repositoryRoot.appendingPathComponent("fixtures/hdf5/flat.h5"), limits: limits, isolation: probe)
             Issue.record("expected the rank limit")
-        } catch let FormatError.isolatedReadFailed(_, reason) {
-            #expect(reason.contains("above the limit 0") && reason.contains("ReaderLimits.maxRank"), "\(reason)")
+        } catch let FormatError.limitExceeded(path, limit, _, maximum) {
+            #expect(path.hasSuffix("flat.h5") && limit == .rank && maximum == 0)
         }
     }
 

@@ -67,9 +67,7 @@ struct PickleCheckpointTests {
         #expect(note.contains("pkm.n_keys") && note.contains("pkm.layers"), "\(note)")
         #expect(try LoadedCheckpoint(url).verify(against: LoadedCheckpoint(Self.fixture("bert_xlm_params/reference.h5"))).passed)
         // The state dict key can be forced; a wrong one is an error listing the keys.
-        var limits = ReaderLimits()
-        limits.stateDictKey = "epoch"
-        let error = try #require(throws: FormatError.self) { try Checkpoints.open(url, limits: limits) }
+        let error = try #require(throws: FormatError.self) { try Checkpoints.open(url, options: ReadOptions(stateDictKey: "epoch")) }
         #expect(error.description.contains("'model'") && error.description.contains("'params'"), "\(error)")
     }
 

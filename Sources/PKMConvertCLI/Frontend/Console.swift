@@ -21,6 +21,12 @@ enum Count {
 enum Console {
     static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
 
+    /// Prints text from a file (names, metadata, config) line by line with control characters escaped, so a
+    /// checkpoint cannot write escape sequences to the user's terminal (`--json` output stays exact).
+    static func show(_ text: String) {
+        print(text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0).escapedForTerminal }.joined(separator: "\n"))
+    }
+
     static func error(_ message: String) {
         fflush(nil)
         FileHandle.standardError.write(Data("pkm-convert: error: \(message)\n".utf8))
@@ -29,7 +35,7 @@ enum Console {
     static func diagnostics(_ diagnostics: [Diagnostic]) {
         fflush(nil)
         for diagnostic in diagnostics {
-            FileHandle.standardError.write(Data("pkm-convert: \(diagnostic.severity.rawValue): \(diagnostic.message)\n".utf8))
+            FileHandle.standardError.write(Data("pkm-convert: \(diagnostic.severity.rawValue): \(diagnostic.message.escapedForTerminal)\n".utf8))
         }
     }
 

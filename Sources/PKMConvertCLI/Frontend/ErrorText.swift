@@ -40,7 +40,10 @@ enum ErrorText {
         }
     }
 
-    static func render(_ error: Error) -> String {
+    /// The one line printed for `error`, control characters escaped (a file's names cannot write to the terminal).
+    static func render(_ error: Error) -> String { text(error).escapedForTerminal }
+
+    static func text(_ error: Error) -> String {
         if let pipeline = error as? PipelineError { return pipeline.rendered(naming: flag(for:)) }
         guard let format = error as? FormatError else { return String(describing: error) }
         switch format {
@@ -50,13 +53,6 @@ enum ErrorText {
             return "\(path): the isolated HDF5 reader did not finish within \(String(format: "%g", seconds)) s (killed): libhdf5 loops on damaged metadata, or the disk is very slow (then raise --hdf5-probe-timeout)"
         case .isolatedReaderUnavailable(let path, _, let message):
             return "\(path): could not start the isolated HDF5 reader: \(message); pass --hdf5-probe off to read it in this process only"
-        case .isolatedReadFailed(_, let child):
-            // The child's refusal is a rendered line; a limit it names is raised with this executable's flags.
-            guard let limit = ReaderLimit.allCases.first(where: { child.contains("(ReaderLimits.\($0.propertyName))") }) else {
-                return format.description
-            }
-            return format.description.replacingOccurrences(of: "raise the limit (ReaderLimits.\(limit.propertyName))",
-                                                           with: "raise it with \(limitFlags[limit] ?? "--max-…")")
         default:
             return format.description
         }

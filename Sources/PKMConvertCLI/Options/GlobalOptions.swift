@@ -53,16 +53,19 @@ struct GlobalOptions: ParsableArguments {
         if let maxTotalBytes { limits.maxTotalBytes = maxTotalBytes }
         if let maxTensorCount { limits.maxTensorCount = maxTensorCount }
         if let maxRank { limits.maxRank = maxRank }
-        limits.stateDictKey = stateDictKey
-        if let depth = hdf5Probe.depth {
-            limits.hdf5Probe = HDF5Probe(command: ProbeHDF5.command, depth: depth, timeoutSeconds: hdf5ProbeTimeout)
-        }
         return limits
+    }
+
+    /// How files are read: the limits, HDF5 isolation by this executable (it serves the probe itself), the state-dict key.
+    var read: ReadOptions {
+        ReadOptions(limits: limits,
+                    hdf5Isolation: hdf5Probe.depth.map { HDF5Probe(command: ProbeHDF5.command, depth: $0, timeoutSeconds: hdf5ProbeTimeout) },
+                    stateDictKey: stateDictKey)
     }
 
     /// How the library opens a checkpoint: the limits, with the config, tokenizer and memory options of a command.
     func open(config: String? = nil, tokenizer: String? = nil, memory: ModelArguments? = nil) -> OpenOptions {
-        OpenOptions(limits: limits, configURL: config.map { URL(fileURLWithPath: $0) }, tokenizerURL: tokenizer.map { URL(fileURLWithPath: $0) },
+        OpenOptions(read: read, configURL: config.map { URL(fileURLWithPath: $0) }, tokenizerURL: tokenizer.map { URL(fileURLWithPath: $0) },
                     memory: memory?.options ?? MemoryImportOptions())
     }
 

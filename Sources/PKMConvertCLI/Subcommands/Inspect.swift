@@ -25,60 +25,60 @@ struct Inspect: ParsableCommand {
         try Console.run(json: global.json) {
             let summary = try model.load(checkpoint, global).inspect(options: InspectOptions(readData: verifyData))
             if global.json { Console.printJSON(summary); return }
-            print("\(summary.path)")
+            Console.show("\(summary.path)")
             var sizes = "format: \(summary.format.rawValue)   file: \(Console.bytes(summary.fileBytes))   \(Count.of(summary.tensorCount, "tensor"))   data: \(Console.bytes(summary.tensorBytes))"
             if summary.fileBytes > 0, summary.tensorBytes > 0 {
                 sizes += String(format: " (file / raw %.4f)", Double(summary.fileBytes) / Double(summary.tensorBytes))
             }
-            print(sizes)
+            Console.show(sizes)
             let p = summary.parameters
-            print("parameters: \(Console.number(p.total)) (embeddings \(Console.number(p.embeddings)), encoder \(Console.number(p.encoder)), "
+            Console.show("parameters: \(Console.number(p.total)) (embeddings \(Console.number(p.embeddings)), encoder \(Console.number(p.encoder)), "
                   + "memories \(Console.number(p.memories)), other \(Console.number(p.other)))")
             let dtypes = summary.dtypeTotals.sorted { $0.value.bytes > $1.value.bytes }
                 .map { "\($0.key) \(Count.of($0.value.count, "tensor")), \(Console.bytes($0.value.bytes))" }
-            print("dtypes: \(dtypes.isEmpty ? "none" : dtypes.joined(separator: "; "))")
+            Console.show("dtypes: \(dtypes.isEmpty ? "none" : dtypes.joined(separator: "; "))")
             if let config = summary.config {
-                print("config: \(Self.configSummary(config))" + (summary.configSource.map { " (from \($0))" } ?? ""))
+                Console.show("config: \(Self.configSummary(config))" + (summary.configSource.map { " (from \($0))" } ?? ""))
             } else {
-                print("config: none (import needs one: --config FILE, or config.json beside the checkpoint)")
+                Console.show("config: none (import needs one: --config FILE, or config.json beside the checkpoint)")
             }
             if let provenance = summary.provenance {
-                print("provenance: \(provenance.tool), created \(provenance.created)"
+                Console.show("provenance: \(provenance.tool), created \(provenance.created)"
                       + (provenance.operation.map { ", operation: \($0)" } ?? ""))
-                if let file = provenance.sourceFile { print("  source: \(file) sha256 \(provenance.sourceSHA256 ?? "?")") }
+                if let file = provenance.sourceFile { Console.show("  source: \(file) sha256 \(provenance.sourceSHA256 ?? "?")") }
             }
             if !summary.metadata.isEmpty {
-                print("metadata:")
+                Console.show("metadata:")
                 for (key, value) in summary.metadata.sorted(by: { $0.key < $1.key }) {
                     let oneLine = value.replacingOccurrences(of: "\n", with: " ")
-                    print("  \(key): " + (tensors || oneLine.count <= 100 ? oneLine : String(oneLine.prefix(97)) + "…"))
+                    Console.show("  \(key): " + (tensors || oneLine.count <= 100 ? oneLine : String(oneLine.prefix(97)) + "…"))
                 }
             }
             if tensors {
                 let nameWidth = min(80, summary.tensors.map(\.name.count).max() ?? 4)
-                print("")
-                print("name".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  dtype     shape                       bytes")
+                Console.show("")
+                Console.show("name".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  dtype     shape                       bytes")
                 for tensor in summary.tensors {
                     let shape = "[" + tensor.shape.map(String.init).joined(separator: ", ") + "]"
                     let size = Console.bytes(tensor.bytes)
-                    print(tensor.name.padding(toLength: max(nameWidth, tensor.name.count), withPad: " ", startingAt: 0) + "  "
+                    Console.show(tensor.name.padding(toLength: max(nameWidth, tensor.name.count), withPad: " ", startingAt: 0) + "  "
                           + tensor.dtype.displayName.padding(toLength: 8, withPad: " ", startingAt: 0) + "  "
                           + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + "  "
                           + String(repeating: " ", count: max(0, 10 - size.count)) + size)
                 }
-                if let config = summary.config { print("\nconfig:\n\(config)") }
+                if let config = summary.config { Console.show("\nconfig:\n\(config)") }
                 if let memory = summary.resolvedMemory {
                     let layouts = summary.memoryLayouts.sorted { $0.key < $1.key }.map { "layer \($0.key): \($0.value.rawValue)" }
-                    print("\nmemory as run (\(layouts.isEmpty ? "canonical" : layouts.joined(separator: ", "))):")
+                    Console.show("\nmemory as run (\(layouts.isEmpty ? "canonical" : layouts.joined(separator: ", "))):")
                     let encoder = JSONEncoder()
                     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    if let data = try? encoder.encode(memory) { print(String(decoding: data, as: UTF8.self)) }
+                    if let data = try? encoder.encode(memory) { Console.show(String(decoding: data, as: UTF8.self)) }
                 }
             } else {
                 if !summary.memoryLayouts.isEmpty {
-                    print("memory layouts: " + summary.memoryLayouts.sorted { $0.key < $1.key }.map { "layer \($0.key): \($0.value.rawValue)" }.joined(separator: ", "))
+                    Console.show("memory layouts: " + summary.memoryLayouts.sorted { $0.key < $1.key }.map { "layer \($0.key): \($0.value.rawValue)" }.joined(separator: ", "))
                 }
-                print("(tensor table and full config: --tensors; everything: --json)")
+                Console.show("(tensor table and full config: --tensors; everything: --json)")
             }
             if verifyData { print("all tensor data read and checked") }
         }

@@ -94,25 +94,25 @@ public enum PKMVersion {
     public static let toolName = "pkm-convert \(version)"
 }
 
-/// Limits every reader checks against declared sizes before allocating anything, and the few
-/// reading settings that go with them (the HDF5 probe, the state-dict key of pickles).
+/// Limits every reader checks against declared sizes before allocating anything (the settings of particular
+/// readers are ``ReadOptions``).
 ///
 /// Defaults accept any real checkpoint up to 1 TiB while refusing headers that declare absurd
 /// sizes. Readers additionally check every declared byte range against the file's real size
 /// (a limit is a cap on top of that check, never a replacement for it). Every reader enforces
 /// every limit; exceeding one throws ``FormatError/limitExceeded(path:limit:value:maximum:)``,
-/// whose message names the `pkm-convert` flag that raises it. RELIABILITY.md lists where each
+/// which names the ``ReaderLimit`` so a front end can say how to raise it. RELIABILITY.md lists where each
 /// limit is checked.
 public struct ReaderLimits: Sendable, Equatable {
     /// Largest header in bytes: the safetensors JSON header, a sharded index file, the pkmz header,
     /// an HDF5 string attribute (the embedded config). Default 100 MiB, the reference safetensors
-    /// reader's cap. CLI: `--max-header-bytes`.
+    /// reader's cap.
     public var maxHeaderBytes: Int = 100 * 1024 * 1024
-    /// Most tensors in one checkpoint (all shards together). Default 1,000,000. CLI: `--max-tensor-count`.
+    /// Most tensors in one checkpoint (all shards together). Default 1,000,000.
     public var maxTensorCount: Int = 1_000_000
-    /// Highest tensor rank. Default 16. CLI: `--max-rank`.
+    /// Highest tensor rank. Default 16.
     public var maxRank: Int = 16
-    /// Largest total of declared tensor bytes (uncompressed). Default 1 TiB. CLI: `--max-total-bytes`.
+    /// Largest total of declared tensor bytes (uncompressed). Default 1 TiB.
     public var maxTotalBytes: Int = ReaderLimits.defaultMaxTotalBytes
     /// The default of ``maxTotalBytes``: 1 TiB.
     public static let defaultMaxTotalBytes = 1 << 40
@@ -120,8 +120,8 @@ public struct ReaderLimits: Sendable, Equatable {
     /// (PyTorch pickles: a stride-0 `expand`ed view, many tensors over one storage, a deflated zip
     /// entry far larger than its compressed bytes). nil, the default, allows
     /// ``defaultAmplificationAllowance(fileSize:physicalMemory:)`` — unless ``maxTotalBytes`` was
-    /// changed from its default, which then also allows that much amplification (so the CLI's
-    /// `--max-total-bytes` raises both). RELIABILITY.md §9 explains the policy.
+    /// changed from its default, which then also allows that much amplification (so raising
+    /// ``maxTotalBytes`` raises both). RELIABILITY.md §9 explains the policy.
     public var maxAmplifiedBytes: Int?
 
     /// The amplification allowed by default for a file of `fileSize` bytes: 4 × its size + 64 MiB
@@ -141,16 +141,28 @@ public struct ReaderLimits: Sendable, Equatable {
         if maxTotalBytes != Self.defaultMaxTotalBytes { return maxTotalBytes }
         return Self.defaultAmplificationAllowance(fileSize: fileSize)
     }
-    /// When set, every HDF5 file is first read by a child process (see ``HDF5Probe``; the vetting
-    /// itself lives in `PKMHDF5`) and opened in this process only if the child read it cleanly, so
-    /// a libhdf5 crash or hang on damaged metadata becomes an error instead of killing the caller.
-    /// Default nil for the library (no child process); the `pkm-convert` CLI sets it.
-    public var hdf5Probe: HDF5Probe?
-    /// For PyTorch pickles: the top-level key holding the state dict (`model`, `state_dict`, …);
-    /// nil detects it (``TorchCheckpointReader/stateDictKeys``). CLI: `--state-dict-key`.
+    public init() {}
+}
+
+/// How checkpoints are read: the limits every reader checks, and the settings of particular readers
+/// (which are not limits: they are passed to the reader that needs them, not to every reader).
+public struct ReadOptions: Sendable {
+    /// Limits every reader checks against declared sizes before allocating anything.
+    public var limits: ReaderLimits
+    /// HDF5 isolation: when set, every HDF5 file is first read by a child process running the executable the caller
+    /// injects (``HDF5Probe/command``; the vetting itself lives in `PKMHDF5`), and opened in this process only if the
+    /// child read it cleanly, so a libhdf5 crash or hang on damaged metadata becomes an error instead of killing the
+    /// caller. Default nil (no child process); the `pkm-convert` executable injects itself.
+    public var hdf5Isolation: HDF5Probe?
+    /// PyTorch pickles: the top-level key holding the state dict (`model`, `state_dict`, …); nil detects it
+    /// (``TorchCheckpointReader/stateDictKeys``).
     public var stateDictKey: String?
 
-    public init() {}
+    public init(limits: ReaderLimits = ReaderLimits(), hdf5Isolation: HDF5Probe? = nil, stateDictKey: String? = nil) {
+        self.limits = limits
+        self.hdf5Isolation = hdf5Isolation
+        self.stateDictKey = stateDictKey
+    }
 }
 
 /// Which limit of ``ReaderLimits`` a file exceeded (carried by ``FormatError/limitExceeded(path:limit:value:maximum:)``,

@@ -137,7 +137,7 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
         case .isolatedReadTimedOut(let path, let seconds):
             return "\(path): the isolated HDF5 reader did not finish within \(String(format: "%g", seconds)) s (killed): libhdf5 loops on damaged metadata, or the disk is very slow (then raise the probe's deadline, HDF5Probe.timeoutSeconds)"
         case .isolatedReaderUnavailable(let path, let command, let message):
-            return "\(path): could not start the isolated HDF5 reader \(command): \(message); without it the file can only be read unisolated (ReaderLimits.hdf5Probe = nil)"
+            return "\(path): could not start the isolated HDF5 reader \(command): \(message); without it the file can only be read unisolated (ReadOptions.hdf5Isolation = nil)"
         case .refusedGlobal(let path, let global):
             return "\(path): the pickle tries to call \(global), which a checkpoint never needs, so the file was refused and nothing was executed; if you trust it, load it in Python and re-save the state dict as .safetensors"
         case .pickle(let path, let offset, let reason):

@@ -50,7 +50,8 @@ public final class ShardedCheckpointReader: CheckpointReader {
     ///   `.tensorNotFound` naming the shard when a listed tensor is not in it; `.invalidTensor`
     ///   when a tensor is stored in another shard than the index says, or in no listed place;
     ///   and any error of the shard's reader for a damaged shard; `.invalidHeader` for shards of mixed formats.
-    public init(indexURL: URL, limits: ReaderLimits = ReaderLimits()) throws {
+    /// - Parameter stateDictKey: for `torch.save` shards, the top-level key holding the state dict (nil detects it).
+    public init(indexURL: URL, limits: ReaderLimits = ReaderLimits(), stateDictKey: String? = nil) throws {
         url = indexURL
         let indexPath = indexURL.path
         let (weightMap, indexMetadata) = try Self.readIndex(indexURL, limits: limits)
@@ -63,7 +64,7 @@ public final class ShardedCheckpointReader: CheckpointReader {
         for name in shardNames {
             let shardURL = try Self.resolveShard(name, folder: folder, indexPath: indexPath)
             shardURLs.append(shardURL)
-            shards.append(try Self.openShard(shardURL, limits: limits))
+            shards.append(try Self.openShard(shardURL, limits: limits, stateDictKey: stateDictKey))
         }
         let formats = Set(shards.map(\.format))
         guard formats.count <= 1 else {
@@ -124,11 +125,11 @@ public final class ShardedCheckpointReader: CheckpointReader {
     }
 
     /// Opens one shard: a `torch.save` file when its first bytes say so, safetensors otherwise.
-    static func openShard(_ url: URL, limits: ReaderLimits) throws -> any CheckpointReader {
+    static func openShard(_ url: URL, limits: ReaderLimits, stateDictKey: String?) throws -> any CheckpointReader {
         // A FIFO named as a shard would block open() forever: only regular files are opened.
         let head = try RegularFile.head(of: url, count: 512, what: "a shard")
         if TorchCheckpointReader.looksLikeTorchCheckpoint(head) {
-            return try TorchCheckpointReader(url: url, limits: limits, stateDictKey: limits.stateDictKey)
+            return try TorchCheckpointReader(url: url, limits: limits, stateDictKey: stateDictKey)
         }
         return try SafetensorsReader(url: url, limits: limits)
     }

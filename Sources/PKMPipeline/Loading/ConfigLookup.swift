@@ -33,17 +33,11 @@ extension ResolvedCheckpoint {
     /// Reads a config file after checking its size against `maxBytes` (the header limit), so a
     /// `config.json` that is really a multi-gigabyte file is refused before it is read.
     /// Returns nil when there is no regular file at `url`.
-    static func readConfigFile(_ url: URL, maxBytes: Int) throws -> Data? {
-        // attributesOfItem does not follow symbolic links (HF caches link config.json into blobs/).
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.resolvingSymlinksInPath().path),
-              attributes[.type] as? FileAttributeType == .typeRegular else { return nil }
-        let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
-        if size > maxBytes {
-            throw FormatError.limitExceeded(path: url.path, limit: .headerBytes, value: size, maximum: maxBytes)
-        }
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw FormatError.io(path: url.path, operation: "read", message: "cannot read the config file")
-        }
-        return data
+    static func readConfigFile(_ url: URL, maxBytes: Int, what: String = "a config file") throws -> Data? {
+        // Nothing there: the caller looks elsewhere. Something that is not a regular file (a FIFO, a device, a
+        // folder) is an error naming what it is, never opened for reading (a FIFO would block, /dev/zero never ends).
+        // Symbolic links are followed (HF caches link config.json into blobs/).
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        return try RegularFile.contents(of: url, what: what, maxBytes: maxBytes)
     }
 }

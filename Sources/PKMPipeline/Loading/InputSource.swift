@@ -28,10 +28,10 @@ public enum InputSource: Sendable {
 
     /// The inputs for a model with `config`.
     /// - Throws: ``PipelineError``, ``FormatError``.
-    public func inputs(for config: ModelConfig, limits: ReaderLimits = ReaderLimits()) throws -> ModelInputs {
+    public func inputs(for config: ModelConfig, read: ReadOptions = ReadOptions()) throws -> ModelInputs {
         switch self {
         case .file(let url):
-            let reader = try Checkpoints.open(url, limits: limits)
+            let reader = try Checkpoints.open(url, options: read)
             let inputs = try ReferenceLayout.readInputs(from: reader)
             try ReferenceLayout.check(inputs, fit: config, path: reader.url.path)
             return inputs

@@ -6,8 +6,14 @@ import PKMTokenizers
 
 /// How a checkpoint is opened: reader limits, where its config and tokenizer come from, which memory layout to expect.
 public struct OpenOptions: Sendable {
-    /// Limits every reader checks before allocating (and the reading settings that travel with them).
-    public var limits = ReaderLimits()
+    /// How files are read: the limits every reader checks, HDF5 isolation, the state-dict key of pickles.
+    /// Reference and inputs files are read the same way.
+    public var read = ReadOptions()
+    /// Limits every reader checks before allocating (``ReadOptions/limits``).
+    public var limits: ReaderLimits {
+        get { read.limits }
+        set { read.limits = newValue }
+    }
     /// A config file to use instead of the checkpoint's own (`schemas/pkm-checkpoints.md` §2 order: this; the file's embedded
     /// `config`; `config.json` beside it).
     public var configURL: URL?
@@ -18,7 +24,11 @@ public struct OpenOptions: Sendable {
 
     public init(limits: ReaderLimits = ReaderLimits(), configURL: URL? = nil, tokenizerURL: URL? = nil,
                 memory: MemoryImportOptions = MemoryImportOptions()) {
-        self.limits = limits
+        self.init(read: ReadOptions(limits: limits), configURL: configURL, tokenizerURL: tokenizerURL, memory: memory)
+    }
+
+    public init(read: ReadOptions, configURL: URL? = nil, tokenizerURL: URL? = nil, memory: MemoryImportOptions = MemoryImportOptions()) {
+        self.read = read
         self.configURL = configURL
         self.tokenizerURL = tokenizerURL
         self.memory = memory
@@ -57,7 +67,7 @@ public final class LoadedCheckpoint: @unchecked Sendable {
     public init(_ url: URL, options: OpenOptions = OpenOptions()) throws {
         self.url = url
         self.options = options
-        reader = try Checkpoints.open(url, limits: options.limits)
+        reader = try Checkpoints.open(url, options: options.read)
     }
 
     /// Wraps a reader opened elsewhere (its side files are looked for beside `url`, default the reader's file).

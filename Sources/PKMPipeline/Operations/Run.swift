@@ -54,7 +54,7 @@ extension LoadedCheckpoint {
         let loadStart = Date()
         let model = try model(byteProgress: loadProgress)
         let loadSeconds = Date().timeIntervalSince(loadStart)
-        let inputs = try source.inputs(for: model.config, limits: self.options.limits)
+        let inputs = try source.inputs(for: model.config, read: self.options.read)
         let outputURL = options.outputURL, repeats = options.repeats, path = url.path
         func forward(full: Bool, profile: Bool = false) throws -> ModelOutputs {
             do {

@@ -191,7 +191,7 @@ extension LoadedCheckpoint {
         guard let memory = model.config.memory else {
             throw PipelineError.unusableInput(path: url.path, reason: "the checkpoint has no memory layers (its config has no pkm object)")
         }
-        let inputs = try source.inputs(for: model.config, limits: self.options.limits)
+        let inputs = try source.inputs(for: model.config, read: self.options.read)
         var accumulators = memory.layers.sorted().map {
             UsageAccumulator(layer: $0, mode: memory.mode(ofLayer: $0) ?? .residual, slots: memory.slotCount, heads: memory.headCount)
         }

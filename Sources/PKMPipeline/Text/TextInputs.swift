@@ -40,7 +40,7 @@ public enum TextInputs {
     public static func load(_ url: URL, maxBytes: Int = ReaderLimits().maxHeaderBytes) throws -> (Tokenizer, String) {
         guard FileManager.default.fileExists(atPath: url.path) else { throw FormatError.fileNotFound(path: url.path) }
         if ModelFolder.isFolder(url) { return (try Tokenizer.load(folder: url), url.path) }
-        guard let data = try ResolvedCheckpoint.readConfigFile(url, maxBytes: maxBytes) else { throw FormatError.fileNotFound(path: url.path) }
+        guard let data = try ResolvedCheckpoint.readConfigFile(url, maxBytes: maxBytes, what: "a tokenizer file") else { throw FormatError.fileNotFound(path: url.path) }
         return (try Tokenizer.load(tokenizerJSON: data, source: url.path), url.path)
     }
 

@@ -75,10 +75,11 @@ public struct TextLines: Sequence {
         }
     }
 
-    /// - Throws: ``FormatError/fileNotFound(path:)``.
+    /// - Throws: ``FormatError/fileNotFound(path:)``; ``FormatError/notRegularFile(path:found:what:)`` for a FIFO, a device
+    ///   or a folder (never opened: a FIFO would block, a device never ends).
     public func batches() throws -> BatchIterator {
-        guard let handle = FileHandle(forReadingAtPath: url.path) else { throw FormatError.fileNotFound(path: url.path) }
-        let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+        let size = try RegularFile.requireRegular(url, what: "a text file")
+        let handle = FileHandle(fileDescriptor: try RegularFile.openForReading(url, what: "a text file"), closeOnDealloc: true)
         return BatchIterator(handle: handle, url: url, batchSize: batchSize, totalBytes: size)
     }
 
