@@ -121,15 +121,6 @@ public struct MemoryConfig: Sendable, Codable, Equatable {
     /// Value rows under ``SlotMap/modulo``.
     public var moduloSize: Int?
 
-    enum CodingKeys: String, CodingKey {
-        case layers, modes, keyCount = "n_keys", headCount = "heads", knn, keyDimension = "k_dim", valueDimension = "v_dim"
-        case queryBatchNorm = "query_batchnorm", queryNorm = "query_norm", queryBias = "query_bias", batchNormEpsilon = "bn_eps"
-        case layerNormEpsilon = "norm_eps", queryLayerSizes = "query_layer_sizes", queryNormalize = "query_normalize"
-        case inputNorm = "input_norm", outputNorm = "output_norm", scoreActivation = "score_activation", temperature
-        case valueProjection = "value_projection", outputGate = "output_gate", sharedValues = "shared_values"
-        case slotMap = "slot_map", moduloSize = "modulo_size"
-    }
-
     public init(layers: [Int], modes: [MemoryMode], keyCount: Int = 512, headCount: Int = 4, knn: Int = 32,
                 keyDimension: Int = 256, valueDimension: Int, queryBatchNorm: Bool = true, queryBias: Bool = true,
                 batchNormEpsilon: Double = 1e-5) {
@@ -159,89 +150,104 @@ public struct MemoryConfig: Sendable, Codable, Equatable {
 
     /// The `pkm` fields a config stated explicitly (the others were defaulted or left to the weights).
     /// Not part of equality or the encoding.
-    public var statedFields: Set<String> = []
+    public var statedFields: Set<String> {
+        get { stated.names }
+        set { stated.names = newValue }
+    }
 
-    public static func == (lhs: MemoryConfig, rhs: MemoryConfig) -> Bool {
-        var a = lhs, b = rhs
-        a.statedFields = []; b.statedFields = []
-        return a.layers == b.layers && a.modes == b.modes && a.keyCount == b.keyCount && a.headCount == b.headCount
-            && a.knn == b.knn && a.keyDimension == b.keyDimension && a.valueDimension == b.valueDimension
-            && a.queryNorm == b.queryNorm && a.queryBias == b.queryBias && a.batchNormEpsilon == b.batchNormEpsilon
-            && a.layerNormEpsilon == b.layerNormEpsilon && a.queryLayerSizes == b.queryLayerSizes
-            && a.queryNormalize == b.queryNormalize && a.inputNorm == b.inputNorm && a.outputNorm == b.outputNorm
-            && a.scoreActivation == b.scoreActivation && a.temperature == b.temperature
-            && a.valueProjection == b.valueProjection && a.outputGate == b.outputGate && a.sharedValues == b.sharedValues
-            && a.slotMap == b.slotMap && a.moduloSize == b.moduloSize
+    /// A set of field names that every other set equals, so what a config stated never makes two memories differ
+    /// (equality is synthesized over the fields that change the math).
+    struct StatedFields: Sendable, Equatable {
+        var names: Set<String> = []
+        static func == (_: StatedFields, _: StatedFields) -> Bool { true }
+    }
+    private var stated = StatedFields()
+
+    /// The `pkm` object's fields as data: each JSON key, once, with the property it sets. Decoding starts from the
+    /// defaults of ``init(layers:modes:keyCount:headCount:knn:keyDimension:valueDimension:queryBatchNorm:queryBias:batchNormEpsilon:)``
+    /// (sizes 0: left to the weights) and sets what the config states; encoding writes every field. A new knob is its
+    /// property, its default, and one line here.
+    static var fields: [Field] {
+        [.value(\.keyCount, "n_keys"), .value(\.headCount, "heads"), .value(\.knn, "knn", required: true),
+         .value(\.keyDimension, "k_dim"), .value(\.valueDimension, "v_dim"), .queryNorm,
+         .value(\.queryBias, "query_bias"), .value(\.batchNormEpsilon, "bn_eps"), .value(\.layerNormEpsilon, "norm_eps"),
+         .value(\.queryLayerSizes, "query_layer_sizes"), .value(\.queryNormalize, "query_normalize"),
+         .value(\.inputNorm, "input_norm"), .value(\.outputNorm, "output_norm"), .value(\.scoreActivation, "score_activation"),
+         .value(\.temperature, "temperature"), .value(\.valueProjection, "value_projection"), .value(\.outputGate, "output_gate"),
+         .optional(\.sharedValues, "shared_values"), .value(\.slotMap, "slot_map"), .optional(\.moduloSize, "modulo_size")]
+    }
+
+    /// A JSON key of the `pkm` object.
+    struct FieldKey: CodingKey {
+        let stringValue: String
+        init(_ key: String) { stringValue = key }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        var intValue: Int? { nil }
+        init?(intValue: Int) { nil }
+    }
+
+    /// How one field is read from and written to the `pkm` object.
+    struct Field {
+        let key: String
+        let decode: (inout MemoryConfig, KeyedDecodingContainer<FieldKey>) throws -> Void
+        let encode: (MemoryConfig, inout KeyedEncodingContainer<FieldKey>) throws -> Void
+
+        /// A field always written; read when present (or required).
+        static func value<V: Codable>(_ path: WritableKeyPath<MemoryConfig, V>, _ key: String, required: Bool = false) -> Field {
+            Field(key: key, decode: { memory, container in
+                if required || container.contains(FieldKey(key)) { memory[keyPath: path] = try container.decode(V.self, forKey: FieldKey(key)) }
+            }, encode: { memory, container in try container.encode(memory[keyPath: path], forKey: FieldKey(key)) })
+        }
+
+        /// A field written only when set.
+        static func optional<V: Codable>(_ path: WritableKeyPath<MemoryConfig, V?>, _ key: String) -> Field {
+            Field(key: key, decode: { memory, container in
+                memory[keyPath: path] = try container.decodeIfPresent(V.self, forKey: FieldKey(key))
+            }, encode: { memory, container in try container.encodeIfPresent(memory[keyPath: path], forKey: FieldKey(key)) })
+        }
+
+        /// `query_norm`, and the legacy `query_batchnorm` it replaced: both read (they must agree), both written
+        /// (`query_batchnorm` for readers that predate `query_norm`).
+        static var queryNorm: Field {
+            Field(key: "query_norm", decode: { memory, container in
+                let legacy = try container.decodeIfPresent(Bool.self, forKey: FieldKey("query_batchnorm"))
+                if let norm = try container.decodeIfPresent(QueryNorm.self, forKey: FieldKey("query_norm")) {
+                    if let legacy, legacy != (norm == .batchnorm) {
+                        throw ModelError.invalidConfig(field: "pkm.query_batchnorm", reason: "is \(legacy) but pkm.query_norm is \"\(norm.rawValue)\"")
+                    }
+                    memory.queryNorm = norm
+                } else if let legacy {
+                    memory.queryNorm = legacy ? .batchnorm : .none
+                }
+                if legacy != nil { memory.statedFields.insert("query_norm") }
+            }, encode: { memory, container in
+                try container.encode(memory.queryNorm == .batchnorm, forKey: FieldKey("query_batchnorm"))
+                try container.encode(memory.queryNorm, forKey: FieldKey("query_norm"))
+            })
+        }
     }
 
     public init(from decoder: Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        layers = try container.decode([Int].self, forKey: .layers)
+        let container = try decoder.container(keyedBy: FieldKey.self)
+        let layers = try container.decode([Int].self, forKey: FieldKey("layers"))
         // A single mode string applies to every layer.
-        if let single = try? container.decode(MemoryMode.self, forKey: .modes) {
+        let modes: [MemoryMode]
+        if let single = try? container.decode(MemoryMode.self, forKey: FieldKey("modes")) {
             modes = Array(repeating: single, count: layers.count)
         } else {
-            modes = try container.decode([MemoryMode].self, forKey: .modes)
+            modes = try container.decode([MemoryMode].self, forKey: FieldKey("modes"))
         }
-        knn = try container.decode(Int.self, forKey: .knn)
-        // Sizes the weights show may be left out (0 = inferred from the checkpoint on import).
-        keyCount = try container.decodeIfPresent(Int.self, forKey: .keyCount) ?? 0
-        headCount = try container.decodeIfPresent(Int.self, forKey: .headCount) ?? 0
-        keyDimension = try container.decodeIfPresent(Int.self, forKey: .keyDimension) ?? 0
-        valueDimension = try container.decodeIfPresent(Int.self, forKey: .valueDimension) ?? 0
-        let legacyBatchNorm = try container.decodeIfPresent(Bool.self, forKey: .queryBatchNorm)
-        if let norm = try container.decodeIfPresent(QueryNorm.self, forKey: .queryNorm) {
-            if let legacyBatchNorm, legacyBatchNorm != (norm == .batchnorm) {
-                throw ModelError.invalidConfig(field: "pkm.query_batchnorm", reason: "is \(legacyBatchNorm) but pkm.query_norm is \"\(norm.rawValue)\"")
-            }
-            queryNorm = norm
-        } else {
-            queryNorm = (legacyBatchNorm ?? true) ? .batchnorm : .none
-        }
-        queryBias = try container.decodeIfPresent(Bool.self, forKey: .queryBias) ?? true
-        batchNormEpsilon = try container.decodeIfPresent(Double.self, forKey: .batchNormEpsilon) ?? 1e-5
-        layerNormEpsilon = try container.decodeIfPresent(Double.self, forKey: .layerNormEpsilon) ?? 1e-5
-        queryLayerSizes = try container.decodeIfPresent([Int].self, forKey: .queryLayerSizes) ?? []
-        queryNormalize = try container.decodeIfPresent(QueryNormalize.self, forKey: .queryNormalize) ?? .none
-        inputNorm = try container.decodeIfPresent(Bool.self, forKey: .inputNorm) ?? false
-        outputNorm = try container.decodeIfPresent(Bool.self, forKey: .outputNorm) ?? false
-        scoreActivation = try container.decodeIfPresent(ScoreActivation.self, forKey: .scoreActivation) ?? .softmax
-        temperature = try container.decodeIfPresent(Double.self, forKey: .temperature) ?? 1
-        valueProjection = try container.decodeIfPresent(ValueProjection.self, forKey: .valueProjection) ?? .none
-        outputGate = try container.decodeIfPresent(OutputGate.self, forKey: .outputGate) ?? .none
-        sharedValues = try container.decodeIfPresent(Int.self, forKey: .sharedValues)
-        slotMap = try container.decodeIfPresent(SlotMap.self, forKey: .slotMap) ?? .none
-        moduloSize = try container.decodeIfPresent(Int.self, forKey: .moduloSize)
-        statedFields = Set(container.allKeys.map(\.stringValue))
-        if legacyBatchNorm != nil { statedFields.insert(CodingKeys.queryNorm.stringValue) }
+        // Sizes the weights show may be left out: 0 until the checkpoint's tensors fill them in.
+        self.init(layers: layers, modes: modes, keyCount: 0, headCount: 0, keyDimension: 0, valueDimension: 0)
+        for field in Self.fields { try field.decode(&self, container) }
+        statedFields.formUnion(container.allKeys.map(\.stringValue))
     }
 
     public func encode(to encoder: Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(layers, forKey: .layers)
-        try container.encode(modes, forKey: .modes)
-        try container.encode(keyCount, forKey: .keyCount)
-        try container.encode(headCount, forKey: .headCount)
-        try container.encode(knn, forKey: .knn)
-        try container.encode(keyDimension, forKey: .keyDimension)
-        try container.encode(valueDimension, forKey: .valueDimension)
-        // `query_batchnorm` stays for readers that predate `query_norm`.
-        try container.encode(queryNorm == .batchnorm, forKey: .queryBatchNorm)
-        try container.encode(queryNorm, forKey: .queryNorm)
-        try container.encode(queryBias, forKey: .queryBias)
-        try container.encode(batchNormEpsilon, forKey: .batchNormEpsilon)
-        try container.encode(layerNormEpsilon, forKey: .layerNormEpsilon)
-        try container.encode(queryLayerSizes, forKey: .queryLayerSizes)
-        try container.encode(queryNormalize, forKey: .queryNormalize)
-        try container.encode(inputNorm, forKey: .inputNorm)
-        try container.encode(outputNorm, forKey: .outputNorm)
-        try container.encode(scoreActivation, forKey: .scoreActivation)
-        try container.encode(temperature, forKey: .temperature)
-        try container.encode(valueProjection, forKey: .valueProjection)
-        try container.encode(outputGate, forKey: .outputGate)
-        try container.encodeIfPresent(sharedValues, forKey: .sharedValues)
-        try container.encode(slotMap, forKey: .slotMap)
-        try container.encodeIfPresent(moduloSize, forKey: .moduloSize)
+        var container = encoder.container(keyedBy: FieldKey.self)
+        try container.encode(layers, forKey: FieldKey("layers"))
+        try container.encode(modes, forKey: FieldKey("modes"))
+        for field in Self.fields { try field.encode(self, &container) }
     }
 
     /// Whether the query network ends in a BatchNorm1d (``queryNorm`` is ``QueryNorm/batchnorm``).
