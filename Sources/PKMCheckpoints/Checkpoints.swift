@@ -49,40 +49,15 @@ public enum Checkpoints {
         }
     }
 
-    /// Weights files of a model folder, most preferred first: safetensors over `torch.save`
-    /// pickles (as transformers prefers them), sharded indexes before single files.
-    public static let preferredFolderFiles = [
-        "model.safetensors.index.json", "model.safetensors", "model.pkmz", "model.h5",
-        "pytorch_model.bin.index.json", "pytorch_model.bin",
-    ]
+    /// Weights files of a model folder, most preferred first (``ModelFolder/preferredWeightsFiles``).
+    public static var preferredFolderFiles: [String] { ModelFolder.preferredWeightsFiles }
 
-    /// Files HF's Trainer and training loops keep next to the weights: never the model.
-    public static let trainingStateFiles: Set<String> = [
-        "training_args.bin", "optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state.pth",
-    ]
+    /// Files training loops keep next to the weights (``ModelFolder/trainingStateFiles``).
+    public static var trainingStateFiles: Set<String> { ModelFolder.trainingStateFiles }
 
-    /// The weights file inside an HF-style model folder: the first of ``preferredFolderFiles``
-    /// present, else the folder's only checkpoint file (shards of an index, training state such as
-    /// `optimizer.pt` and `rng_state_N.pth` are not candidates).
-    /// - Throws: ``FormatError/fileNotFound(path:)`` when the folder holds none (the message lists
-    ///   what it does hold), or ``FormatError/unknownFormat(path:reason:)`` when it holds several.
-    public static func checkpointFile(inFolder folder: URL) throws -> URL {
-        for preferred in preferredFolderFiles {
-            let candidate = folder.appendingPathComponent(preferred)
-            if FileManager.default.fileExists(atPath: candidate.path) { return candidate }
-        }
-        let contents = ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { !$0.hasPrefix(".") }
-        let candidates = contents.filter { name in
-            guard CheckpointFormat(pathExtension: (name as NSString).pathExtension) != nil || name.hasSuffix(".index.json") else { return false }
-            return !trainingStateFiles.contains(name) && !name.hasPrefix("rng_state")
-        }.sorted()
-        if candidates.count == 1 { return folder.appendingPathComponent(candidates[0]) }
-        if candidates.isEmpty {
-            let shown = contents.sorted().prefix(12).joined(separator: ", ")
-            throw FormatError.noCheckpointInFolder(path: folder.path, found: contents.isEmpty ? "it is empty" : "it holds \(shown)\(contents.count > 12 ? ", …" : "")")
-        }
-        throw FormatError.unknownFormat(path: folder.path, reason: "several checkpoint files (\(candidates.joined(separator: ", "))); name one")
-    }
+    /// The weights file inside an HF-style model folder (``ModelFolder/weightsFile()``).
+    /// - Throws: as ``ModelFolder/weightsFile()``.
+    public static func checkpointFile(inFolder folder: URL) throws -> URL { try ModelFolder(folder).weightsFile() }
 
     /// The writer type for a format, or nil for a format pkm-convert reads but does not write
     /// (``CheckpointFormat/pytorch``: a pickle would have to be unpickled, that is executed, to load).

@@ -43,9 +43,41 @@ public struct ModelFolder: Sendable, Equatable {
     /// `config.json` in the folder.
     public var configURL: URL { url.appendingPathComponent(Self.configFileName) }
 
-    /// The weights file (or index) the folder holds; see ``Checkpoints/checkpointFile(inFolder:)``.
-    /// - Throws: ``FormatError`` when it holds none or several.
-    public func weightsFile() throws -> URL { try Checkpoints.checkpointFile(inFolder: url) }
+    /// Weights files of a model folder, most preferred first: safetensors over `torch.save`
+    /// pickles (as transformers prefers them), sharded indexes before single files.
+    public static let preferredWeightsFiles = [
+        "model.safetensors.index.json", "model.safetensors", "model.pkmz", "model.h5",
+        "pytorch_model.bin.index.json", "pytorch_model.bin",
+    ]
+
+    /// Files HF's Trainer and training loops keep next to the weights: never the model.
+    public static let trainingStateFiles: Set<String> = [
+        "training_args.bin", "optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state.pth",
+    ]
+
+    /// The weights file (or index) the folder holds: the first of ``preferredWeightsFiles`` present, else the
+    /// folder's only checkpoint file (shards of an index, training state such as `optimizer.pt` and
+    /// `rng_state_N.pth` are not candidates).
+    /// - Throws: ``FormatError/noCheckpointInFolder(path:found:)`` when the folder holds none (the message lists
+    ///   what it does hold), or ``FormatError/unknownFormat(path:reason:)`` when it holds several.
+    public func weightsFile() throws -> URL {
+        let folder = url
+        for preferred in Self.preferredWeightsFiles {
+            let candidate = folder.appendingPathComponent(preferred)
+            if FileManager.default.fileExists(atPath: candidate.path) { return candidate }
+        }
+        let contents = ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { !$0.hasPrefix(".") }
+        let candidates = contents.filter { name in
+            guard CheckpointFormat(pathExtension: (name as NSString).pathExtension) != nil || name.hasSuffix(".index.json") else { return false }
+            return !Self.trainingStateFiles.contains(name) && !name.hasPrefix("rng_state")
+        }.sorted()
+        if candidates.count == 1 { return folder.appendingPathComponent(candidates[0]) }
+        if candidates.isEmpty {
+            let shown = contents.sorted().prefix(12).joined(separator: ", ")
+            throw FormatError.noCheckpointInFolder(path: folder.path, found: contents.isEmpty ? "it is empty" : "it holds \(shown)\(contents.count > 12 ? ", …" : "")")
+        }
+        throw FormatError.unknownFormat(path: folder.path, reason: "several checkpoint files (\(candidates.joined(separator: ", "))); name one")
+    }
 
     /// The tokenizer files present, by name.
     public var presentTokenizerFiles: [String] {
