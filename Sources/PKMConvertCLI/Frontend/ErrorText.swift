@@ -17,7 +17,7 @@ enum ErrorText {
     /// The `--max-…` flag that raises each reader limit.
     static let limitFlags: [ReaderLimit: String] = [
         .headerBytes: "--max-header-bytes", .tensorCount: "--max-tensor-count",
-        .rank: "--max-rank", .totalBytes: "--max-total-bytes",
+        .rank: "--max-rank", .totalBytes: "--max-total-bytes", .amplifiedBytes: "--max-total-bytes",
     ]
 
     /// The flag (or command) that sets each library setting a message names.
@@ -47,14 +47,12 @@ enum ErrorText {
         if let pipeline = error as? PipelineError { return pipeline.rendered(naming: flag(for:)) }
         guard let format = error as? FormatError else { return String(describing: error) }
         switch format {
-        case .limitExceeded(let path, let limit, let value, let maximum):
-            return "\(path): \(limit.rawValue) is \(value), above the limit \(maximum); if the file is trusted, raise it with \(limitFlags[limit] ?? "--max-…")"
         case .isolatedReadTimedOut(let path, let seconds):
             return "\(path): the isolated HDF5 reader did not finish within \(String(format: "%g", seconds)) s (killed): libhdf5 loops on damaged metadata, or the disk is very slow (then raise --hdf5-probe-timeout)"
         case .isolatedReaderUnavailable(let path, _, let message):
             return "\(path): could not start the isolated HDF5 reader: \(message); pass --hdf5-probe off to read it in this process only"
         default:
-            return format.description
+            return format.rendered(raising: { "raise it with \(limitFlags[$0] ?? "--max-…")" })
         }
     }
 }

@@ -176,6 +176,8 @@ public enum ReaderLimit: String, Sendable, CaseIterable, Codable {
     case rank
     /// ``ReaderLimits/maxTotalBytes``.
     case totalBytes = "total bytes"
+    /// ``ReaderLimits/maxAmplifiedBytes`` (raised with ``ReaderLimits/maxTotalBytes`` when that is changed).
+    case amplifiedBytes = "amplified bytes"
 
     /// The ``ReaderLimits`` property that sets this limit.
     public var propertyName: String {
@@ -184,6 +186,7 @@ public enum ReaderLimit: String, Sendable, CaseIterable, Codable {
         case .tensorCount: return "maxTensorCount"
         case .rank: return "maxRank"
         case .totalBytes: return "maxTotalBytes"
+        case .amplifiedBytes: return "maxAmplifiedBytes"
         }
     }
 }

@@ -78,10 +78,14 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
 
     /// The message, with control characters in names and paths escaped
     /// (``Swift/String/escapedForTerminal``): a file cannot write to the user's terminal through it.
-    public var description: String { rawDescription.escapedForTerminal }
+    public var description: String { rendered(raising: { "raise the limit (ReaderLimits.\($0.propertyName))" }) }
+
+    /// The message with the remedy for an exceeded limit phrased by `raising` (a front end names its own way of
+    /// raising each ``ReaderLimit``), control characters escaped.
+    public func rendered(raising: (ReaderLimit) -> String) -> String { rawDescription(raising: raising).escapedForTerminal }
 
     /// The message with names exactly as the file has them.
-    var rawDescription: String {
+    func rawDescription(raising: (ReaderLimit) -> String) -> String {
         switch self {
         case .fileNotFound(let path):
             return "\(path): no such file or folder; check the path"
@@ -106,9 +110,9 @@ public enum FormatError: Error, Sendable, CustomStringConvertible {
         case .invalidOffsets(let path, let tensor, let reason):
             return "\(path): tensor '\(tensor)': \(reason); the file is damaged or was not written by a conforming writer"
         case .limitExceeded(let path, let limit, let value, let maximum):
-            return "\(path): \(limit.rawValue) is \(value), above the limit \(maximum); if the file is trusted, raise the limit (ReaderLimits.\(limit.propertyName))"
+            return "\(path): \(limit.rawValue) is \(value), above the limit \(maximum); if the file is trusted, \(raising(limit))"
         case .amplificationExceeded(let path, let tensor, let logical, let stored, let maximum):
-            return "\(path): tensor '\(tensor)': the tensors so far declare \(logical) bytes from \(stored) bytes the file stores for them (views that expand or repeat stored data, or data compressed beyond reason); the excess, \(logical - stored) bytes, is above the allowance of \(maximum) (4 × the file's size + 64 MiB, at most half this machine's memory); if the file is trusted, raise it (pkm-convert --max-total-bytes, ReaderLimits.maxAmplifiedBytes)"
+            return "\(path): tensor '\(tensor)': the tensors so far declare \(logical) bytes from \(stored) bytes the file stores for them (views that expand or repeat stored data, or data compressed beyond reason); the excess, \(logical - stored) bytes, is above the allowance of \(maximum) (4 × the file's size + 64 MiB, at most half this machine's memory); if the file is trusted, \(raising(.amplifiedBytes))"
         case .checksumMismatch(let path, let what, let offset):
             return "\(path): checksum mismatch in \(what) at byte \(offset); the file is corrupted, re-copy it"
         case .decompressionFailed(let path, let tensor, let offset, let reason):
