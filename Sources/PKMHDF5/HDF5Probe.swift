@@ -88,11 +88,10 @@ extension HDF5Probe {
         switch outcome.ending {
         case .exited(0):
             return
-        case .exited(Self.refusedStatus) where Self.limitRefusal(inChildOutput: outcome.stderr) != nil:
+        case .exited(Self.refusedStatus) where Self.limitRefusal(inChildOutput: outcome.stderr, path: path) != nil:
             // A limit the child hit comes back as the same typed error this process would throw, so the caller
             // names its own way of raising it.
-            let (limit, value, maximum) = Self.limitRefusal(inChildOutput: outcome.stderr)!
-            throw .limitExceeded(path: path, limit: limit, value: value, maximum: maximum)
+            throw Self.limitRefusal(inChildOutput: outcome.stderr, path: path)!
         case .exited(Self.refusedStatus) where !outcome.lastLine.isEmpty && Self.memoryCap(inChildOutput: outcome.lastLine) == nil:
             throw .isolatedReadFailed(path: path, reason: outcome.lastLine)
         case .exited(let status):
@@ -141,24 +140,53 @@ extension HDF5Probe {
             }
             return 0
         } catch {
-            if case FormatError.limitExceeded(_, let limit, let value, let maximum) = error {
-                FileHandle.standardError.write(Data("\(limitMarker)\(limit.propertyName) \(value) \(maximum)\n".utf8))
+            if let refusal = LimitRefusal(error), let json = try? JSONEncoder().encode(refusal) {
+                FileHandle.standardError.write(Data(limitMarker.utf8) + json + Data("\n".utf8))
             }
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             return refusedStatus
         }
     }
 
-    /// The stderr line the child writes before refusing a file for a reader limit: `propertyName value maximum`.
+    /// The stderr line the child writes before refusing a file for a reader limit: the refusal as JSON.
     static let limitMarker = "pkm-convert probe: limit exceeded="
 
-    /// The limit the child reported, if it refused for one.
-    static func limitRefusal(inChildOutput text: String) -> (ReaderLimit, Int, Int)? {
+    /// A refusal for a reader limit, as it crosses from the child to the parent.
+    struct LimitRefusal: Codable {
+        var limit: String
+        var value: Int
+        var maximum: Int
+        /// The tensor and stored bytes of an amplification refusal.
+        var tensor: String?
+        var stored: Int?
+
+        init?(_ error: Error) {
+            switch error as? FormatError {
+            case .limitExceeded(_, let limit, let value, let maximum)?:
+                self.limit = limit.propertyName; self.value = value; self.maximum = maximum
+            case .amplificationExceeded(_, let tensor, let logical, let stored, let maximum)?:
+                limit = ReaderLimit.amplifiedBytes.propertyName; value = logical; self.maximum = maximum
+                self.tensor = tensor; self.stored = stored
+            default:
+                return nil
+            }
+        }
+
+        /// The typed error the child threw, for the file at `path`.
+        func error(path: String) -> FormatError? {
+            guard let kind = ReaderLimit.allCases.first(where: { $0.propertyName == limit }) else { return nil }
+            if kind == .amplifiedBytes, let tensor, let stored {
+                return .amplificationExceeded(path: path, tensor: tensor, logicalBytes: value, storedBytes: stored, maximum: maximum)
+            }
+            return .limitExceeded(path: path, limit: kind, value: value, maximum: maximum)
+        }
+    }
+
+    /// The limit error the child reported, if it refused for one.
+    static func limitRefusal(inChildOutput text: String, path: String) -> FormatError? {
         guard let range = text.range(of: limitMarker) else { return nil }
-        let fields = text[range.upperBound...].prefix { $0 != "\n" }.split(separator: " ")
-        guard fields.count == 3, let limit = ReaderLimit.allCases.first(where: { $0.propertyName == fields[0] }),
-              let value = Int(fields[1]), let maximum = Int(fields[2]) else { return nil }
-        return (limit, value, maximum)
+        let json = text[range.upperBound...].prefix { $0 != "\n" }
+        return (try? JSONDecoder().decode(LimitRefusal.self, from: Data(json.utf8)))?.error(path: path)
     }
 
     /// The stderr line the child writes with its address-space cap, before reading data.

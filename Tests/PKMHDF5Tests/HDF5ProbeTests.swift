@@ -91,6 +91,13 @@ struct HDF5ProbeTests {
         } catch let FormatError.limitExceeded(path, limit, _, maximum) {
             #expect(path.hasSuffix("flat.h5") && limit == .rank && maximum == 0)
         }
+        // So does an amplification refusal (a gzip bomb), with the tensor it names.
+        do {
+            _ = try HDF5Reader(url: Self.regressions.appendingPathComponent("hdf5-gzip-bomb-96mib.h5"), isolation: probe)
+            Issue.record("the gzip bomb opened")
+        } catch let FormatError.amplificationExceeded(path, tensor, logical, stored, _) {
+            #expect(path.hasSuffix("hdf5-gzip-bomb-96mib.h5") && tensor == "w" && logical == 100_663_296 && stored < logical)
+        }
     }
 
     /// Pids whose command line contains `needle`.
