@@ -223,6 +223,7 @@ public final class HDF5Reader: CheckpointReader, @unchecked Sendable {
             }
             if name == HDF5Names.provenanceAttribute {
                 do {
+                    if let depth = JSONSyntax.depthError(in: Data(text.utf8)) { throw FormatError.invalidHeader(path: site.path, reason: "provenance JSON is \(depth)") }
                     provenance = try JSONDecoder().decode(Provenance.self, from: Data(text.utf8))
                 } catch {
                     throw FormatError.invalidHeader(path: site.path, reason: "root attribute '\(name)' is not provenance JSON: \(error)")

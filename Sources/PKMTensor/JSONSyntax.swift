@@ -46,6 +46,41 @@ public enum JSONSyntax {
         return index
     }
 
+    /// The deepest nesting a JSON document from a file may have before it reaches Foundation's parsers. Those
+    /// recurse once per level and, past their own limit of 512 levels, trap while describing the error they raise
+    /// (a SIGILL inside `JSONError.SourceLocation`, found by fuzzing the config decoder), so a crafted config.json,
+    /// tokenizer.json or metadata string would stop the process instead of failing with a message. Real files nest
+    /// a handful of levels (a tokenizer.json about 5).
+    public static let maximumDepth = 100
+
+    /// The byte offset where `data` opens its container number `limit + 1` deep, or nil when it never nests deeper
+    /// than `limit` (brackets inside strings do not count; the scan builds nothing and uses no recursion).
+    public static func depthExceeded(in data: Data, limit: Int = maximumDepth) -> Int? {
+        var depth = 0, inString = false, escaped = false
+        return data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) -> Int? in
+            for (offset, byte) in bytes.enumerated() {
+                if inString {
+                    if escaped { escaped = false } else if byte == 0x5C { escaped = true } else if byte == 0x22 { inString = false }
+                    continue
+                }
+                switch byte {
+                case 0x22: inString = true
+                case 0x5B, 0x7B:
+                    depth += 1
+                    if depth > limit { return offset }
+                case 0x5D, 0x7D: depth = max(0, depth - 1)
+                default: break
+                }
+            }
+            return nil
+        }
+    }
+
+    /// "nested more than N levels deep at line L, column C (byte B)" when `data` nests deeper than ``maximumDepth``.
+    public static func depthError(in data: Data) -> String? {
+        depthExceeded(in: data).map { "nested more than \(maximumDepth) levels deep at \(position(ofOffset: $0, in: data))" }
+    }
+
     /// The first syntax error of `data` as "what, at line L, column C (byte B)", or nil when the
     /// scan finds none (then the caller keeps Foundation's own reason).
     public static func firstError(in data: Data) -> String? {

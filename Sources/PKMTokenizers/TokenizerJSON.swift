@@ -15,6 +15,8 @@ struct JSONObject {
 
     static func parse(_ data: Data, file: String) throws -> JSONObject {
         let value: Any
+        // Foundation's parser traps past 512 levels: a crafted file is refused before it gets there.
+        if let depth = JSONSyntax.depthError(in: data) { throw TokenizerError.malformedJSON(file: file, reason: "the JSON is \(depth)") }
         do { value = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
             // Foundation's message has no position; find the first syntax error ourselves.
             throw TokenizerError.malformedJSON(file: file, reason: JSONSyntax.firstError(in: data) ?? error.localizedDescription)

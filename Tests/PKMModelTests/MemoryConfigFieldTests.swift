@@ -2,6 +2,7 @@ import Foundation
 import PKMTestSupport
 import Testing
 @testable import PKMModel
+import PKMTensor
 
 /// The `pkm` object's fields are declared once, as data (``MemoryConfig/fields``): the table must cover the schema,
 /// round-trip every value, and keep what a config stated out of equality.
@@ -61,5 +62,32 @@ struct MemoryConfigFieldTests {
         #expect(throws: ModelError.self) {
             try JSONDecoder().decode(MemoryConfig.self, from: Data(#"{"layers": [1], "modes": "residual", "knn": 4, "query_batchnorm": true, "query_norm": "none"}"#.utf8))
         }
+    }
+}
+
+/// Found by the 16-seed release fuzz run (seed 1, config decoder): Foundation's JSON parser traps (SIGILL) while
+/// describing its own error for documents nested past 512 levels. Deep documents are refused before they reach it.
+@Suite("Deeply nested JSON never reaches Foundation")
+struct DeepJSONTests {
+    @Test("a config nested 600 levels deep is a config error with a position, not a trap", arguments: [101, 600, 5000])
+    func deepConfig(depth: Int) throws {
+        let json = Data(("{\"model_type\": " + String(repeating: "[", count: depth) + String(repeating: "]", count: depth) + "}").utf8)
+        do {
+            _ = try ModelConfig.decode(json: json)
+            Issue.record("accepted")
+        } catch let ModelError.invalidConfig(field, reason) {
+            #expect(field.isEmpty && reason.contains("nested more than 100 levels deep at line 1, column 115 (byte 114)"), "\(reason)")
+        }
+    }
+
+    @Test("the depth scan ignores brackets inside strings and allows 100 levels")
+    func scan() {
+        let inString = Data(("{\"a\": \"" + String(repeating: "[", count: 500) + "\"}").utf8)
+        #expect(JSONSyntax.depthExceeded(in: inString) == nil)
+        let hundred = Data((String(repeating: "[", count: 100) + String(repeating: "]", count: 100)).utf8)
+        #expect(JSONSyntax.depthExceeded(in: hundred) == nil)
+        #expect(JSONSyntax.depthExceeded(in: Data(("[" + hundred.map { String(UnicodeScalar($0)) }.joined() + "]").utf8)) == 0 + 100)
+        let escaped = Data(("[\"\\\"[[[\", " + String(repeating: "[", count: 101)).utf8)
+        #expect(JSONSyntax.depthExceeded(in: escaped) != nil)
     }
 }

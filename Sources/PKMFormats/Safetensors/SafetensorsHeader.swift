@@ -133,6 +133,7 @@ struct SafetensorsHeader {
                 }
                 if member.key == SafetensorsNames.provenanceKey {
                     do {
+                        if let depth = JSONSyntax.depthError(in: Data(text.utf8)) { throw FormatError.invalidHeader(path: path, reason: "provenance JSON is \(depth)") }
                         provenance = try JSONDecoder().decode(Provenance.self, from: Data(text.utf8))
                     } catch {
                         throw FormatError.invalidHeader(path: path, reason: "'\(SafetensorsNames.metadataKey)[\"\(member.key)\"]' is not provenance JSON: \(error)")

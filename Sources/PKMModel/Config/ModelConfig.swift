@@ -390,6 +390,9 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     /// - Throws: ``ModelError/invalidConfig(field:reason:)`` naming the field.
     public static func decode(json: Data, validating: Bool = true) throws -> ModelConfig {
         let config: ModelConfig
+        if let depth = JSONSyntax.depthError(in: json) {
+            throw ModelError.invalidConfig(field: "", reason: "the JSON is \(depth); a config is an object of a few levels")
+        }
         do {
             config = try JSONDecoder().decode(ModelConfig.self, from: json)
         } catch let error as ModelError {

@@ -159,7 +159,7 @@ public enum Inspector {
         func size(_ path: String) -> Int { (try? manager.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
         var total = size(reader.url.path)
         if reader.url.lastPathComponent.hasSuffix(".index.json"),
-           let data = manager.contents(atPath: reader.url.path),
+           let data = manager.contents(atPath: reader.url.path), JSONSyntax.depthExceeded(in: data) == nil,
            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
            let weightMap = object["weight_map"] as? [String: String] {
             let folder = reader.url.deletingLastPathComponent()
@@ -169,7 +169,7 @@ public enum Inspector {
     }
 
     static func prettyJSON(_ text: String) -> String {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)),
+        guard JSONSyntax.depthExceeded(in: Data(text.utf8)) == nil, let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)),
               let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) else { return text }
         return String(decoding: data, as: UTF8.self)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import PKMModel
+import PKMTensor
 
 /// XLM's names around the memory leaves (facebookresearch/XLM `HashingMemory`, the canonical layout's origin).
 enum XLM {
@@ -85,7 +86,8 @@ enum XLMParams {
     /// - Throws: ``PipelineError/invalidConfig(source:underlying:)`` naming the option when present
     ///   options are malformed.
     static func memoryConfig(fromJSON json: String, hiddenSize: Int, source: String) throws -> (MemoryConfig, [String])? {
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return nil }
+        guard JSONSyntax.depthExceeded(in: Data(json.utf8)) == nil,
+              let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return nil }
         func invalid(_ option: String, _ reason: String) -> PipelineError {
             .invalidConfig(source: source, underlying: .invalidConfig(field: "params.\(option)", reason: reason))
         }

@@ -11,7 +11,7 @@ public indirect enum JSONValue: Sendable, Codable, Equatable {
     /// The value of `text` when it is a JSON object (or array), else nil.
     public init?(objectText text: String) {
         let trimmed = text.drop { $0.isWhitespace }
-        guard trimmed.first == "{" || trimmed.first == "[",
+        guard trimmed.first == "{" || trimmed.first == "[", JSONSyntax.depthExceeded(in: Data(text.utf8)) == nil,
               let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else { return nil }
         self = value
     }
