@@ -92,6 +92,31 @@ struct CLITests {
         #expect(outputs?.count == 8)
     }
 
+    @Test("verify of a masked-LM model reports top-1 agreement and KL; --strict fails on logits the encoder alone cannot produce")
+    func verifyHeads() throws {
+        let mlm = try Self.run(["verify", "fixtures/heads/bert_mlm_residual/model.safetensors", "--reference", "fixtures/heads/bert_mlm_residual/reference.h5"])
+        #expect(mlm.status == 0, "\(mlm.stderr)")
+        #expect(mlm.stdout.contains("ok   outputs/logits"), "\(mlm.stdout)")
+        #expect(mlm.stdout.contains("top-1 agreement 100.00 % of 23 tokens"), "\(mlm.stdout)")
+        // The same weights run as the bare encoder (config says BertModel): the head's tensors are unused, the logits skipped.
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = Self.repositoryRoot.appendingPathComponent("fixtures/heads/bert_mlm_residual")
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json"))) as? [String: Any])
+        config["architectures"] = ["BertModel"]
+        try JSONSerialization.data(withJSONObject: config).write(to: folder.appendingPathComponent("config.json"))
+        try FileManager.default.copyItem(at: source.appendingPathComponent("model.safetensors"), to: folder.appendingPathComponent("model.safetensors"))
+        let arguments = ["verify", folder.appendingPathComponent("model.safetensors").path, "--reference", source.appendingPathComponent("reference.h5").path]
+        let lenient = try Self.run(arguments)
+        #expect(lenient.status == 0, "\(lenient.stdout)\(lenient.stderr)")
+        #expect(lenient.stdout.contains("skip /outputs/logits (not an output this model produces)"), "\(lenient.stdout)")
+        let strict = try Self.run(arguments + ["--strict", "--json"])
+        #expect(strict.status == 1, "\(strict.stdout)\(strict.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(strict.stdout.utf8)) as? [String: Any])
+        #expect(object["notProduced"] as? [String] == ["/outputs/logits"])
+        #expect(object["passed"] as? Bool == false)
+    }
+
     @Test("verify exits 1 when an output is beyond tolerance")
     func verifyFails() throws {
         let outcome = try Self.run(["verify", "fixtures/models/bert_residual/model.h5", "--reference", "fixtures/models/bert_residual/reference.h5",

@@ -40,6 +40,7 @@ struct Import: ParsableCommand {
             let report = result.report
             print("imported \(report.checkpoint) (\(report.format.rawValue), \(report.modelType.rawValue)) -> \(result.destination)")
             print("  config: \(report.configSource)")
+            if let source = report.headSource { print("  runs as \(report.architecture) (head from \(source))") }
             print("  \(Count.of(report.mapped.count, "model tensor")), \(report.unexpected.count) unexpected (kept), \(Count.of(report.ignored.count, "ignored buffer"))")
             print("  wrote \(Count.of(result.tensorCount, "tensor")), \(Console.bytes(result.fileBytes)), " + String(format: "%.2f s", result.seconds))
         }

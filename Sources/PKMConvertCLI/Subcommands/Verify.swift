@@ -22,6 +22,9 @@ struct Verify: ParsableCommand {
     @Option(name: .long, help: "Relative tolerance (default: the reference's attribute, else 1e-4).")
     var rtol: Double?
 
+    @Flag(name: .long, help: "Fail when the reference holds an output the model cannot produce (instead of listing it as skipped).")
+    var strict = false
+
     @OptionGroup var model: ModelArguments
     @OptionGroup var global: GlobalOptions
 
@@ -34,7 +37,7 @@ struct Verify: ParsableCommand {
         var passed = false
         try Console.run(json: global.json) {
             let model = try model.load(checkpoint, global)
-            let report = try model.verify(against: try global.load(reference), options: VerifyOptions(atol: atol, rtol: rtol),
+            let report = try model.verify(against: try global.load(reference), options: VerifyOptions(atol: atol, rtol: rtol, strict: strict),
                                           loadProgress: Console.byteProgress("load", enabled: !global.json))
             passed = report.passed
             if global.json { Console.printJSON(report); return }
@@ -50,8 +53,15 @@ struct Verify: ParsableCommand {
                     print("  \(status) \(output.name): " + String(format: "max |Δ| %.3g, max rel Δ %.3g", output.maxAbsoluteDifference, output.maxRelativeDifference)
                           + " at \(output.worstIndex), \(Console.number(output.beyondTolerance))/\(Console.number(output.count)) beyond tolerance")
                 }
+                if let agreement = output.top1Agreement, let kl = output.meanKLDivergence, let positions = output.distributionPositions {
+                    print("       top-1 agreement " + String(format: "%.2f %%", agreement * 100) + " of \(Count.of(positions, "token"))"
+                          + String(format: ", mean KL(reference ‖ this) %.3g nats", kl))
+                }
             }
             for skipped in report.skipped { print("  skip \(skipped)") }
+            if report.strict, !report.notProduced.isEmpty {
+                print("strict: the reference holds \(Count.of(report.notProduced.count, "output")) the model cannot produce: \(report.notProduced.joined(separator: ", "))")
+            }
             if let note = report.precisionNote { print("note: \(note)") }
             if let suggested = report.suggestedTolerance, let outcome = report.withSuggestedTolerance {
                 let flags = String(format: "--atol %g --rtol %g", suggested.absolute, suggested.relative)

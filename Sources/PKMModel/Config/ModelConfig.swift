@@ -302,12 +302,30 @@ public struct ModelConfig: Sendable, Codable, Equatable {
     public var hiddenActivation: String
     /// The memory layers, if any.
     public var memory: MemoryConfig?
+    /// The task head on the encoder (`schemas/pkm-checkpoints.md` §3b), nil for a bare encoder. Decoded from the first
+    /// entry of `architectures` when it names a class this model runs; otherwise PKMPipeline infers it from the
+    /// checkpoint's tensor names.
+    public var head: HeadKind?
+    /// `architectures` as the config states it (nil when absent).
+    public var statedArchitectures: [String]?
+    /// Classification labels: `num_labels`, else the size of `id2label`; nil when the config states neither (then
+    /// the classifier's weights tell).
+    public var labelCount: Int?
+    /// `id2label` ordered by id, when the config has it.
+    public var labelNames: [String]?
+    /// `problem_type`, when stated.
+    public var problemType: ProblemType?
+    /// `tie_word_embeddings` (default true): the masked-LM decoder reads the word embeddings, whatever decoder weight
+    /// the checkpoint holds (as transformers ties them on load).
+    public var tieWordEmbeddings: Bool = true
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type", vocabSize = "vocab_size", hiddenSize = "hidden_size", layerCount = "num_hidden_layers"
         case attentionHeadCount = "num_attention_heads", intermediateSize = "intermediate_size"
         case maxPositionEmbeddings = "max_position_embeddings", typeVocabSize = "type_vocab_size"
         case layerNormEpsilon = "layer_norm_eps", padTokenId = "pad_token_id", hiddenActivation = "hidden_act", memory = "pkm"
+        case architectures, labelCount = "num_labels", id2label, label2id, problemType = "problem_type"
+        case tieWordEmbeddings = "tie_word_embeddings"
     }
 
     public init(modelType: ModelType, vocabSize: Int, hiddenSize: Int, layerCount: Int, attentionHeadCount: Int,
@@ -346,6 +364,63 @@ public struct ModelConfig: Sendable, Codable, Equatable {
         hiddenActivation = try container.decodeIfPresent(String.self, forKey: .hiddenActivation) ?? "gelu"
         memory = try container.decodeIfPresent(MemoryConfig.self, forKey: .memory)
         try Self.checkMathFields(try decoder.container(keyedBy: FieldKey.self))
+        try decodeHead(container)
+    }
+
+    /// Reads `architectures`, `num_labels`, `id2label`, `problem_type` and `tie_word_embeddings`
+    /// (`schemas/pkm-checkpoints.md` §2).
+    private mutating func decodeHead(_ container: KeyedDecodingContainer<CodingKeys>) throws {
+        statedArchitectures = try container.decodeIfPresent([String].self, forKey: .architectures)
+        if let first = statedArchitectures?.first, let (type, head) = Self.architecture(named: first) {
+            guard type == modelType else {
+                throw ModelError.invalidConfig(field: "architectures", reason: "names \(first), a \(type.rawValue) class, but model_type is \(modelType.rawValue)")
+            }
+            self.head = head
+        }
+        if let table = try container.decodeIfPresent([String: String].self, forKey: .id2label) {
+            var names = [String](repeating: "", count: table.count)
+            for (key, name) in table {
+                guard let id = Int(key), id >= 0, id < table.count else {
+                    throw ModelError.invalidConfig(field: "id2label", reason: "has key '\(key)'; its keys must be the label ids 0..<\(table.count)")
+                }
+                names[id] = name
+            }
+            labelNames = names
+        }
+        let stated = try container.decodeIfPresent(Int.self, forKey: .labelCount)
+        if let stated, let labelNames, stated != labelNames.count {
+            throw ModelError.invalidConfig(field: "num_labels", reason: "is \(stated) but id2label names \(labelNames.count) labels")
+        }
+        labelCount = stated ?? labelNames?.count
+        problemType = try container.decodeIfPresent(ProblemType.self, forKey: .problemType)
+        tieWordEmbeddings = try container.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
+    }
+
+    /// The config's fields; the head's (`architectures`, `id2label`/`label2id`, `problem_type`, `tie_word_embeddings`
+    /// when false) only when there is a head, so a bare encoder's config encodes as it always did.
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(modelType, forKey: .modelType)
+        try container.encode(vocabSize, forKey: .vocabSize)
+        try container.encode(hiddenSize, forKey: .hiddenSize)
+        try container.encode(layerCount, forKey: .layerCount)
+        try container.encode(attentionHeadCount, forKey: .attentionHeadCount)
+        try container.encode(intermediateSize, forKey: .intermediateSize)
+        try container.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        try container.encode(typeVocabSize, forKey: .typeVocabSize)
+        try container.encode(layerNormEpsilon, forKey: .layerNormEpsilon)
+        try container.encode(padTokenId, forKey: .padTokenId)
+        try container.encode(hiddenActivation, forKey: .hiddenActivation)
+        try container.encodeIfPresent(memory, forKey: .memory)
+        guard let head else { return }
+        try container.encode([architectureName], forKey: .architectures)
+        if head.usesLabels, let labelCount {
+            let names = (0..<labelCount).map(labelName)
+            try container.encode(Dictionary(uniqueKeysWithValues: names.enumerated().map { (String($0.offset), $0.element) }), forKey: .id2label)
+            try container.encode(Dictionary(names.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { first, _ in first }), forKey: .label2id)
+        }
+        try container.encodeIfPresent(problemType, forKey: .problemType)
+        if !tieWordEmbeddings { try container.encode(false, forKey: .tieWordEmbeddings) }
     }
 
     /// A config key by name.
@@ -506,6 +581,15 @@ public struct ModelConfig: Sendable, Codable, Equatable {
         }
         if modelType == .roberta, maxPositionEmbeddings <= padTokenId + 1 {
             throw ModelError.invalidConfig(field: "max_position_embeddings", reason: "RoBERTa needs more than pad_token_id + 1 positions")
+        }
+        if let head, head.usesLabels {
+            guard let labelCount else {
+                throw ModelError.invalidConfig(field: "num_labels", reason: "missing (and not inferred from the classifier's weights); a \(architectureName) needs its number of labels")
+            }
+            try positive(labelCount, "num_labels", limit: 1 << 20)
+            if let labelNames, labelNames.count != labelCount {
+                throw ModelError.invalidConfig(field: "id2label", reason: "names \(labelNames.count) labels but num_labels is \(labelCount)")
+            }
         }
         guard let memory else { return }
         // 0 stands for "absent, to be inferred from the weights"; a 0 the config states is a wrong value, not a missing one.

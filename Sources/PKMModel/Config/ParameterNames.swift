@@ -19,6 +19,31 @@ public enum ParameterNames {
     public static let poolerWeight = "pooler.dense.weight"
     public static let poolerBias = "pooler.dense.bias"
 
+    /// Task heads' modules (`schemas/pkm-checkpoints.md` §3b), at the top level of a Hugging Face state dict (no
+    /// `bert.`/`roberta.` prefix).
+    public enum Head {
+        /// BERT masked-LM transform `[d, d]`, its LayerNorm, the decoder `[vocab, d]` (tied to the word embeddings) and
+        /// the output bias `[vocab]` (`cls.predictions.decoder.bias` is the same tensor, saved by some writers).
+        public static let bertTransform = "cls.predictions.transform.dense"
+        public static let bertTransformNorm = "cls.predictions.transform.LayerNorm"
+        public static let bertDecoder = "cls.predictions.decoder"
+        public static let bertBias = "cls.predictions.bias"
+        /// BERT next-sentence classifier (`BertForPreTraining`): kept, not run.
+        public static let bertNextSentence = "cls.seq_relationship"
+        /// RoBERTa LM head: dense `[d, d]`, `layer_norm`, decoder `[vocab, d]`, bias `[vocab]`.
+        public static let robertaTransform = "lm_head.dense"
+        public static let robertaTransformNorm = "lm_head.layer_norm"
+        public static let robertaDecoder = "lm_head.decoder"
+        public static let robertaBias = "lm_head.bias"
+        /// Classifier `[num_labels, d]` (BERT sequence and token classification, RoBERTa token classification).
+        public static let classifier = "classifier"
+        /// RoBERTa sequence classification: `classifier.dense` `[d, d]` then `classifier.out_proj` `[num_labels, d]`.
+        public static let classifierDense = "classifier.dense"
+        public static let classifierOutput = "classifier.out_proj"
+        /// Question answering: `qa_outputs` `[2, d]` (start, end).
+        public static let questionAnswering = "qa_outputs"
+    }
+
     /// `encoder.layer.{i}.`
     public static func layerPrefix(_ layer: Int) -> String { "encoder.layer.\(layer)." }
 

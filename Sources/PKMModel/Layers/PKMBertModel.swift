@@ -83,8 +83,10 @@ public struct ModelOutputs: Sendable {
     public var hiddenStates: [[Float]]
     /// Memory traces by layer, when requested.
     public var memoryTraces: [Int: MemoryTrace]
-    /// Seconds spent per component (`embeddings`, `attention`, `feed_forward`, `memory`, `pooler`), when profiled.
+    /// Seconds spent per component (`embeddings`, `attention`, `feed_forward`, `memory`, `pooler`, `head`), when profiled.
     public var profile: [String: Double] = [:]
+    /// What the task head computed, when the model has one.
+    public var head: HeadOutputs?
 }
 
 /// Accumulates wall-clock seconds per component of a forward pass.
@@ -115,24 +117,26 @@ public struct PKMBertModel: Sendable {
     public let layers: [EncoderLayer]
     let poolerWeight: [Float]?
     let poolerBias: [Float]?
+    /// The task head, when the config names one (``ModelConfig/head``).
+    public let head: TaskHead?
 
-    /// The tensors the model itself owns (the embeddings and every layer declare theirs), each
-    /// declared once: the optional pooler `[d, d]`, `[d]`.
+    /// The tensors the model itself owns (the embeddings, every layer and the head declare theirs), each
+    /// declared once: the pooler `[d, d]`, `[d]`, optional unless the head reads it.
     struct Parameters: Sendable, Equatable {
         let pooler: AffineParameters
 
         init(_ config: ModelConfig) {
-            let d = config.hiddenSize
-            pooler = AffineParameters(weight: ParameterSpec(name: ParameterNames.poolerWeight, shape: [d, d], isOptional: true),
-                                      bias: ParameterSpec(name: ParameterNames.poolerBias, shape: [d], isOptional: true))
+            let d = config.hiddenSize, optional = !TaskHead.needsPooler(config)
+            pooler = AffineParameters(weight: ParameterSpec(name: ParameterNames.poolerWeight, shape: [d, d], isOptional: optional),
+                                      bias: ParameterSpec(name: ParameterNames.poolerBias, shape: [d], isOptional: optional))
         }
     }
 
-    /// Every tensor the model can read under `config`, in canonical order.
+    /// Every tensor the model can read under `config`, in canonical order: the encoder's, then the head's.
     public static func parameterSpecs(for config: ModelConfig) -> [ParameterSpec] {
         var specs = Embeddings.parameterSpecs(config)
         for index in 0..<config.layerCount { specs += EncoderLayer.parameterSpecs(config, index: index) }
-        return specs + Parameters(config).pooler.specs
+        return specs + Parameters(config).pooler.specs + TaskHead.parameterSpecs(config)
     }
 
     /// Builds the model from tensors looked up by canonical name.
@@ -146,11 +150,12 @@ public struct PKMBertModel: Sendable {
         let pooler = Parameters(config).pooler
         let weight = try loader.optionalFloats(pooler.weight)
         let bias = try loader.optionalFloats(pooler.bias)
-        if (weight == nil) != (bias == nil) {
+        if (weight == nil) != (bias == nil) || (weight == nil && !pooler.weight.isOptional) {
             throw ModelError.missingTensor(name: weight == nil ? pooler.weight.name : pooler.bias.name)
         }
         poolerWeight = weight
         poolerBias = bias
+        head = try config.head.map { try TaskHead(config: config, kind: $0, loader: loader) }
     }
 
     /// Builds the model from a state dict with canonical names.
@@ -222,7 +227,9 @@ public struct PKMBertModel: Sendable {
             pooled = out.map { tanhf($0) }
         }
         profiler?.add("pooler", since: &mark)
+        let headOutputs = head?.forward(hidden: hidden, batch: batch, sequence: sequence, pooled: pooled, wordEmbeddings: embeddings.word)
+        if head != nil { profiler?.add("head", since: &mark) }
         return ModelOutputs(lastHiddenState: hidden, poolerOutput: pooled, hiddenStates: hiddenStates, memoryTraces: traces,
-                            profile: profiler?.seconds ?? [:])
+                            profile: profiler?.seconds ?? [:], head: headOutputs)
     }
 }

@@ -90,6 +90,8 @@ extension ResolvedCheckpoint {
             }
             config.memory = memory
         }
+        report.headSource = resolveHead(&config, names: Set(infoByCanonical.keys), shapes: infoByCanonical.mapValues(\.shape), warnings: &report.warnings)
+        report.architecture = config.architectureName
         do { try config.validate() } catch let error as ModelError {
             throw PipelineError.invalidConfig(source: configSource, underlying: error)
         }
@@ -120,6 +122,61 @@ extension ResolvedCheckpoint {
         }
         report.modelType = config.modelType
         return (report, sources)
+    }
+
+    /// Tensors whose presence names a head, in the order they are tried, when the config's `architectures` does not
+    /// (`schemas/pkm-checkpoints.md` §3b). `classifier.weight` is a BERT sequence classifier when the checkpoint has a
+    /// pooler (which it reads), else a token classifier.
+    static let headEvidence: [(tensor: String, head: @Sendable (_ type: ModelConfig.ModelType, _ hasPooler: Bool) -> HeadKind)] = [
+        (ParameterNames.Head.bertTransform + ".weight", { _, _ in .maskedLM }),
+        (ParameterNames.Head.robertaTransform + ".weight", { _, _ in .maskedLM }),
+        (ParameterNames.Head.questionAnswering + ".weight", { _, _ in .questionAnswering }),
+        (ParameterNames.Head.classifierOutput + ".weight", { _, _ in .sequenceClassification }),
+        (ParameterNames.Head.classifier + ".weight", { type, pooler in type == .bert && pooler ? .sequenceClassification : .tokenClassification }),
+    ]
+
+    /// Chooses the head: the config's `architectures` when it names a class this model runs, else (no `architectures`)
+    /// the tensor names; fills `num_labels` from the classifier's weights when the config leaves it out. A head named
+    /// by the config whose tensors are all absent is dropped with a warning (the checkpoint holds only the encoder).
+    /// - Returns: where the head came from, nil for a bare encoder.
+    static func resolveHead(_ config: inout ModelConfig, names: Set<String>, shapes: [String: [Int]], warnings: inout [String]) -> String? {
+        var source: String?
+        if let head = config.head {
+            let probe = probe(config, head)
+            let own = TaskHead.parameterSpecs(probe).filter { !$0.isOptional }.map(\.name)
+            if !own.isEmpty, !own.contains(where: names.contains) {
+                warnings.append("the config names \(config.architectureName) but the checkpoint holds none of its head's tensors (\(own.joined(separator: ", "))): running the encoder alone")
+                config.head = nil
+                return nil
+            }
+            source = "config.json architectures"
+        } else if let stated = config.statedArchitectures?.first {
+            if ModelConfig.architecture(named: stated) == nil {
+                warnings.append("the config names \(stated), a class this model does not run: running the encoder alone; its head's tensors are kept unused")
+            }
+            return nil
+        } else {
+            let hasPooler = names.contains(ParameterNames.poolerWeight)
+            guard let evidence = headEvidence.first(where: { names.contains($0.tensor) }) else { return nil }
+            config.head = evidence.head(config.modelType, hasPooler)
+            source = "tensor names (\(evidence.tensor))"
+        }
+        if let head = config.head, head.usesLabels, config.labelCount == nil {
+            let bias = TaskHead.parameterSpecs(probe(config, head)).last?.name ?? ""
+            if let shape = shapes[bias], shape.count == 1 {
+                config.labelCount = shape[0]
+                warnings.append("the config states no num_labels or id2label: \(shape[0]) labels, from '\(bias)'")
+            }
+        }
+        return source
+    }
+
+    /// `config` with `head`, and one label when it states none (to list the head's tensor names).
+    private static func probe(_ config: ModelConfig, _ head: HeadKind) -> ModelConfig {
+        var probe = config
+        probe.head = head
+        if probe.labelCount == nil { probe.labelCount = 1 }
+        return probe
     }
 
     /// `(layer, leaf)` when `name` is `encoder.layer.{layer}.memory.{leaf}`.

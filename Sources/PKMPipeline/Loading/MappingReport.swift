@@ -53,6 +53,10 @@ public struct MappingReport: Sendable, Codable {
     public var warnings: [String]
     /// The layout detected (or forced) for each memory, by encoder layer.
     public var memoryLayouts: [String: DetectedMemoryLayout] = [:]
+    /// The Hugging Face class the checkpoint is run as (`BertForMaskedLM`, `RobertaModel`, …).
+    public var architecture: String = ""
+    /// Where the head was chosen from (`config.json architectures`, `tensor names`), nil for a bare encoder.
+    public var headSource: String?
 
     /// Every problem that makes the checkpoint unusable (unexpected tensors too when `strict`).
     public func problems(strict: Bool) -> [MappingProblem] {

@@ -14,6 +14,11 @@ public enum ReferenceTensor: Hashable, Sendable {
     case hiddenState(Int)
     /// `outputs/memory/{layer}/indices` and `…/scores`: the slots each memory picked and their weights.
     case memoryIndices(layer: Int), memoryScores(layer: Int)
+    /// `outputs/logits`: a task head's logits (`[B, T, vocab]` masked LM, `[B, num_labels]` sequence classification,
+    /// `[B, T, num_labels]` token classification).
+    case logits
+    /// `outputs/start_logits`, `outputs/end_logits`: question answering's span logits `[B, T]`.
+    case startLogits, endLogits
 
     /// The path components.
     public var components: [String] {
@@ -26,6 +31,9 @@ public enum ReferenceTensor: Hashable, Sendable {
         case .hiddenState(let n): return ["outputs", "hidden_states", String(n)]
         case .memoryIndices(let layer): return ["outputs", "memory", String(layer), "indices"]
         case .memoryScores(let layer): return ["outputs", "memory", String(layer), "scores"]
+        case .logits: return ["outputs", "logits"]
+        case .startLogits: return ["outputs", "start_logits"]
+        case .endLogits: return ["outputs", "end_logits"]
         }
     }
 
@@ -123,6 +131,11 @@ public enum ReferenceLayout {
         for (layer, trace) in outputs.memoryTraces.sorted(by: { $0.key < $1.key }) {
             try insert(Tensor(int64: trace.indices, shape: trace.shape), .memoryIndices(layer: layer))
             try insert(Tensor(float32: trace.weights, shape: trace.shape), .memoryScores(layer: layer))
+        }
+        if let head = outputs.head {
+            if let logits = head.logits { try insert(Tensor(float32: logits, shape: head.logitsShape), .logits) }
+            if let start = head.startLogits { try insert(Tensor(float32: start, shape: [b, t]), .startLogits) }
+            if let end = head.endLogits { try insert(Tensor(float32: end, shape: [b, t]), .endLogits) }
         }
         dict.metadata["generator"] = "\(PKMVersion.toolName) run (Swift, float32)"
         return dict

@@ -61,12 +61,22 @@ public enum Exporter {
     /// Files copied from the source folder when present (``ModelFolder/tokenizerFiles``).
     public static var tokenizerFiles: [String] { ModelFolder.tokenizerFiles }
 
-    /// The source config's keys, with `model_type`, `architectures` (when absent) and the completed `pkm` object.
+    /// The source config's keys, with `model_type`, `architectures`, the head's labels and the completed `pkm` object.
+    ///
+    /// `architectures` names the class the checkpoint runs as (``ModelConfig/architectureName``), so transformers'
+    /// `AutoModel…` loads the head: the source's list is kept when its first entry means the same (`BertForPreTraining`
+    /// for a masked-LM head), and written when absent or when it names a head the checkpoint does not hold.
     static func exportedConfig(checkpoint: ResolvedCheckpoint) throws -> Data {
         var object = (try? JSONSerialization.jsonObject(with: checkpoint.sourceConfigJSON)) as? [String: Any] ?? [:]
         let config = checkpoint.config
         object["model_type"] = config.modelType.rawValue
-        if object["architectures"] == nil { object["architectures"] = [config.modelType == .bert ? "BertModel" : "RobertaModel"] }
+        let stated = (object["architectures"] as? [String])?.first.flatMap(ModelConfig.architecture(named:))
+        if object["architectures"] == nil || (stated != nil && (stated?.type != config.modelType || stated?.head != config.head)) {
+            object["architectures"] = [config.architectureName]
+        }
+        if config.head != nil, let encoded = try JSONSerialization.jsonObject(with: config.encodedJSON()) as? [String: Any] {
+            for key in ["id2label", "label2id", "problem_type", "tie_word_embeddings"] where object[key] == nil { object[key] = encoded[key] }
+        }
         for (key, value) in [("vocab_size", config.vocabSize), ("hidden_size", config.hiddenSize), ("num_hidden_layers", config.layerCount),
                              ("num_attention_heads", config.attentionHeadCount), ("intermediate_size", config.intermediateSize),
                              ("max_position_embeddings", config.maxPositionEmbeddings), ("type_vocab_size", config.typeVocabSize),
@@ -105,17 +115,31 @@ extension LoadedCheckpoint {
                 throw PipelineError.invalidSetting(.exportLayout, value: "lucidrains", reason: "a lucidrains PKM cannot express this memory: \(problems.joined(separator: "; ")); export \(setting: .exportLayout, "canonical")")
             }
         }
-        // Names: the model's tensors under the prefix (memories renamed per layout), unused ones as they were.
+        // Names: the encoder's tensors under the prefix (memories renamed per layout), the head's at the top level as
+        // transformers names them, unused ones as they were. Beside a head, transformers finds the encoder only under
+        // its family prefix, so a head model's encoder gets `bert.`/`roberta.` even when no prefix was asked for.
+        var diagnostics: [Diagnostic] = []
+        var prefix = options.prefix
+        if config.head != nil, prefix == .none {
+            prefix = config.modelType == .bert ? .bert : .roberta
+            diagnostics.append(Diagnostic(.note, "\(config.architectureName): the encoder's tensors are written under '\(prefix.text)', where transformers looks for them beside the head's"))
+        }
+        let headNames = Set(TaskHead.parameterSpecs(config).map(\.name))
         struct Planned { var name: String; var canonical: String; var transform: LayoutTransform?; var info: TensorInfo }
         var planned: [Planned] = []
         for entry in checkpoint.report.mapped {
-            var name = options.prefix.text + entry.canonical
+            if headNames.contains(entry.canonical) {
+                planned.append(Planned(name: entry.canonical, canonical: entry.canonical, transform: nil,
+                                       info: TensorInfo(name: entry.canonical, dtype: options.dtype.target(for: entry.dtype), shape: entry.shape)))
+                continue
+            }
+            var name = prefix.text + entry.canonical
             var transform: LayoutTransform?
             var shape = entry.shape
             if let memoryConfig = config.memory, let (layer, leaf) = ResolvedCheckpoint.memoryLeaf(of: entry.canonical),
                let mode = memoryConfig.mode(ofLayer: layer) {
                 let exported = try Exporter.memoryName(layer: layer, leaf: leaf, mode: mode, memory: memoryConfig, options: options)
-                name = options.prefix.text + exported.name
+                name = prefix.text + exported.name
                 transform = exported.transform
                 if let transform { shape = MemoryLayouts.canonicalShape(shape, transform: transform, heads: memoryConfig.headCount) ?? shape }
             }
@@ -168,7 +192,7 @@ extension LoadedCheckpoint {
             try folder.write(Data(carried.utf8), as: "tokenizer.json")
             copied.append("tokenizer.json")
         }
-        var diagnostics = checkpoint.report.warnings.map { Diagnostic(.warning, $0) }
+        diagnostics = checkpoint.report.warnings.map { Diagnostic(.warning, $0) } + diagnostics
         diagnostics += checkpoint.report.unexpected.map { Diagnostic(.note, "unused tensor '\($0.source)' exported as '\($0.canonical)'") }
         return ExportResult(source: url.path, destination: destination.path, layout: options.layout, shards: names,
                             tensorCount: planned.count, totalBytes: totalBytes, tokenizerFiles: copied,

@@ -16,6 +16,11 @@ public struct VerifyReport: Sendable, Codable {
     public var outputs: [OutputComparison]
     /// Optional outputs the reference does not hold, or the model cannot produce.
     public var skipped: [String]
+    /// The reference's outputs this model cannot produce (also listed in ``skipped``): a failure under
+    /// ``VerifyOptions/strict``.
+    public var notProduced: [String] = []
+    /// Whether ``notProduced`` fails the verification.
+    public var strict: Bool = false
     public var passed: Bool
     public var seconds: Double
     /// The narrowest floating-point storage dtype of the checkpoint's weights when it is narrower
@@ -45,9 +50,13 @@ public struct VerifyOptions: Sendable {
     /// Absolute and relative tolerances overriding the reference's suggested ones (its `atol`/`rtol` attributes).
     public var atol: Double?
     public var rtol: Double?
-    public init(atol: Double? = nil, rtol: Double? = nil) {
+    /// A reference output the model cannot produce (logits of a head it lacks, a pooler output without a pooler) fails
+    /// the verification instead of being listed as skipped only.
+    public var strict: Bool
+    public init(atol: Double? = nil, rtol: Double? = nil, strict: Bool = false) {
         self.atol = atol
         self.rtol = rtol
+        self.strict = strict
     }
 }
 
@@ -100,17 +109,18 @@ public enum Verifier {
         let (inputs, outputs) = try forward(model: model, checkpointName: checkpointName, reference: reference)
         let (tolerance, source) = try tolerance(options: options, reference: reference)
         return try compare(outputs, inputs: inputs, config: model.config, checkpointName: checkpointName, reference: reference,
-                           tolerance: tolerance, toleranceSource: source, start: start)
+                           tolerance: tolerance, toleranceSource: source, strict: options.strict, start: start)
     }
 
     /// Compares outputs already computed with every output the reference holds.
     static func compare(_ outputs: ModelOutputs, inputs: ModelInputs, config: ModelConfig, checkpointName: String,
                         reference: any CheckpointReader, tolerance: Tolerance, toleranceSource source: String,
-                        start: Date) throws -> VerifyReport {
+                        strict: Bool = false, start: Date) throws -> VerifyReport {
         let names = Set(reference.tensorInfos.map(\.name))
         let (batch, sequence, d) = (inputs.batchSize, inputs.sequenceLength, config.hiddenSize)
         var comparisons: [OutputComparison] = []
         var skipped: [String] = []
+        var notProduced: [String] = []
 
         func floats(_ tensor: ReferenceTensor, shape: [Int]) throws -> [Float] {
             let values = try reference.tensor(named: tensor.name)
@@ -133,6 +143,28 @@ public enum Verifier {
             try compareValues(.poolerOutput, pooled, shape: [batch, d])
         } else if names.contains(ReferenceTensor.poolerOutput.name) {
             skipped.append("\(ReferenceTensor.poolerOutput.displayPath) (the checkpoint has no pooler)")
+            notProduced.append(ReferenceTensor.poolerOutput.displayPath)
+        }
+        var headTensors: [ReferenceTensor] = []
+        if let head = outputs.head {
+            if let logits = head.logits {
+                headTensors.append(.logits)
+                try compareValues(.logits, logits, shape: head.logitsShape)
+                if head.kind == .maskedLM, names.contains(ReferenceTensor.logits.name), var comparison = comparisons.popLast() {
+                    let expected = try floats(.logits, shape: head.logitsShape)
+                    let mask = inputs.attentionMask
+                    let stats = Compare.distributions(actual: logits, expected: expected, width: head.logitsShape[2]) { mask?[$0] ?? 1 != 0 }
+                    comparison.top1Agreement = stats.agreement
+                    comparison.distributionPositions = stats.positions
+                    comparison.meanKLDivergence = stats.meanKL
+                    comparisons.append(comparison)
+                }
+            }
+            if let start = head.startLogits, let end = head.endLogits {
+                headTensors += [.startLogits, .endLogits]
+                try compareValues(.startLogits, start, shape: [batch, sequence])
+                try compareValues(.endLogits, end, shape: [batch, sequence])
+            }
         }
         for n in 0...config.layerCount where names.contains(ReferenceTensor.hiddenState(n).name) {
             try compareValues(.hiddenState(n), outputs.hiddenStates[n], shape: [batch, sequence, d])
@@ -163,7 +195,7 @@ public enum Verifier {
         }
         // Every output the reference holds is compared, or named: memory outputs for layers without a memory and hidden
         // states past the model's depth are a mismatch of models; anything else under /outputs is listed as skipped.
-        var known = Set([ReferenceTensor.lastHiddenState, .poolerOutput].map(\.name))
+        var known = Set(([ReferenceTensor.lastHiddenState, .poolerOutput] + headTensors).map(\.name))
         for n in 0...config.layerCount { known.insert(ReferenceTensor.hiddenState(n).name) }
         for layer in outputs.memoryTraces.keys {
             known.insert(ReferenceTensor.memoryIndices(layer: layer).name)
@@ -179,10 +211,13 @@ public enum Verifier {
                 throw PipelineError.invalidReference(path: reference.url.path, reason: "reference has \(shown) but the model has hidden states 0…\(config.layerCount) (embeddings and \(config.layerCount) layers): it was made by another model")
             }
             skipped.append("\(shown) (not an output this model produces)")
+            notProduced.append(shown)
         }
         return VerifyReport(checkpoint: checkpointName, reference: reference.url.path, tolerance: tolerance, toleranceSource: source,
                             batchSize: batch, sequenceLength: sequence, outputs: comparisons, skipped: skipped,
-                            passed: !comparisons.isEmpty && comparisons.allSatisfy(\.passed), seconds: Date().timeIntervalSince(start))
+                            notProduced: notProduced, strict: strict,
+                            passed: !comparisons.isEmpty && comparisons.allSatisfy(\.passed) && !(strict && !notProduced.isEmpty),
+                            seconds: Date().timeIntervalSince(start))
     }
 }
 
@@ -201,7 +236,7 @@ extension LoadedCheckpoint {
         let (inputs, outputs) = try Verifier.forward(model: model, checkpointName: url.path, reference: reference.reader)
         let (tolerance, source) = try Verifier.tolerance(options: options, reference: reference.reader)
         var report = try Verifier.compare(outputs, inputs: inputs, config: model.config, checkpointName: url.path, reference: reference.reader,
-                                          tolerance: tolerance, toleranceSource: source, start: start)
+                                          tolerance: tolerance, toleranceSource: source, strict: options.strict, start: start)
         let floats = try resolved().report.mapped.map(\.dtype).filter(\.isFloatingPoint)
         guard let narrowest = floats.min(by: { $0.byteSize < $1.byteSize || ($0.byteSize == $1.byteSize && $0 == .bfloat16) }),
               narrowest.byteSize < DType.float32.byteSize else { return report }
@@ -215,7 +250,7 @@ extension LoadedCheckpoint {
         if suggested.absolute > report.tolerance.absolute || suggested.relative > report.tolerance.relative {
             let looser = Tolerance(absolute: max(suggested.absolute, report.tolerance.absolute), relative: max(suggested.relative, report.tolerance.relative))
             let again = try Verifier.compare(outputs, inputs: inputs, config: model.config, checkpointName: url.path, reference: reference.reader,
-                                             tolerance: looser, toleranceSource: source, start: start)
+                                             tolerance: looser, toleranceSource: source, strict: options.strict, start: start)
             report.suggestedTolerance = again.tolerance
             report.withSuggestedTolerance = VerifyReport.SuggestedOutcome(passed: again.passed, beyondTolerance: again.outputs.reduce(0) { $0 + $1.beyondTolerance },
                                                                           failing: again.outputs.filter { !$0.passed }.map(\.name))

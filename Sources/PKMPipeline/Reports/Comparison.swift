@@ -46,6 +46,14 @@ public struct OutputComparison: Sendable, Codable {
     /// Slot ids that differ where the weights are tied (indices only): not failures.
     public var ties: Int
     public var passed: Bool
+    /// Vocabulary logits only: the fraction of compared positions (real tokens) where this run's highest logit is
+    /// the reference's (or one of the reference's exactly tied highest).
+    public var top1Agreement: Double? = nil
+    /// Vocabulary logits only: the positions behind ``top1Agreement`` and ``meanKLDivergence``.
+    public var distributionPositions: Int? = nil
+    /// Vocabulary logits only: the mean over those positions of KL(reference ‖ this run) between the two softmaxes,
+    /// in nats (0 when they agree; a float16 or bfloat16 conversion shows here as a small positive number).
+    public var meanKLDivergence: Double? = nil
 }
 
 enum Compare {
@@ -152,6 +160,34 @@ enum Compare {
                                 worstActual: firstBad >= 0 && worst < actual.count ? Double(actual[worst]) : nil,
                                 worstExpected: firstBad >= 0 && worst < expected.count ? Double(expected[worst]) : nil,
                                 beyondTolerance: mismatches, ties: ties, passed: mismatches == 0)
+    }
+
+    /// Top-1 agreement and mean KL(reference ‖ actual) of the softmaxes of vocabulary logits `[rows, width]`, over the
+    /// rows `include` accepts (real tokens). Computed in float64 with the max subtracted, so large logits do not
+    /// overflow. Rows holding a NaN or an infinity are counted as disagreeing and left out of the KL mean.
+    static func distributions(actual: [Float], expected: [Float], width: Int, include: (Int) -> Bool)
+        -> (agreement: Double, positions: Int, meanKL: Double) {
+        let rows = width > 0 ? min(actual.count, expected.count) / width : 0
+        var positions = 0, agreeing = 0, finiteRows = 0
+        var totalKL = 0.0
+        for row in 0..<rows where include(row) {
+            positions += 1
+            let a = actual[(row * width)..<((row + 1) * width)], e = expected[(row * width)..<((row + 1) * width)]
+            guard a.allSatisfy(\.isFinite), e.allSatisfy(\.isFinite) else { continue }
+            let expectedMax = e.max()!, actualMax = a.max()!
+            if let best = a.firstIndex(of: actualMax), e[best] == expectedMax { agreeing += 1 }
+            func logSoftmax(_ values: ArraySlice<Float>, _ top: Float) -> [Double] {
+                let shifted = values.map { Double($0) - Double(top) }
+                let logSum = log(shifted.reduce(0) { $0 + exp($1) })
+                return shifted.map { $0 - logSum }
+            }
+            let logP = logSoftmax(e, expectedMax), logQ = logSoftmax(a, actualMax)
+            var kl = 0.0
+            for i in 0..<width { kl += exp(logP[i]) * (logP[i] - logQ[i]) }
+            totalKL += max(kl, 0)
+            finiteRows += 1
+        }
+        return (positions == 0 ? 1 : Double(agreeing) / Double(positions), positions, finiteRows == 0 ? 0 : totalKL / Double(finiteRows))
     }
 
     /// Removes the elements two sorted arrays share (as multisets), leaving each side's own.
