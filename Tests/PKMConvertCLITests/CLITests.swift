@@ -493,3 +493,29 @@ struct TerminalNameTests {
         #expect(tensors.first?["name"] as? String == name)
     }
 }
+
+/// Issue 19: `inspect` names the class a checkpoint runs as, and `usage` measures the memory of a model with a head.
+@Suite("Task heads at the command line")
+struct HeadCommandTests {
+    @Test("inspect says what each checkpoint runs as; --json has it", arguments: [
+        ("fixtures/heads/bert_qa_residual", "runs as: BertForQuestionAnswering (head from config.json architectures)", "BertForQuestionAnswering"),
+        ("fixtures/heads/roberta_mlm_residual", "runs as: RobertaForMaskedLM", "RobertaForMaskedLM"),
+        ("fixtures/models/bert_residual/model.h5", "runs as: BertModel (no task head)", "BertModel"),
+    ])
+    func inspectNamesTheHead(path: String, line: String, architecture: String) throws {
+        let text = try CLITests.run(["inspect", path])
+        #expect(text.status == 0 && text.stdout.contains(line), "\(text.stdout)")
+        let json = try CLITests.run(["inspect", path, "--json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(object["runsAs"] as? String == architecture)
+    }
+
+    @Test("usage measures the memory of a model with a masked-LM head")
+    func usageOnHeadModel() throws {
+        let outcome = try CLITests.run(["usage", "fixtures/heads/bert_mlm_residual", "--random-inputs", "4x8", "--json"])
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any])
+        let layers = try #require(object["layers"] as? [[String: Any]])
+        #expect(layers.count == 1 && (layers[0]["tokens"] as? Int) == 32 && ((layers[0]["usagePercent"] as? Double) ?? 0) > 0)
+    }
+}

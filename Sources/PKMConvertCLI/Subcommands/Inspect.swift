@@ -42,6 +42,9 @@ struct Inspect: ParsableCommand {
             } else {
                 Console.show("config: none (import needs one: --config FILE, or config.json beside the checkpoint)")
             }
+            if let runsAs = summary.runsAs {
+                Console.show("runs as: \(runsAs)" + (summary.headSource.map { " (head from \($0))" } ?? " (no task head)"))
+            }
             if let provenance = summary.provenance {
                 Console.show("provenance: \(provenance.tool), created \(provenance.created)"
                       + (provenance.operation.map { ", operation: \($0)" } ?? ""))

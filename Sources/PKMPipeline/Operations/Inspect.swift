@@ -38,6 +38,10 @@ public struct CheckpointSummary: Sendable, Codable {
     public var resolvedMemory: MemoryConfig?
     /// The memory layout detected per encoder layer (`lucidrains`, `xlm`, `lingua`, …).
     public var memoryLayouts: [String: DetectedMemoryLayout] = [:]
+    /// The class the checkpoint runs as (`BertForMaskedLM`, `BertModel`…) when it is a model, and where its head
+    /// was chosen from (nil for a bare encoder).
+    public var runsAs: String?
+    public var headSource: String?
     /// Elements of the floating-point tensors, in all and per group of canonical names.
     public var parameters = ParameterCounts()
     /// Where the config came from when it is not embedded (`config.json` beside the weights), else nil.
@@ -92,7 +96,7 @@ public struct CheckpointSummary: Sendable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case path, format, fileBytes, tensorCount, tensorBytes, dtypeTotals, tensors, metadata, config, provenance, dataVerified
-        case parameters, configSource, resolvedMemory, memoryLayouts
+        case parameters, configSource, resolvedMemory, memoryLayouts, runsAs, headSource
     }
 
     /// `config` and metadata values holding a JSON object (`pkm_source_provenance`) are written as
@@ -114,6 +118,8 @@ public struct CheckpointSummary: Sendable, Codable {
         try container.encodeIfPresent(configSource, forKey: .configSource)
         try container.encodeIfPresent(resolvedMemory, forKey: .resolvedMemory)
         try container.encode(memoryLayouts, forKey: .memoryLayouts)
+        try container.encodeIfPresent(runsAs, forKey: .runsAs)
+        try container.encodeIfPresent(headSource, forKey: .headSource)
     }
 
     public init(from decoder: Decoder) throws {
@@ -133,6 +139,8 @@ public struct CheckpointSummary: Sendable, Codable {
         configSource = try container.decodeIfPresent(String.self, forKey: .configSource)
         resolvedMemory = try container.decodeIfPresent(MemoryConfig.self, forKey: .resolvedMemory)
         memoryLayouts = try container.decodeIfPresent([String: DetectedMemoryLayout].self, forKey: .memoryLayouts) ?? [:]
+        runsAs = try container.decodeIfPresent(String.self, forKey: .runsAs)
+        headSource = try container.decodeIfPresent(String.self, forKey: .headSource)
     }
 
     public init(path: String, format: CheckpointFormat, fileBytes: Int, tensorCount: Int, tensorBytes: Int,
@@ -227,6 +235,8 @@ extension LoadedCheckpoint {
         if let resolved = try? resolved() {
             summary.resolvedMemory = resolved.config.memory
             summary.memoryLayouts = resolved.report.memoryLayouts
+            summary.runsAs = resolved.report.architecture.isEmpty ? nil : resolved.report.architecture
+            summary.headSource = resolved.report.headSource
         }
         return summary
     }
