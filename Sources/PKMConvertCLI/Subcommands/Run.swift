@@ -59,6 +59,7 @@ struct Run: ParsableCommand {
                 let shown = sequence.tokens.count > 16 ? sequence.tokens.prefix(16).joined(separator: " ") + " …" : sequence.tokens.joined(separator: " ")
                 print("  \(index): \(sequence.ids.count) tokens [\(shown)]; pooled norm " + String(format: "%.4f", sequence.pooledNorm)
                       + ", first values " + sequence.pooledFirstValues.prefix(4).map { String(format: "%.4f", $0) }.joined(separator: " "))
+                if let head = sequence.head { for line in Self.describe(head) { Console.show("     \(line)") } }
             }
             if result.sequences.count > 20 { print("  … \(result.sequences.count - 20) more (see --json)") }
             if let output = result.output { print("  outputs written to \(output)") }
@@ -86,5 +87,20 @@ struct Run: ParsableCommand {
                 print("  per forward: " + parts.joined(separator: ", "))
             }
         }
+    }
+
+    /// What a head says, as lines: fill-mask candidates, the label, per-token labels, the answer span.
+    static func describe(_ head: HeadReading) -> [String] {
+        func candidates(_ list: [HeadReading.Candidate]) -> String {
+            list.map { "\($0.label) " + String(format: "%.3f", $0.probability) }.joined(separator: ", ")
+        }
+        var lines: [String] = []
+        for masked in head.masked ?? [] { lines.append("mask at token \(masked.position): \(candidates(masked.candidates))") }
+        if let labels = head.labels { lines.append("label: \(candidates(labels))") }
+        if let tokenLabels = head.tokenLabels { lines.append("token labels: \(tokenLabels.joined(separator: " "))") }
+        if let answer = head.answer {
+            lines.append("answer: tokens \(answer.start)…\(answer.end) [\(answer.tokens.joined(separator: " "))], score " + String(format: "%.3f", answer.score))
+        }
+        return lines
     }
 }

@@ -14,6 +14,8 @@ public struct TextSequenceResult: Sendable, Codable {
     public var pooledNorm: Double
     /// Its first 8 values.
     public var pooledFirstValues: [Float]
+    /// What the model's task head says (nil for a bare encoder).
+    public var head: HeadReading?
 }
 
 /// Result of ``LoadedCheckpoint/run(texts:options:)``.
@@ -95,13 +97,17 @@ extension LoadedCheckpoint {
             for (row, text) in lines.enumerated() {
                 let t = inputs.sequenceLength
                 let mask = inputs.attentionMask.map { Array($0[(row * t)..<((row + 1) * t)]) } ?? Array(repeating: 1, count: t)
-                let ids = Array(inputs.inputIds[(row * t)..<((row + 1) * t)]).enumerated().filter { mask[$0.offset] != 0 }.map(\.element)
+                let kept = Array(inputs.inputIds[(row * t)..<((row + 1) * t)]).enumerated().filter { mask[$0.offset] != 0 }
+                let ids = kept.map(\.element)
+                let strings = ids.map { tokenizer.token(forId: $0) ?? "<\($0)>" }
+                let reading = outputs.head.flatMap { HeadReading.read($0, row: row, sequenceLength: t, positions: kept.map(\.offset),
+                                                                        tokens: strings, config: config, tokenizer: tokenizer) }
                 tokens += ids.count
                 let pooled = outputs.poolerOutput.map { Array($0[(row * d)..<((row + 1) * d)]) }
                     ?? Array(outputs.lastHiddenState[(row * t * d)..<(row * t * d + d)])
                 let norm = pooled.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-                results[positions[row]] = TextSequenceResult(text: text, tokens: ids.map { tokenizer.token(forId: $0) ?? "<\($0)>" }, ids: ids,
-                                                             pooledNorm: norm, pooledFirstValues: Array(pooled.prefix(8)))
+                results[positions[row]] = TextSequenceResult(text: text, tokens: strings, ids: ids,
+                                                             pooledNorm: norm, pooledFirstValues: Array(pooled.prefix(8)), head: reading)
             }
             if outputURL != nil { written.append((inputs, outputs)) }
         }
