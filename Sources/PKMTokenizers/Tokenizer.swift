@@ -197,11 +197,12 @@ public struct Tokenizer: Sendable {
         return TemplateProcessor.concatenate(first: first, second: second)
     }
 
-    /// Encodes texts one by one (as `encode`) and pads every row to the batch's longest.
+    /// Encodes texts one by one (as `encode`, each with `pair` as its second sequence when given) and pads every
+    /// row to the batch's longest.
     /// - Throws: as `encode`; `TokenizerError.missingField` when rows differ in length and the
     ///   tokenizer has no pad token.
-    public func encodeBatch(_ texts: [String], addSpecialTokens: Bool = true, maxLength: Int? = nil) throws -> BatchEncoding {
-        let encodings = try texts.map { try encode($0, addSpecialTokens: addSpecialTokens, maxLength: maxLength) }
+    public func encodeBatch(_ texts: [String], pair: String? = nil, addSpecialTokens: Bool = true, maxLength: Int? = nil) throws -> BatchEncoding {
+        let encodings = try texts.map { try encode($0, pair: pair, addSpecialTokens: addSpecialTokens, maxLength: maxLength) }
         let longest = encodings.map(\.ids.count).max() ?? 0
         var batch = BatchEncoding(ids: [], attentionMask: [], typeIds: [])
         for encoding in encodings {

@@ -58,14 +58,42 @@ struct HeadReadingTests {
         }
     }
 
-    @Test("question answering: the best span by start + end logit")
+    /// The best span of at most 30 tokens by start + end logit, among `allowed` token positions.
+    static func bestSpan(_ starts: [Float], _ ends: [Float], allowed: [Int]) -> (score: Double, start: Int, end: Int) {
+        var best = (score: -Double.infinity, start: 0, end: 0)
+        for i in allowed {
+            for j in allowed where j >= i && j < i + 30 && Double(starts[i]) + Double(ends[j]) > best.score {
+                best = (Double(starts[i]) + Double(ends[j]), i, j)
+            }
+        }
+        return best
+    }
+
+    @Test("question answering: the best span of ordinary tokens by start + end logit")
     func answerSpan() throws {
         let (result, starts, t) = try Self.run("bert_qa_residual", texts: ["the cat sat on the mat"], output: "start_logits")
         let (_, ends, _) = try Self.run("bert_qa_residual", texts: ["the cat sat on the mat"], output: "end_logits")
         let answer = try #require(result.sequences[0].head?.answer)
-        var best = (score: -Double.infinity, start: 0, end: 0)
-        for i in 0..<t { for j in i..<min(t, i + 30) where Double(starts[i]) + Double(ends[j]) > best.score { best = (Double(starts[i]) + Double(ends[j]), i, j) } }
+        let best = Self.bestSpan(starts, ends, allowed: Array(1..<(t - 1)))  // not [CLS], not [SEP]
         #expect(answer.start == best.start && answer.end == best.end && abs(answer.score - best.score) < 1e-6)
+    }
+
+    @Test("question answering with a pair: the answer is looked for in the context, the second sequence")
+    func answerInContext() throws {
+        let folder = try TemporaryFolder()
+        let words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "where", "is"]
+        try Data(words.joined(separator: "\n").utf8).write(to: folder.file("vocab.txt"))
+        let checkpoint = try LoadedCheckpoint(Self.fixture("bert_qa_residual"), options: OpenOptions(tokenizerURL: folder.url))
+        let reference = folder.file("qa.h5")
+        let result = try checkpoint.run(texts: ["where is the cat"], options: TextOptions(outputURL: reference, pair: "the cat sat on the mat"))
+        let sequence = result.sequences[0]
+        #expect(sequence.tokens == ["[CLS]", "where", "is", "the", "cat", "[SEP]", "the", "cat", "sat", "on", "the", "mat", "[SEP]"])
+        let written = try Checkpoints.open(reference)
+        #expect(try written.tensor(named: "inputs.token_type_ids").int64Values() == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+        let starts = try written.tensor(named: "outputs.start_logits").floatValues(), ends = try written.tensor(named: "outputs.end_logits").floatValues()
+        let answer = try #require(sequence.head?.answer)
+        let best = Self.bestSpan(starts, ends, allowed: Array(6...11))
+        #expect(answer.start == best.start && answer.end == best.end && answer.start >= 6, "\(answer)")
     }
 
     @Test("a bare encoder says nothing more")

@@ -18,6 +18,9 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Text to run (repeat for several sequences); tokenized with the checkpoint's tokenizer.")
     var text: [String] = []
 
+    @Option(name: .long, help: "A second sequence encoded with every --text ([CLS] text [SEP] pair [SEP]); for question answering the text is the question and the pair the context.")
+    var pair: String?
+
 
 
     @Option(name: .long, help: "Sequences per forward pass for --text/--text-file (each padded to its batch's longest).")
@@ -40,6 +43,7 @@ struct Run: ParsableCommand {
         guard given == 1 else { throw ValidationError("give exactly one of --inputs, --input-ids, --random-inputs, --text/--text-file") }
         guard `repeat` >= 0 else { throw ValidationError("--repeat must be 0 or more") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be 1 or more") }
+        if pair != nil, text.isEmpty, corpus.textFile == nil { throw ValidationError("--pair goes with --text or --text-file") }
         if (!text.isEmpty || corpus.textFile != nil), `repeat` > 0 { throw ValidationError("--repeat times token-id inputs; text runs report their own tokens/s") }
     }
 
@@ -50,7 +54,8 @@ struct Run: ParsableCommand {
             var texts = text
             if let textFile = corpus.textFile { texts += try TextLines.all(URL(fileURLWithPath: textFile)) }
             let result = try model.load(checkpoint, global, tokenizer: corpus.tokenizer)
-                .run(texts: texts, options: TextOptions(batchSize: batchSize, maxLength: corpus.maxLength, outputURL: output.map { URL(fileURLWithPath: $0) }))
+                .run(texts: texts, options: TextOptions(batchSize: batchSize, maxLength: corpus.maxLength, outputURL: output.map { URL(fileURLWithPath: $0) },
+                                                        pair: pair))
             if global.json { Console.printJSON(result); return }
             print("ran \(result.checkpoint) on \(Console.number(result.sequences.count)) \(result.sequences.count == 1 ? "sequence" : "sequences"), "
                   + "\(Console.number(result.tokens)) tokens (tokenizer: \(result.tokenizer)); "

@@ -41,7 +41,7 @@ public struct HeadReading: Sendable, Codable, Equatable {
 
     /// Reads row `row` of `outputs` (its `positions` are the unpadded token positions, `tokens` their strings).
     static func read(_ outputs: HeadOutputs, row: Int, sequenceLength t: Int, positions: [Int], tokens: [String],
-                     config: ModelConfig, tokenizer: Tokenizer) -> HeadReading? {
+                     config: ModelConfig, tokenizer: Tokenizer, answerInSecondSequence: Bool = false) -> HeadReading? {
         func softmax(_ values: ArraySlice<Float>) -> [Double] {
             let top = Double(values.max() ?? 0)
             let exps = values.map { Foundation.exp(Double($0) - top) }
@@ -80,9 +80,16 @@ public struct HeadReading: Sendable, Codable, Equatable {
             return HeadReading(head: outputs.kind.rawValue, tokenLabels: labels)
         case .questionAnswering:
             guard let starts = outputs.startLogits, let ends = outputs.endLogits, !positions.isEmpty else { return nil }
+            // Answers are ordinary tokens; with a question and a context, tokens of the context (after the first run of
+            // separators: `[CLS] q [SEP] c [SEP]`, `<s> q </s></s> c </s>`), as transformers' QA pipeline looks for them.
+            let special: Set<String> = ["[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"]
+            var allowed = Set(tokens.indices.filter { !special.contains(tokens[$0]) })
+            if answerInSecondSequence, let separator = tokens.firstIndex(where: { $0 == "[SEP]" || $0 == "</s>" }) {
+                allowed = allowed.filter { $0 > separator }
+            }
             var best: Answer?
-            for (i, startPosition) in positions.enumerated() {
-                for j in i..<min(positions.count, i + 30) {
+            for (i, startPosition) in positions.enumerated() where allowed.contains(i) {
+                for j in i..<min(positions.count, i + 30) where allowed.contains(j) {
                     let score = Double(starts[row * t + startPosition]) + Double(ends[row * t + positions[j]])
                     if best.map({ score > $0.score }) ?? true {
                         best = Answer(start: i, end: j, tokens: Array(tokens[i...j]), score: score)

@@ -66,12 +66,12 @@ public enum TextInputs {
     /// truncated to `maxLength` (default: the tokenizer's truncation, else the model's position count).
     /// - Throws: ``PipelineError/unusableInput(path:reason:)`` for an empty batch, a sequence longer than
     ///   the model's `max_position_embeddings`, ids beyond its vocabulary (a tokenizer of another model).
-    public static func encode(_ texts: [String], tokenizer: Tokenizer, config: ModelConfig, maxLength: Int? = nil,
+    public static func encode(_ texts: [String], pair: String? = nil, tokenizer: Tokenizer, config: ModelConfig, maxLength: Int? = nil,
                               padTo: Int? = nil) throws -> ModelInputs {
         guard !texts.isEmpty else { throw PipelineError.unusableInput(path: "text", reason: "no non-empty lines to run") }
         let positions = config.maxPositionEmbeddings - (config.modelType == .roberta ? config.padTokenId + 1 : 0)
         let limit = maxLength ?? (tokenizer.truncation == nil ? positions : nil)
-        var batch = try tokenizer.encodeBatch(texts, maxLength: limit)
+        var batch = try tokenizer.encodeBatch(texts, pair: pair, maxLength: limit)
         var length = batch.sequenceLength
         if let padTo, padTo > length {
             let pad = tokenizer.padTokenId ?? config.padTokenId

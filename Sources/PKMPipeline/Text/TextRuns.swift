@@ -48,7 +48,11 @@ public struct TextOptions: Sendable {
     public var maxLength: Int?
     /// Where to write inputs and outputs in the reference layout (HDF5; every sequence padded to the longest of all).
     public var outputURL: URL?
-    public init(batchSize: Int = 8, maxLength: Int? = nil, outputURL: URL? = nil) {
+    /// A second sequence encoded with every text (`[CLS] text [SEP] pair [SEP]`): for question answering the text is
+    /// the question and the pair the context the answer is looked for in.
+    public var pair: String?
+    public init(batchSize: Int = 8, maxLength: Int? = nil, outputURL: URL? = nil, pair: String? = nil) {
+        self.pair = pair
         self.batchSize = batchSize
         self.maxLength = maxLength
         self.outputURL = outputURL
@@ -61,7 +65,7 @@ extension LoadedCheckpoint {
     /// to the longest of all (one `[B, T]` reference file, `schemas/pkm-checkpoints.md` §5 layout, `/inputs` included).
     /// - Throws: ``PipelineError``, ``FormatError``, the tokenizer's errors.
     public func run(texts: [String], options: TextOptions = TextOptions()) throws -> TextRunResult {
-        let batchSize = options.batchSize, maxLength = options.maxLength, outputURL = options.outputURL
+        let batchSize = options.batchSize, maxLength = options.maxLength, outputURL = options.outputURL, pair = options.pair
         guard batchSize > 0 else { throw PipelineError.invalidSetting(.batchSize, value: nil, reason: "must be at least 1, is \(batchSize)") }
         let (tokenizer, tokenizerSource) = try tokenizer()
         let model = try model()
@@ -69,14 +73,14 @@ extension LoadedCheckpoint {
         let start = Date()
         var padTo: Int?
         if outputURL != nil {
-            padTo = try TextInputs.encode(texts, tokenizer: tokenizer, config: config, maxLength: maxLength).sequenceLength
+            padTo = try TextInputs.encode(texts, pair: pair, tokenizer: tokenizer, config: config, maxLength: maxLength).sequenceLength
         }
         // Without -o, lines are grouped by token count within pools of 16 batches, so each batch pads to
         // a length near its own lines'; results are reported in the input order.
         var order = Array(texts.indices)
         if outputURL == nil {
             let limit = maxLength ?? (tokenizer.truncation == nil ? config.maxPositionEmbeddings - (config.modelType == .roberta ? config.padTokenId + 1 : 0) : nil)
-            let lengths = try texts.map { try tokenizer.encode($0, maxLength: limit).ids.count }
+            let lengths = try texts.map { try tokenizer.encode($0, pair: pair, maxLength: limit).ids.count }
             order = []
             for poolStart in stride(from: 0, to: texts.count, by: batchSize * 16) {
                 order += (poolStart..<min(texts.count, poolStart + batchSize * 16)).sorted { lengths[$0] < lengths[$1] }
@@ -87,7 +91,7 @@ extension LoadedCheckpoint {
         for batchStart in stride(from: 0, to: order.count, by: batchSize) {
             let positions = Array(order[batchStart..<min(order.count, batchStart + batchSize)])
             let lines = positions.map { texts[$0] }
-            let inputs = try TextInputs.encode(lines, tokenizer: tokenizer, config: config, maxLength: maxLength, padTo: padTo)
+            let inputs = try TextInputs.encode(lines, pair: pair, tokenizer: tokenizer, config: config, maxLength: maxLength, padTo: padTo)
             let outputs: ModelOutputs
             do {
                 outputs = try model.forward(inputs, collectHiddenStates: outputURL != nil, collectMemoryTraces: outputURL != nil)
@@ -101,7 +105,8 @@ extension LoadedCheckpoint {
                 let ids = kept.map(\.element)
                 let strings = ids.map { tokenizer.token(forId: $0) ?? "<\($0)>" }
                 let reading = outputs.head.flatMap { HeadReading.read($0, row: row, sequenceLength: t, positions: kept.map(\.offset),
-                                                                        tokens: strings, config: config, tokenizer: tokenizer) }
+                                                                        tokens: strings, config: config, tokenizer: tokenizer,
+                                                                        answerInSecondSequence: pair != nil) }
                 tokens += ids.count
                 let pooled = outputs.poolerOutput.map { Array($0[(row * d)..<((row + 1) * d)]) }
                     ?? Array(outputs.lastHiddenState[(row * t * d)..<(row * t * d + d)])
