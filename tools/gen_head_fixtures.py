@@ -4,13 +4,15 @@
     python3 tools/gen_head_fixtures.py            # (re)write every case, check, write fixtures/heads/MANIFEST.json
     python3 tools/gen_head_fixtures.py --check    # only re-check the committed files (no writing)
 
-Each case folder holds what transformers' `save_pretrained` writes for a tiny `BertForMaskedLM`,
-`BertForSequenceClassification`, `BertForTokenClassification`, `BertForQuestionAnswering` or
-`RobertaForMaskedLM` (hidden 32, 2 layers, vocab 99) whose encoder carries a product-key memory
-beside the feed-forward block (residual mode, tools/pkm_reference.py): `model.safetensors` (tied
-decoders saved once, as transformers does), `config.json` (transformers' own, plus the `pkm` object)
-and `reference.h5` (spec §5: inputs, hidden states, memory traces and the head's logits /
-start_logits / end_logits; float32, eager attention, eval mode).
+Each case folder holds what transformers' `save_pretrained` writes for a tiny `BertForMaskedLM` (tied
+and untied decoder), `BertForSequenceClassification`, `BertForTokenClassification`,
+`BertForQuestionAnswering`, `RobertaForMaskedLM` or `RobertaForSequenceClassification` (hidden 32,
+2 layers, vocab 99) whose encoder carries a product-key memory beside the feed-forward block
+(residual mode, tools/pkm_reference.py): `model.safetensors` (tied decoders saved once, as
+transformers does), the same state dict as `pytorch_model.bin` (torch.save) and as `model.h5` (flat
+h5py, uncompressed), `config.json` (transformers' own, plus the `pkm` object) and `reference.h5`
+(spec §5: inputs, hidden states, memory traces and the head's logits / start_logits / end_logits;
+float32, eager attention, eval mode).
 
 Every parameter and buffer is randomised from a seeded generator. Checks made before anything is
 kept (the script fails otherwise):
@@ -18,8 +20,9 @@ kept (the script fails otherwise):
   final hidden states (and pooler) within 1e-4;
 * the memory changes the logits (zeroing its values moves them);
 * no exact tie and no near tie (< 1e-5) at a memory top-k;
-* `model.safetensors` read back into a freshly built model of the same class (memory attached,
-  tied weights re-tied by transformers) reproduces every reference output bit for bit.
+* each of `model.safetensors`, `pytorch_model.bin` and `model.h5`, read back into a freshly built
+  model of the same class (memory attached, tied weights re-tied by transformers), reproduces every
+  reference output bit for bit, and the three hold the same tensors (names, dtypes, values).
 
 Needs tools/requirements-fixtures.txt (pip install --find-links /opt/wheels -r ...); never run by
 `swift build` or `swift test`.
@@ -73,7 +76,28 @@ CASES = [
     dict(name="roberta_mlm_residual", seed=20250105, family="roberta", cls="RobertaForMaskedLM", memory_layer=1,
          description="RobertaForMaskedLM (lm_head, decoder tied to the word embeddings), residual memory at layer 1; "
                      "no token_type_ids in the reference; reference holds outputs/logits [3, 9, 99]"),
+    dict(name="roberta_seqcls_residual", seed=20250106, family="roberta", cls="RobertaForSequenceClassification",
+         memory_layer=0, labels=["contradiction", "neutral", "entailment"],
+         description="RobertaForSequenceClassification (3 labels with id2label; classifier.dense + tanh + "
+                     "classifier.out_proj on <s>, no pooler), residual memory at layer 0; no token_type_ids in the "
+                     "reference; reference holds outputs/logits [3, 3]"),
+    dict(name="bert_mlm_untied_residual", seed=20250108, family="bert", cls="BertForMaskedLM", memory_layer=1,
+         untied=True,
+         description="BertForMaskedLM with tie_word_embeddings=False: cls.predictions.decoder.weight [99, 32] and "
+                     "cls.predictions.decoder.bias saved and distinct from the word embeddings and from "
+                     "cls.predictions.bias (which transformers' forward then does not use); residual memory at "
+                     "layer 1; reference holds outputs/logits [3, 9, 99]"),
 ]
+
+# Every case folder holds the same state dict three times (what model.safetensors holds, tied copies not saved):
+# model.safetensors (save_pretrained), pytorch_model.bin (torch.save of the state dict, zip format, as
+# save_pretrained(safe_serialization=False) wrote it before transformers 5) and model.h5 (flat h5py state dict,
+# uncompressed contiguous datasets, default libver, written by tools/gen_model_fixtures.py's write_h5; config.json
+# beside it, no config attribute). Uncompressed because gzip(+shuffle) chunking makes these small random tensors
+# larger (204 KB vs 168 KB for the untied case). A folder holding several
+# weights files resolves to model.safetensors (ModelFolder.preferredWeightsFiles); tests open each by path.
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin", "model.h5")
+H5_SPEC = dict(layout="flat", compression=None, shuffle=False, config_in_file=False)
 
 
 def hf_config(case):
@@ -82,6 +106,8 @@ def hf_config(case):
     else:
         config = transformers.RobertaConfig(**TINY, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
                                             bos_token_id=0, eos_token_id=2)
+    if case.get("untied"):
+        config.tie_word_embeddings = False
     if "labels" in case:
         config.num_labels = len(case["labels"])
         config.id2label = dict(enumerate(case["labels"]))
@@ -183,6 +209,9 @@ def spec_head(case, sd, config, hidden):
         u = 0.5 * u * (1.0 + _erf(u / math.sqrt(2.0)))
         u = _layer_norm(u, g(norm + ".weight"), g(norm + ".bias"), eps)
         word = ("bert." if case["family"] == "bert" else "roberta.") + "embeddings.word_embeddings.weight"
+        if case.get("untied"):
+            # Untied: the decoder's own weight and bias (cls.predictions.bias is not used by transformers 5).
+            return {"logits": u @ g(p + "decoder.weight").T + g(p + "decoder.bias")}
         return {"logits": u @ g(word).T + g(p + "bias")}
     if kind.endswith("ForSequenceClassification"):
         if case["family"] == "bert":
@@ -245,19 +274,38 @@ def versions():
             "safetensors": safetensors.__version__}
 
 
-def read_back(case):
-    """model.safetensors loaded into a fresh model of the case's class: (model, missing keys, unexpected keys, names)."""
+def read_weights(path):
+    """The tensors of one weights file by name, as NumPy arrays."""
+    if path.endswith(".safetensors"):
+        return load_file(path)
+    if path.endswith(".bin"):
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return {k: v.numpy() for k, v in loaded.items()}
+    if path.endswith(".h5"):
+        tensors, config = models.read_h5(path)
+        assert config is None, path
+        return tensors
+    raise ValueError(path)
+
+
+def read_back(case, weights="model.safetensors"):
+    """A weights file loaded into a fresh model of the case's class: (model, missing keys, names)."""
     case_dir = os.path.join(OUT, case["name"])
     with open(os.path.join(case_dir, "config.json")) as f:
         stored = json.load(f)
     assert stored["architectures"] == [case["cls"]], stored["architectures"]
+    assert stored.get("tie_word_embeddings", True) == (not case.get("untied")), stored.get("tie_word_embeddings")
     model = build(case)
-    tensors = load_file(os.path.join(case_dir, "model.safetensors"))
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False)
+    tensors = read_weights(os.path.join(case_dir, weights))
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.array(v, order="C", copy=True)) for k, v in tensors.items()}, strict=False)
     model.tie_weights()
     # Only tied copies may be absent (transformers saves a tied tensor once).
     tied = {k for k in missing if k.endswith("decoder.weight") or k.endswith("decoder.bias")}
     assert set(missing) == tied, (case["name"], missing)
+    if case.get("untied"):
+        assert not missing, (case["name"], missing)
+        assert not np.array_equal(tensors["cls.predictions.decoder.weight"], tensors["bert.embeddings.word_embeddings.weight"])
+        assert not np.array_equal(tensors["cls.predictions.decoder.bias"], tensors["cls.predictions.bias"])
     assert not unexpected, (case["name"], unexpected)
     model.eval()
     return model, sorted(missing), sorted(tensors)
@@ -269,14 +317,25 @@ def check_case(case):
     with h5py.File(os.path.join(case_dir, "reference.h5"), "r") as f:
         f.visititems(lambda name, obj: reference.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
         assert float(f.attrs["atol"]) == ATOL and float(f.attrs["rtol"]) == RTOL
-    model, missing, names = read_back(case)
     inputs = (torch.from_numpy(reference["inputs/input_ids"]), torch.from_numpy(reference["inputs/attention_mask"]),
               torch.from_numpy(reference["inputs/token_type_ids"]) if "inputs/token_type_ids" in reference else None)
-    produced = reference_outputs(run(model, inputs))
     stored = {k: v for k, v in reference.items() if k.startswith("outputs/")}
-    assert set(produced) == set(stored), (case["name"], sorted(set(produced) ^ set(stored)))
-    for key, value in produced.items():
-        assert np.array_equal(value, stored[key]), f"{case['name']}: {key} does not reproduce the reference"
+    first = None
+    for weights in WEIGHTS_FILES:
+        model, missing, names = read_back(case, weights)
+        if first is None:
+            first = (missing, names)
+        assert (missing, names) == first, f"{case['name']}: {weights} holds other tensors than {WEIGHTS_FILES[0]}"
+        produced = reference_outputs(run(model, inputs))
+        assert set(produced) == set(stored), (case["name"], sorted(set(produced) ^ set(stored)))
+        for key, value in produced.items():
+            assert np.array_equal(value, stored[key]), f"{case['name']}: {key} from {weights} does not reproduce the reference"
+    missing, names = first
+    tensors = {w: read_weights(os.path.join(case_dir, w)) for w in WEIGHTS_FILES}
+    for w in WEIGHTS_FILES[1:]:
+        for name in names:
+            a, b = tensors[WEIGHTS_FILES[0]][name], tensors[w][name]
+            assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), f"{case['name']}: {name} differs in {w}"
     return {"tied_not_saved": missing, "tensor_count": len(names),
             "head_tensors": [n for n in names if not n.startswith(("bert.", "roberta."))]}
 
@@ -326,6 +385,11 @@ def generate_case(case):
         f.write("\n")
     for name in os.listdir(case_dir):
         assert name in ("config.json", "model.safetensors"), f"{case['name']}: save_pretrained wrote {name}"
+    saved = load_file(os.path.join(case_dir, "model.safetensors"))
+    # torch.save of the same state dict (each tensor its own storage, so no shared buffer is pickled whole).
+    torch.save({k: torch.from_numpy(np.array(v, copy=True)) for k, v in saved.items()},
+               os.path.join(case_dir, "pytorch_model.bin"))
+    models.write_h5(os.path.join(case_dir, "model.h5"), {k: np.array(v, order="C", copy=True) for k, v in saved.items()}, H5_SPEC, None)
     generator_text = (f"{GENERATOR} case {case['name']} seed {case['seed']}; transformers {transformers.__version__} "
                       f"{case['cls']} (eager, eval, float32) + tools/pkm_reference.py memory; torch {torch.__version__}")
     write_reference(os.path.join(case_dir, "reference.h5"), inputs, result, generator_text)
