@@ -69,23 +69,30 @@ struct HeadTests {
         #expect(resolved.report.unexpected.isEmpty, "\(resolved.report.unexpected.map(\.source))")
         let report = try checkpoint.verify(against: LoadedCheckpoint(fixture.reference), options: VerifyOptions(strict: true))
         #expect(report.notProduced.isEmpty)
-        guard fixture.name != Self.untiedBiasBug else {
-            // Everything but the logits verifies; the logits are off by the two biases' difference (a known bug).
-            #expect(report.outputs.filter { !$0.passed }.map(\.name).allSatisfy { $0 == "outputs/logits" })
-            #expect(report.outputs.contains { $0.name == "outputs/last_hidden_state" && $0.passed })
-            withKnownIssue(Self.untiedBiasComment) { Self.expectLogits(report, fixture) }
-            return
-        }
         Self.expectLogits(report, fixture)
     }
 
-    /// The fixture whose logits do not verify yet: transformers 5 computes an untied `BertForMaskedLM` decoder as
-    /// `nn.Linear` with its own `cls.predictions.decoder.bias` (distinct from `cls.predictions.bias`, which that
-    /// forward never reads), while `TaskHead` always adds `cls.predictions.bias` and treats the decoder's bias as an
-    /// unused duplicate. The logits then differ by exactly max |decoder.bias − bias| (0.3236 in this fixture).
-    /// `withKnownIssue` fails once this is fixed, so the marker has to be removed then.
-    static let untiedBiasBug = "bert_mlm_untied_residual"
-    static let untiedBiasComment: Comment = "untied BertForMaskedLM: TaskHead adds cls.predictions.bias, transformers 5 adds cls.predictions.decoder.bias"
+    /// The untied `BertForMaskedLM` fixture: transformers 5 computes its decoder as `nn.Linear` with its own
+    /// `cls.predictions.decoder.bias` (distinct from `cls.predictions.bias`, which that forward never reads). Before
+    /// `TaskHead` read the decoder's bias, its logits were off by exactly max |decoder.bias − bias| (0.3236 here).
+    static let untied = "bert_mlm_untied_residual"
+
+    @Test("an untied decoder adds its own bias; a file that keeps only cls.predictions.bias (transformers 4) uses that")
+    func untiedDecoderBias() throws {
+        let fixture = try #require(Self.cases.first { $0.name == Self.untied })
+        let folder = try TemporaryFolder()
+        var dict = try Checkpoints.open(fixture.checkpoint).readAll()
+        let decoderBias = try #require(dict["cls.predictions.decoder.bias"])
+        #expect(decoderBias.floatValues() != dict["cls.predictions.bias"]!.floatValues())
+        // As transformers 4 saves an untied model: the decoder's bias is the head's bias, stored once.
+        dict.set(decoderBias, named: "cls.predictions.bias")
+        _ = dict.remove("cls.predictions.decoder.bias")
+        try Checkpoints.write(dict, to: folder.file("model.safetensors"), format: .safetensors)
+        try FileManager.default.copyItem(at: fixture.folder.appendingPathComponent("config.json"), to: folder.file("config.json"))
+        let report = try LoadedCheckpoint(folder.file("model.safetensors")).verify(against: LoadedCheckpoint(fixture.reference),
+                                                                                   options: VerifyOptions(strict: true))
+        #expect(report.passed, "\(report.outputs.filter { !$0.passed }.map(\.name))")
+    }
 
     /// The head outputs of a verified fixture: passed under strict, with the logits' own statistics.
     static func expectLogits(_ report: VerifyReport, _ fixture: Case) {
@@ -122,11 +129,7 @@ struct HeadTests {
         #expect(resolved.report.architecture == fixture.architecture)
         #expect(resolved.report.headSource?.hasPrefix("tensor names") == true)
         let report = try checkpoint.verify(against: LoadedCheckpoint(fixture.reference))
-        if fixture.name == Self.untiedBiasBug {
-            withKnownIssue(Self.untiedBiasComment) { #expect(report.passed) }
-        } else {
-            #expect(report.passed)
-        }
+        #expect(report.passed)
     }
 
     /// The fixture's tensors with `name` changed by `change`, written beside a copy of its config.
@@ -144,9 +147,8 @@ struct HeadTests {
     @Test("a perturbed classifier or QA weight fails on the logits while the encoder's outputs still pass",
           arguments: [("bert_seqcls_residual", "classifier.weight"), ("bert_tokcls_residual", "classifier.bias"),
                       ("bert_qa_residual", "qa_outputs.weight"), ("bert_mlm_residual", "cls.predictions.transform.dense.weight"),
-                      ("roberta_seqcls_residual", "classifier.out_proj.weight"), ("roberta_seqcls_residual", "classifier.dense.bias")])
-    // (No untied-decoder case here until `untiedBiasBug` is fixed: its logits fail unperturbed, so a perturbation
-    // could not show anything.)
+                      ("roberta_seqcls_residual", "classifier.out_proj.weight"), ("roberta_seqcls_residual", "classifier.dense.bias"),
+                      ("bert_mlm_untied_residual", "cls.predictions.decoder.weight"), ("bert_mlm_untied_residual", "cls.predictions.decoder.bias")])
     func perturbedHead(name: String, tensor: String) throws {
         let fixture = try #require(Self.cases.first { $0.name == name })
         let folder = try TemporaryFolder()

@@ -50,6 +50,10 @@ public struct TaskHead: Sendable {
         let outputBias: ParameterSpec
         /// Copies a writer may keep of tied tensors (the decoder's own bias): mapped and carried, never read.
         let duplicates: [ParameterSpec]
+        /// An untied masked-LM decoder's own bias (`…decoder.bias`), read instead of ``outputBias`` when present:
+        /// transformers 5 adds the decoder's bias in an untied model and never reads `cls.predictions.bias`, while a
+        /// transformers 4 file keeps only `cls.predictions.bias` (there the two are one tensor).
+        let decoderBias: ParameterSpec?
         /// Whether the output projection is the word-embedding matrix (a tied masked-LM decoder): then
         /// ``outputWeight`` is optional and not read.
         let readsWordEmbeddings: Bool
@@ -67,8 +71,9 @@ public struct TaskHead: Sendable {
                 activation = .gelu
                 transformNorm = .norm(bert ? H.bertTransformNorm : H.robertaTransformNorm, width: d)
                 outputWeight = .leaf(decoder, ParameterNames.weight, shape: [v, d], isOptional: tied, isUsed: !tied)
-                outputBias = ParameterSpec(name: bert ? H.bertBias : H.robertaBias, shape: [v])
-                duplicates = [.leaf(decoder, ParameterNames.bias, shape: [v], isOptional: true, isUsed: false)]
+                outputBias = ParameterSpec(name: bert ? H.bertBias : H.robertaBias, shape: [v], isOptional: !tied)
+                duplicates = tied ? [.leaf(decoder, ParameterNames.bias, shape: [v], isOptional: true, isUsed: false)] : []
+                decoderBias = tied ? nil : .leaf(decoder, ParameterNames.bias, shape: [v], isOptional: true)
                 readsWordEmbeddings = tied
             case .sequenceClassification:
                 let labels = config.labelCount ?? 0
@@ -80,6 +85,7 @@ public struct TaskHead: Sendable {
                 outputWeight = .leaf(output, ParameterNames.weight, shape: [labels, d])
                 outputBias = .leaf(output, ParameterNames.bias, shape: [labels])
                 duplicates = []
+                decoderBias = nil
                 readsWordEmbeddings = false
             case .tokenClassification, .questionAnswering:
                 let width = kind == .questionAnswering ? 2 : (config.labelCount ?? 0)
@@ -91,13 +97,14 @@ public struct TaskHead: Sendable {
                 outputWeight = .leaf(output, ParameterNames.weight, shape: [width, d])
                 outputBias = .leaf(output, ParameterNames.bias, shape: [width])
                 duplicates = []
+                decoderBias = nil
                 readsWordEmbeddings = false
             }
         }
 
         /// In the order Hugging Face lists them.
         var specs: [ParameterSpec] {
-            (transform?.specs ?? []) + (transformNorm?.specs ?? []) + [outputWeight] + duplicates + [outputBias]
+            (transform?.specs ?? []) + (transformNorm?.specs ?? []) + [outputWeight] + duplicates + (decoderBias.map { [$0] } ?? []) + [outputBias]
         }
 
         /// The width of the output projection.
@@ -140,7 +147,13 @@ public struct TaskHead: Sendable {
         (transformWeight, transformBias) = try loader.affine(parameters.transform)
         (normWeight, normBias) = try loader.affine(parameters.transformNorm)
         outputWeight = parameters.readsWordEmbeddings ? nil : try loader.floats(parameters.outputWeight)
-        outputBias = try loader.floats(parameters.outputBias)
+        // An untied decoder adds its own bias when the file has one; otherwise (tied, or a transformers 4 file) the
+        // head's `bias`, which a missing-tensor error then names.
+        if let decoderBias = parameters.decoderBias, let own = try loader.optionalFloats(decoderBias) {
+            outputBias = own
+        } else {
+            outputBias = try loader.floats(parameters.outputBias)
+        }
     }
 
     /// Runs the head.
