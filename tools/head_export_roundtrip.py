@@ -28,26 +28,13 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_head_fixtures as heads  # noqa: E402
+from export_roundtrip import read_h5, sh  # noqa: E402  (one pkm-convert runner and HDF5 reader for both round trips)
 import gen_model_fixtures as models  # noqa: E402
 import pkm_reference as ref  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-5
 CLASSES = [("BertForMaskedLM", None), ("BertForSequenceClassification", ["no", "yes", "maybe"])]
-
-
-def sh(binary, *args):
-    result = subprocess.run([binary, *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"pkm-convert {' '.join(args)} failed:\n{result.stderr}")
-    return result.stdout
-
-
-def read_h5(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
 
 
 def base_model(cls, labels, seed):

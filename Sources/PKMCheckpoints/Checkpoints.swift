@@ -49,12 +49,6 @@ public enum Checkpoints {
         }
     }
 
-    /// Weights files of a model folder, most preferred first (``ModelFolder/preferredWeightsFiles``).
-    public static var preferredFolderFiles: [String] { ModelFolder.preferredWeightsFiles }
-
-    /// Files training loops keep next to the weights (``ModelFolder/trainingStateFiles``).
-    public static var trainingStateFiles: Set<String> { ModelFolder.trainingStateFiles }
-
     /// The weights file inside an HF-style model folder (``ModelFolder/weightsFile()``).
     /// - Throws: as ``ModelFolder/weightsFile()``.
     public static func checkpointFile(inFolder folder: URL) throws -> URL { try ModelFolder(folder).weightsFile() }

@@ -95,7 +95,7 @@ struct ExportTests {
 
     @Test("index.json is byte-identical to json.dumps(index, indent=2, sort_keys=True)")
     func indexText() {
-        let text = Exporter.indexJSON(weightMap: ["b.w": "model-00002-of-00002.safetensors", "a.w": "model-00001-of-00002.safetensors"],
+        let text = ModelFolder.shardIndexJSON(weightMap: ["b.w": "model-00002-of-00002.safetensors", "a.w": "model-00001-of-00002.safetensors"],
                                       totalSize: 10, totalParameters: 3)
         #expect(text == "{\n  \"metadata\": {\n    \"total_parameters\": 3,\n    \"total_size\": 10\n  },\n  \"weight_map\": {\n    \"a.w\": \"model-00001-of-00002.safetensors\",\n    \"b.w\": \"model-00002-of-00002.safetensors\"\n  }\n}\n")
     }

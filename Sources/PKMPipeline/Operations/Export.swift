@@ -58,9 +58,6 @@ public struct ExportResult: Sendable, Codable {
 
 /// `export`: a Hugging Face model folder (`config.json`, `model.safetensors` or shards + index, tokenizer files).
 public enum Exporter {
-    /// Files copied from the source folder when present (``ModelFolder/tokenizerFiles``).
-    public static var tokenizerFiles: [String] { ModelFolder.tokenizerFiles }
-
     /// The source config's keys, with `model_type`, `architectures`, the head's labels and the completed `pkm` object.
     ///
     /// `architectures` names the class the checkpoint runs as (``ModelConfig/architectureName``), so transformers'
@@ -88,11 +85,6 @@ public enum Exporter {
             object["pkm"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(memory))
         }
         return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-    }
-
-    /// `model.safetensors.index.json` as transformers writes it (``ModelFolder/shardIndexJSON(weightMap:totalSize:totalParameters:)``).
-    static func indexJSON(weightMap: [String: String], totalSize: Int, totalParameters: Int) -> String {
-        ModelFolder.shardIndexJSON(weightMap: weightMap, totalSize: totalSize, totalParameters: totalParameters)
     }
 }
 
